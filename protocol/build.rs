@@ -1,0 +1,14 @@
+//! Compiles proto/packfed/v1/*.proto with protox (pure Rust, no protoc binary).
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let files = ["packfed/v1/records.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+    let descriptors = protox::compile(files, [&root])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! The `Signed` envelope: exact payload bytes, the signer's key and an ed25519
+//! signature over `domain tag || 0x00 || federation id || payload`.
+//!
+//! The domain tag names the record kind and version, so a signature can never
+//! be replayed as another kind of record; the federation id is inside the
+//! signed message, so it can never be replayed into another federation. We
+//! verify the bytes as received and only then decode them: nothing is ever
+//! re-encoded to be verified. A [`Verified`] value only comes out of
+//! [`Signed::verify`].
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use prost::Message;
+
+use crate::ids::{FederationId, RecordId};
+use crate::keys::{KeyPair, PublicKey};
+use crate::limits::MAX_ENVELOPE_BYTES;
+use crate::pb;
+
+/// Envelope format version this code writes and accepts.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// The kinds of signed record, each with its own domain tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Domain {
+    Release,
+    NamespaceClaim,
+    Yank,
+    Attestation,
+    Proposal,
+    Vote,
+    LearningSummary,
+    NodeAnnouncement,
+}
+
+impl Domain {
+    pub const ALL: [Domain; 8] = [
+        Domain::Release,
+        Domain::NamespaceClaim,
+        Domain::Yank,
+        Domain::Attestation,
+        Domain::Proposal,
+        Domain::Vote,
+        Domain::LearningSummary,
+        Domain::NodeAnnouncement,
+    ];
+
+    pub fn tag(self) -> &'static str {
+        match self {
+            Domain::Release => "packfed/release/v1",
+            Domain::NamespaceClaim => "packfed/namespace-claim/v1",
+            Domain::Yank => "packfed/yank/v1",
+            Domain::Attestation => "packfed/attestation/v1",
+            Domain::Proposal => "packfed/proposal/v1",
+            Domain::Vote => "packfed/vote/v1",
+            Domain::LearningSummary => "packfed/learning-summary/v1",
+            Domain::NodeAnnouncement => "packfed/node-announcement/v1",
+        }
+    }
+
+    pub fn from_tag(tag: &str) -> Option<Domain> {
+        Domain::ALL.into_iter().find(|d| d.tag() == tag)
+    }
+}
+
+/// A record type carried in an envelope.
+pub trait Record: Message + Default + Sized {
+    const DOMAIN: Domain;
+}
+
+/// Why an envelope was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignedError {
+    #[error("envelope is {0} bytes, over the {MAX_ENVELOPE_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("envelope is not valid protobuf: {0}")]
+    Malformed(String),
+    #[error("envelope version {0} is not supported (this node speaks {ENVELOPE_VERSION})")]
+    UnknownVersion(u32),
+    #[error("record kind {found:?} where {expected:?} was expected")]
+    WrongKind { expected: String, found: String },
+    #[error("signer is not a valid ed25519 public key")]
+    BadSigner,
+    #[error("signature is malformed")]
+    MalformedSignature,
+    #[error("signature does not verify for this record kind and federation")]
+    BadSignature,
+    #[error("payload does not decode as {kind}: {reason}")]
+    BadPayload { kind: &'static str, reason: String },
+}
+
+/// An envelope as received, not yet trusted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signed {
+    inner: pb::Signed,
+    encoded: Vec<u8>,
+}
+
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signed({}, {})", self.inner.kind, self.id())
+    }
+}
+
+/// The message an envelope's signature covers.
+fn signing_message(domain: Domain, federation: &FederationId, payload: &[u8]) -> Vec<u8> {
+    let tag = domain.tag().as_bytes();
+    let mut m = Vec::with_capacity(tag.len() + 1 + 32 + payload.len());
+    m.extend_from_slice(tag);
+    m.push(0);
+    m.extend_from_slice(federation.as_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+impl Signed {
+    /// Encodes and signs `record` for `federation`.
+    pub fn sign<R: Record>(record: &R, key: &KeyPair, federation: &FederationId) -> Signed {
+        Self::sign_payload(R::DOMAIN, record.encode_to_vec(), key, federation)
+    }
+
+    /// Signs already-encoded payload bytes.
+    pub fn sign_payload(
+        domain: Domain,
+        payload: Vec<u8>,
+        key: &KeyPair,
+        federation: &FederationId,
+    ) -> Signed {
+        let signature = key.sign(&signing_message(domain, federation, &payload));
+        let inner = pb::Signed {
+            version: ENVELOPE_VERSION,
+            kind: domain.tag().to_string(),
+            payload,
+            signer: key.public().as_bytes().to_vec(),
+            signature: signature.to_vec(),
+        };
+        let encoded = inner.encode_to_vec();
+        Signed { inner, encoded }
+    }
+
+    /// Parses envelope bytes, checking size and shape, not the signature.
+    pub fn decode(bytes: &[u8]) -> Result<Signed, SignedError> {
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(SignedError::TooLarge(bytes.len()));
+        }
+        let inner = pb::Signed::decode(bytes).map_err(|e| SignedError::Malformed(e.to_string()))?;
+        if inner.version != ENVELOPE_VERSION {
+            return Err(SignedError::UnknownVersion(inner.version));
+        }
+        Ok(Signed {
+            inner,
+            encoded: bytes.to_vec(),
+        })
+    }
+
+    /// From the prost message embedded in another message.
+    pub fn from_pb(inner: pb::Signed) -> Result<Signed, SignedError> {
+        let encoded = inner.encode_to_vec();
+        Self::decode(&encoded)
+    }
+
+    pub fn to_pb(&self) -> pb::Signed {
+        self.inner.clone()
+    }
+
+    /// The bytes as received (or as first encoded).
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// The record's id: BLAKE3 of the envelope bytes.
+    pub fn id(&self) -> RecordId {
+        RecordId::of(&self.encoded)
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.inner.kind
+    }
+
+    pub fn domain(&self) -> Option<Domain> {
+        Domain::from_tag(&self.inner.kind)
+    }
+
+    /// The claimed signer; trustworthy only after [`Signed::verify`].
+    pub fn claimed_signer(&self) -> &[u8] {
+        &self.inner.signer
+    }
+
+    fn check_signature(&self, domain: Domain, federation: &FederationId) -> Result<PublicKey, SignedError> {
+        if self.inner.kind != domain.tag() {
+            return Err(SignedError::WrongKind {
+                expected: domain.tag().to_string(),
+                found: self.inner.kind.clone(),
+            });
+        }
+        let signer: [u8; 32] = self.inner.signer.as_slice().try_into().map_err(|_| SignedError::BadSigner)?;
+        let vk = VerifyingKey::from_bytes(&signer).map_err(|_| SignedError::BadSigner)?;
+        let sig: [u8; 64] = self
+            .inner
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| SignedError::MalformedSignature)?;
+        let sig = Signature::from_bytes(&sig);
+        let msg = signing_message(domain, federation, &self.inner.payload);
+        vk.verify_strict(&msg, &sig).map_err(|_| SignedError::BadSignature)?;
+        Ok(PublicKey(signer))
+    }
+
+    /// Verifies the signature over the bytes as received, then decodes the
+    /// payload as `R`.
+    pub fn verify<R: Record>(&self, federation: &FederationId) -> Result<Verified<R>, SignedError> {
+        let signer = self.check_signature(R::DOMAIN, federation)?;
+        let record = R::decode(self.inner.payload.as_slice()).map_err(|e| SignedError::BadPayload {
+            kind: R::DOMAIN.tag(),
+            reason: e.to_string(),
+        })?;
+        Ok(Verified {
+            record,
+            signer,
+            envelope: self.clone(),
+        })
+    }
+}
+
+/// A record whose signature has been checked. Only [`Signed::verify`] makes one.
+#[derive(Debug, Clone)]
+pub struct Verified<R> {
+    record: R,
+    signer: PublicKey,
+    envelope: Signed,
+}
+
+impl<R> Verified<R> {
+    pub fn record(&self) -> &R {
+        &self.record
+    }
+    pub fn signer(&self) -> PublicKey {
+        self.signer
+    }
+    pub fn envelope(&self) -> &Signed {
+        &self.envelope
+    }
+    pub fn id(&self) -> RecordId {
+        self.envelope.id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::NamespaceClaim;
+
+    fn fed(n: u8) -> FederationId {
+        FederationId([n; 32])
+    }
+
+    fn claim() -> NamespaceClaim {
+        NamespaceClaim {
+            namespace: "acme".into(),
+            claimed_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn verifies_and_decodes() {
+        let key = KeyPair::generate().unwrap();
+        let s = Signed::sign(&claim(), &key, &fed(1));
+        let back = Signed::decode(s.encoded()).unwrap();
+        let v = back.verify::<NamespaceClaim>(&fed(1)).unwrap();
+        assert_eq!(v.record(), &claim());
+        assert_eq!(v.signer(), key.public());
+        assert_eq!(v.id(), s.id());
+    }
+
+    #[test]
+    fn other_federation_fails() {
+        let key = KeyPair::generate().unwrap();
+        let s = Signed::sign(&claim(), &key, &fed(1));
+        assert_eq!(s.verify::<NamespaceClaim>(&fed(2)).unwrap_err(), SignedError::BadSignature);
+    }
+
+    #[test]
+    fn other_domain_fails_even_with_relabelled_kind() {
+        let key = KeyPair::generate().unwrap();
+        let s = Signed::sign(&claim(), &key, &fed(1));
+        // Same payload bytes presented as a yank: wrong kind.
+        assert!(matches!(s.verify::<pb::Yank>(&fed(1)), Err(SignedError::WrongKind { .. })));
+        // Relabel the envelope's kind: the signature covers the domain, so it fails.
+        let mut p = s.to_pb();
+        p.kind = Domain::Yank.tag().into();
+        let relabelled = Signed::from_pb(p).unwrap();
+        assert_eq!(relabelled.verify::<pb::Yank>(&fed(1)).unwrap_err(), SignedError::BadSignature);
+    }
+
+    #[test]
+    fn oversized_envelope_is_refused_before_parsing() {
+        let big = vec![0u8; MAX_ENVELOPE_BYTES + 1];
+        assert_eq!(Signed::decode(&big).unwrap_err(), SignedError::TooLarge(MAX_ENVELOPE_BYTES + 1));
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let key = KeyPair::generate().unwrap();
+        let mut p = Signed::sign(&claim(), &key, &fed(1)).to_pb();
+        p.version = 2;
+        assert_eq!(Signed::from_pb(p).unwrap_err(), SignedError::UnknownVersion(2));
+    }
+}
