@@ -1,1 +1,28 @@
+//! packfed-node: the `packfed` command line and the node daemon.
+//!
+//! Module map (one concern each):
+//! - [`config`]: the node home and its config file; [`init`]: creating a home
+//! - [`keys`]: key files in the home
+//! - [`store`]: the sled database (blobs with outboards, records, indexes)
+//! - [`publish`]: the node side of a publish (verify, recompute, commit)
+//! - [`packing`]: the publisher side (pack, assess, sign)
+//! - [`node`]: the running node's state and operations
+//! - [`search`]: local search
+//! - [`api`]: the HTTP/JSON API; [`daemon`]: `packfed node run`
+//! - [`client`]: the CLI's connection to a daemon
+//! - [`install`]: resolve, fetch, verify, install, and `verify`
+//! - [`cli`]: argument parsing and output
 
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod init;
+pub mod install;
+pub mod keys;
+pub mod node;
+pub mod packing;
+pub mod publish;
+pub mod search;
+pub mod store;

@@ -1,0 +1,352 @@
+//! The JSON API on 127.0.0.1 (axum). Mutating calls need the bearer token in
+//! `HOME/api-token`. Handlers translate HTTP to [`Node`] operations and back;
+//! errors are `{"error", "code"}` with a 4xx for the caller's mistakes.
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | GET  | /v1/status | node status |
+//! | GET  | /v1/peers | known peers |
+//! | POST | /v1/publish | header `packfed-publish: <hex PublishRequest>`, body: the archive |
+//! | POST | /v1/yank | `{"envelope": hex}` |
+//! | GET  | /v1/search?q=&limit=&all_versions= | local search |
+//! | GET  | /v1/packages/{ns}/{name} | every version, newest first |
+//! | GET  | /v1/info/{ns}/{name}?version= | one release |
+//! | GET  | /v1/blobs/{hash} | the archive bytes, streamed |
+//! | GET  | /metrics | Prometheus text |
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use packfed_protocol::{ContentHash, Signed};
+use serde::Deserialize;
+use serde_json::json;
+use std::io::{Read, Write};
+
+use crate::node::{Node, ReleaseView};
+use crate::publish::{self, PublishError, PublishRequest};
+use crate::search;
+use crate::store::CHUNK_SIZE;
+
+/// Header carrying the hex-encoded `PublishRequest`.
+pub const PUBLISH_HEADER: &str = "packfed-publish";
+
+/// Shared API state.
+pub struct ApiState {
+    pub node: Arc<Node>,
+    pub token: String,
+    pub publishes: AtomicU64,
+}
+
+/// An error as the API returns it.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": self.message, "code": self.code}))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let mutating = Router::new()
+        .route("/v1/publish", post(publish))
+        .route("/v1/yank", post(yank))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
+        .route("/v1/search", get(search))
+        .route("/v1/packages/{ns}/{name}", get(package))
+        .route("/v1/info/{ns}/{name}", get(info))
+        .route("/v1/blobs/{hash}", get(blob))
+        .route("/metrics", get(metrics))
+        .merge(mutating)
+        .with_state(state)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte.
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !token_matches(given.as_bytes(), state.token.as_bytes()) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this call needs the node's API token (the CLI reads it from HOME/api-token)",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Value>> {
+    let n = &s.node;
+    Ok(Json(json!({
+        "peer_id": n.peer_id,
+        "name": n.config.node.name,
+        "role": n.config.node.role.as_str(),
+        "federation_id": n.federation().to_hex(),
+        "federation": n.genesis.info.name,
+        "peers": 0,
+        "releases": n.store.release_count(),
+        "blobs": n.store.blob_count(),
+        "policy_version": 0,
+    })))
+}
+
+async fn peers() -> Json<serde_json::Value> {
+    Json(json!([]))
+}
+
+async fn metrics(State(s): State<Arc<ApiState>>) -> String {
+    format!(
+        "# TYPE packfed_releases gauge\npackfed_releases {}\n# TYPE packfed_blobs gauge\npackfed_blobs {}\n# TYPE packfed_publishes_total counter\npackfed_publishes_total {}\n",
+        s.node.store.release_count(),
+        s.node.store.blob_count(),
+        s.publishes.load(Ordering::Relaxed)
+    )
+}
+
+fn publish_status(e: &PublishError) -> StatusCode {
+    match e {
+        PublishError::VersionTaken { .. } | PublishError::NamespaceOwned { .. } => StatusCode::CONFLICT,
+        e if e.is_client_error() => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        ApiError::new(publish_status(&e), e.code(), e.to_string())
+    }
+}
+
+async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> ApiResult<Json<serde_json::Value>> {
+    let prefix = headers
+        .get(PUBLISH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::bad("malformed_record", format!("missing {PUBLISH_HEADER} header")))?;
+    let prefix = hex::decode(prefix).map_err(|_| ApiError::bad("malformed_record", "publish header is not hex"))?;
+    let req = PublishRequest::decode(&prefix)?;
+    // Refuse bad signatures before reading a byte of the archive.
+    let (_, facts, _) = publish::verify_release(s.node.federation(), &req)?;
+    let declared = {
+        let r = req
+            .release
+            .verify::<packfed_protocol::pb::Release>(s.node.federation())
+            .map_err(PublishError::from)?;
+        r.record().size
+    };
+    if declared > packfed_protocol::limits::MAX_ARCHIVE_BYTES {
+        return Err(ApiError::bad("too_large", "the archive is over the node's size limit"));
+    }
+
+    // Stream the body into the store on a blocking thread, bounded by the size
+    // the signed release declares.
+    let store = s.node.store.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let mut w = store.blob_writer(declared).map_err(std::io::Error::other)?;
+        while let Some(chunk) = rx.blocking_recv() {
+            w.write_all(&chunk)?;
+        }
+        w.finish()
+    });
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad("upload", format!("upload interrupted: {e}")))?;
+        if tx.send(chunk).await.is_err() {
+            break; // the writer stopped: its error is reported below
+        }
+    }
+    drop(tx);
+    let staged = writer
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad("too_large", format!("archive refused: {e}")))?;
+
+    let node = s.node.clone();
+    let published = tokio::task::spawn_blocking(move || publish::publish_staged(&node.store, node.federation(), &req, staged))
+        .await
+        .map_err(ApiError::internal)??;
+    s.publishes.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(id = %facts.id, hash = %facts.hash, new = published.new, "published");
+    let q = crate::node::quality_view(Some(&published.quality));
+    Ok(Json(json!({
+        "id": published.facts.id.to_string(),
+        "name": published.facts.id.name.to_string(),
+        "version": published.facts.id.version.to_string(),
+        "hash": published.facts.hash.to_hex(),
+        "record_id": published.record_id.to_hex(),
+        "quality": q,
+        "status": "accepted",
+        "new": published.new,
+    })))
+}
+
+#[derive(Deserialize)]
+struct YankBody {
+    envelope: String,
+}
+
+async fn yank(State(s): State<Arc<ApiState>>, Json(body): Json<YankBody>) -> ApiResult<Json<serde_json::Value>> {
+    let bytes = hex::decode(&body.envelope).map_err(|_| ApiError::bad("malformed_record", "envelope is not hex"))?;
+    let env = Signed::decode(&bytes).map_err(|e| ApiError::bad("malformed_record", e.to_string()))?;
+    let node = s.node.clone();
+    let id = tokio::task::spawn_blocking(move || node.yank(&env))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            crate::node::YankError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            crate::node::YankError::NotOwner { .. } => ApiError::new(StatusCode::FORBIDDEN, "not_owner", e.to_string()),
+            crate::node::YankError::Store(e) => ApiError::internal(e),
+            other => ApiError::bad("bad_yank", other.to_string()),
+        })?;
+    Ok(Json(json!({"id": id.to_string(), "yanked": true})))
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    limit: Option<usize>,
+    #[serde(default)]
+    all_versions: bool,
+}
+
+/// Most results a search returns.
+const MAX_SEARCH_RESULTS: usize = 1000;
+
+async fn search(State(s): State<Arc<ApiState>>, Query(q): Query<SearchQuery>) -> ApiResult<Json<search::SearchResponse>> {
+    if q.q.len() > 512 {
+        return Err(ApiError::bad("query_too_long", "queries are limited to 512 bytes"));
+    }
+    let limit = q.limit.unwrap_or(20).min(MAX_SEARCH_RESULTS);
+    let node = s.node.clone();
+    let resp = tokio::task::spawn_blocking(move || search::search_local(&node, &q.q, limit, q.all_versions))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(resp))
+}
+
+fn pack_name(ns: &str, name: &str) -> ApiResult<String> {
+    let full = format!("{ns}/{name}");
+    full.parse::<packfed_protocol::records::PackName>()
+        .map_err(|e| ApiError::bad("bad_name", e.to_string()))?;
+    Ok(full)
+}
+
+async fn package(State(s): State<Arc<ApiState>>, Path((ns, name)): Path<(String, String)>) -> ApiResult<Json<serde_json::Value>> {
+    let full = pack_name(&ns, &name)?;
+    let versions: Vec<ReleaseView> = s.node.versions(&full)?.iter().map(ReleaseView::from_entry).collect();
+    if versions.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no pack named {full} on this node")));
+    }
+    Ok(Json(json!({"name": full, "versions": versions})))
+}
+
+#[derive(Deserialize)]
+struct InfoQuery {
+    version: Option<String>,
+}
+
+async fn info(
+    State(s): State<Arc<ApiState>>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<InfoQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let full = pack_name(&ns, &name)?;
+    let entry = s.node.info(&full, q.version.as_deref())?.ok_or_else(|| {
+        let what = match &q.version {
+            Some(v) => format!("{full}@{v}"),
+            None => full.clone(),
+        };
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} is not known to this node; check the name with `packfed search`"))
+    })?;
+    let view = ReleaseView::from_entry(&entry);
+    let have_blob = s.node.store.has_blob(&view.hash)?;
+    let mut v = serde_json::to_value(&view).map_err(ApiError::internal)?;
+    v["attestations"] = json!([]);
+    v["providers"] = if have_blob { json!([s.node.peer_id]) } else { json!([]) };
+    Ok(Json(v))
+}
+
+async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiResult<Response> {
+    let hash: ContentHash = hash.parse().map_err(|e| ApiError::bad("bad_hash", format!("{e}")))?;
+    let (meta, mut reader) = match s.node.store.blob_reader(&hash) {
+        Ok(r) => r,
+        Err(crate::store::StoreError::MissingBlob(h)) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("blob {h} is not on this node")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, meta.size)
+        .body(Body::from_stream(stream))
+        .map_err(ApiError::internal)?)
+}

@@ -1,0 +1,521 @@
+//! The `packfed` command line (the contract is `shared/CLI.md`). Every data
+//! command takes `--json` and then prints exactly one JSON document; errors go
+//! to stderr as one sentence (or as `{"error","code"}` on stdout with
+//! `--json`) with a non-zero exit.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use packfed_governance::{Genesis, Member, Parameters, Policy};
+use packfed_protocol::manifest::Visibility;
+use packfed_protocol::records::PackId;
+use packfed_protocol::{pb, FederationId, Signed};
+use serde_json::{json, Value};
+
+use crate::client::{Client, UserError};
+use crate::config::{write_atomic, Home, NodeRole};
+use crate::init::{self, InitOptions};
+use crate::install::{self, Spec};
+use crate::{daemon, keys, packing};
+
+#[derive(Parser)]
+#[command(name = "packfed", version, about = "A federated marketplace node for code-generation packs")]
+struct Cli {
+    /// Node home (default: $PACKFED_HOME, else ~/.packfed).
+    #[arg(long, global = true, env = "PACKFED_HOME")]
+    home: Option<PathBuf>,
+    /// Print exactly one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publisher and member keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Federations.
+    #[command(subcommand)]
+    Federation(FederationCommand),
+    /// Create a node home: node key, config, empty store.
+    Init {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: NodeRole,
+        /// The genesis file (from `packfed federation new`).
+        #[arg(long)]
+        federation: PathBuf,
+        #[arg(long)]
+        listen: Vec<String>,
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        /// API address, HOST:PORT (port 0: any free port).
+        #[arg(long)]
+        api: Option<String>,
+        /// Peers that share this node's org catalog.
+        #[arg(long)]
+        org: Vec<String>,
+    },
+    /// The daemon.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// This node's status.
+    Status,
+    /// Known peers.
+    Peers,
+    /// Build the deterministic archive of a pack directory (no daemon needed).
+    Pack {
+        dir: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Validate, pack, sign and publish a pack directory.
+    Publish {
+        dir: PathBuf,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        visibility: Option<Visibility>,
+    },
+    /// Mark a release as not to be resolved anew.
+    Yank {
+        /// NAME@VERSION
+        id: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Search packs.
+    Search {
+        query: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only this node's catalog.
+        #[arg(long)]
+        local: bool,
+        /// List every version, not only the newest.
+        #[arg(long)]
+        all_versions: bool,
+    },
+    /// Show a release.
+    Info {
+        /// NAME or NAME@VERSION
+        spec: String,
+    },
+    /// Resolve, fetch, verify and install packs into DIR.
+    Install {
+        #[arg(required = true)]
+        specs: Vec<String>,
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Check an installed tree against its lockfile.
+    Verify { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an ed25519 key in the home.
+    New { name: String },
+    /// List keys in the home.
+    List,
+}
+
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// Write a genesis file.
+    New {
+        #[arg(long)]
+        name: String,
+        /// PUBKEY:ROLE:WEIGHT (role: maintainer, core, community, security).
+        #[arg(long = "member")]
+        members: Vec<Member>,
+        /// Initial acceptance policy (TOML).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long)]
+        quorum: Option<f64>,
+        #[arg(long)]
+        threshold: Option<f64>,
+        #[arg(long)]
+        voting_delay: Option<packfed_governance::duration::Duration>,
+        #[arg(long)]
+        voting_period: Option<packfed_governance::duration::Duration>,
+        #[arg(long)]
+        timelock: Option<packfed_governance::duration::Duration>,
+        #[arg(long)]
+        grace_period: Option<packfed_governance::duration::Duration>,
+        #[arg(long)]
+        proposal_threshold: Option<u64>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Run the daemon in the foreground until SIGINT/SIGTERM.
+    Run,
+}
+
+/// A failure whose JSON document was already printed.
+#[derive(Debug, thiserror::Error)]
+#[error("already reported")]
+struct Reported;
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Node(_)));
+    let json_mode = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Reported>().is_some() => ExitCode::FAILURE,
+        Err(e) => {
+            let code = e.downcast_ref::<UserError>().map(|u| u.code.clone()).unwrap_or_else(|| "error".into());
+            let message = format!("{e:#}");
+            if json_mode {
+                println!("{}", json!({"error": message, "code": code}));
+            } else {
+                eprintln!("error: {message}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Prints `value` as JSON, or `human` otherwise.
+fn output(json_mode: bool, value: &Value, human: impl FnOnce() -> String) {
+    if json_mode {
+        println!("{value}");
+    } else {
+        let text = human();
+        if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+}
+
+fn read_federation_id(home: &Home) -> Result<FederationId> {
+    home.require_initialized()?;
+    let bytes = std::fs::read(home.genesis())?;
+    Ok(Genesis::parse(&bytes)?.id)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let home = Home::resolve(cli.home)?;
+    let j = cli.json;
+    match cli.command {
+        Command::Key(KeyCommand::New { name }) => {
+            let key = keys::new_key(&home, &name)?;
+            let v = json!({"name": name, "public_key": key.public().to_hex()});
+            output(j, &v, || format!("created key {name}: {}", key.public()));
+        }
+        Command::Key(KeyCommand::List) => {
+            let list = keys::list_keys(&home)?;
+            let v: Vec<Value> = list
+                .iter()
+                .map(|(n, k)| json!({"name": n, "public_key": k.public().to_hex()}))
+                .collect();
+            output(j, &Value::Array(v), || {
+                list.iter().map(|(n, k)| format!("{n}\t{}", k.public())).collect::<Vec<_>>().join("\n")
+            });
+        }
+        Command::Federation(FederationCommand::New {
+            name,
+            members,
+            policy,
+            quorum,
+            threshold,
+            voting_delay,
+            voting_period,
+            timelock,
+            grace_period,
+            proposal_threshold,
+            out,
+        }) => {
+            let policy = match policy {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+                    Policy::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+                }
+                None => Policy::default(),
+            };
+            let d = Parameters::default();
+            let params = Parameters {
+                quorum: quorum.unwrap_or(d.quorum),
+                threshold: threshold.unwrap_or(d.threshold),
+                voting_delay: voting_delay.unwrap_or(d.voting_delay),
+                voting_period: voting_period.unwrap_or(d.voting_period),
+                timelock: timelock.unwrap_or(d.timelock),
+                grace_period: grace_period.unwrap_or(d.grace_period),
+                proposal_threshold: proposal_threshold.unwrap_or(d.proposal_threshold),
+            };
+            let text = Genesis::render(&name, &init::random_hex(16)?, members, params, policy)?;
+            let id = FederationId::of(text.as_bytes());
+            write_atomic(&out, text.as_bytes())?;
+            let v = json!({"federation_id": id.to_hex(), "path": out.display().to_string()});
+            output(j, &v, || format!("federation {name}: {id}\nwritten to {}", out.display()));
+        }
+        Command::Init {
+            name,
+            role,
+            federation,
+            listen,
+            bootstrap,
+            api,
+            org,
+        } => {
+            let genesis = std::fs::read(&federation).with_context(|| format!("reading {}", federation.display()))?;
+            let created = init::init_home(
+                &home,
+                InitOptions {
+                    name,
+                    role,
+                    genesis,
+                    listen,
+                    bootstrap,
+                    api,
+                    org,
+                },
+            )?;
+            let v = json!({"peer_id": created.peer_id, "home": home.root.display().to_string(), "federation_id": created.federation_id});
+            output(j, &v, || {
+                format!(
+                    "initialized {} (peer {}, federation {})\nstart it with: packfed --home {} node run",
+                    home.root.display(),
+                    created.peer_id,
+                    created.federation_id,
+                    home.root.display()
+                )
+            });
+        }
+        Command::Node(NodeCommand::Run) => daemon::run(home).await?,
+        Command::Status => {
+            let client = Client::connect(&home)?;
+            let v: Value = client.get("/v1/status").await?;
+            output(j, &v, || {
+                format!(
+                    "peer      {}\nname      {} ({})\nfederation {}\npeers     {}\nreleases  {}\nblobs     {}\npolicy    v{}",
+                    v["peer_id"].as_str().unwrap_or(""),
+                    v["name"].as_str().unwrap_or(""),
+                    v["role"].as_str().unwrap_or(""),
+                    v["federation_id"].as_str().unwrap_or(""),
+                    v["peers"],
+                    v["releases"],
+                    v["blobs"],
+                    v["policy_version"]
+                )
+            });
+        }
+        Command::Peers => {
+            let client = Client::connect(&home)?;
+            let v: Value = client.get("/v1/peers").await?;
+            output(j, &v, || match v.as_array() {
+                Some(a) if !a.is_empty() => a
+                    .iter()
+                    .map(|p| format!("{}\t{}", p["peer_id"].as_str().unwrap_or(""), p["name"].as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                _ => "no peers".into(),
+            });
+        }
+        Command::Pack { dir, out } => {
+            let _ = packing::read_manifest(&dir)?;
+            let out = match out {
+                Some(o) => o,
+                None => {
+                    let m = packing::read_manifest(&dir)?;
+                    PathBuf::from(format!("{}-{}.pack", m.name.as_str().replace('/', "-"), m.version))
+                }
+            };
+            let summary = pack_to(&dir, &out)?;
+            let v = json!({"hash": summary.hash.to_hex(), "size": summary.size, "path": out.display().to_string()});
+            output(j, &v, || format!("{} ({} bytes) -> {}", summary.hash, summary.size, out.display()));
+        }
+        Command::Publish { dir, key, visibility } => {
+            let key = keys::load_key(&home, &key)?;
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let prepared = packing::prepare(&dir, &home.root.join("tmp"))?;
+            let now = packing::now_ms();
+            let release = packing::release_record(&prepared.manifest, &prepared.summary, &prepared.quality, visibility, now);
+            let req = packing::sign_publish(&release, &key, &fed, now);
+            let header = hex::encode(prost::Message::encode_to_vec(&req.to_pb()));
+            let file = tokio::fs::File::open(prepared.file.path()).await?;
+            let v: Value = client
+                .post_stream("/v1/publish", &[(crate::api::PUBLISH_HEADER, header)], reqwest::Body::from(file))
+                .await?;
+            output(j, &v, || {
+                format!(
+                    "published {} ({})\nquality {} ({})",
+                    v["id"].as_str().unwrap_or(""),
+                    v["hash"].as_str().unwrap_or(""),
+                    v["quality"]["score"],
+                    v["quality"]["tier"].as_str().unwrap_or("")
+                )
+            });
+        }
+        Command::Yank { id, key, reason } => {
+            let pid: PackId = id
+                .parse()
+                .map_err(|e| UserError::new("bad_id", format!("{id:?}: {e}; write NAME@VERSION")))?;
+            let key = keys::load_key(&home, &key)?;
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let info: Value = client
+                .get(&format!("/v1/info/{}?version={}", pid.name, pid.version))
+                .await?;
+            let hash = hex::decode(info["hash"].as_str().unwrap_or_default()).context("node sent a bad hash")?;
+            let yank = pb::Yank {
+                name: pid.name.to_string(),
+                version: pid.version.to_string(),
+                content_hash: hash,
+                reason,
+                yanked_at_ms: packing::now_ms(),
+            };
+            let env = Signed::sign(&yank, &key, &fed);
+            let v: Value = client.post_json("/v1/yank", &json!({"envelope": hex::encode(env.encoded())})).await?;
+            output(j, &v, || format!("yanked {pid}"));
+        }
+        Command::Search {
+            query,
+            limit,
+            local: _,
+            all_versions,
+        } => {
+            let client = Client::connect(&home)?;
+            let resp = client
+                .http
+                .get(format!("{}/v1/search", client.base))
+                .query(&[
+                    ("q", query.as_str()),
+                    ("limit", &limit.to_string()),
+                    ("all_versions", &all_versions.to_string()),
+                ])
+                .send()
+                .await
+                .context("the node does not answer")?;
+            let v: Value = Client::check(resp).await?.json().await?;
+            output(j, &v, || {
+                let rows = v["results"].as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    return format!("no packs match {query:?}");
+                }
+                rows.iter()
+                    .map(|r| {
+                        format!(
+                            "{:<40} {:>6.2}  {}",
+                            r["id"].as_str().unwrap_or(""),
+                            r["score"].as_f64().unwrap_or(0.0),
+                            r["description"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Info { spec } => {
+            let (name, version) = match spec.split_once('@') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (spec.clone(), None),
+            };
+            let name: packfed_protocol::records::PackName =
+                name.parse().map_err(|e| UserError::new("bad_name", format!("{e}")))?;
+            let client = Client::connect(&home)?;
+            let path = match &version {
+                Some(v) => format!("/v1/info/{name}?version={v}"),
+                None => format!("/v1/info/{name}"),
+            };
+            let v: Value = client.get(&path).await?;
+            output(j, &v, || {
+                format!(
+                    "{}\n  {}\n  hash      {}\n  license   {}\n  status    {}{}\n  quality   {} ({})\n  publisher {}",
+                    v["id"].as_str().unwrap_or(""),
+                    v["description"].as_str().unwrap_or(""),
+                    v["hash"].as_str().unwrap_or(""),
+                    v["license"].as_str().unwrap_or(""),
+                    v["status"].as_str().unwrap_or(""),
+                    if v["yanked"].as_bool() == Some(true) { " (yanked)" } else { "" },
+                    v["quality"]["score"],
+                    v["quality"]["tier"].as_str().unwrap_or(""),
+                    v["publisher"].as_str().unwrap_or("")
+                )
+            });
+        }
+        Command::Install { specs, to } => {
+            let specs: Vec<Spec> = specs
+                .iter()
+                .map(|s| s.parse().map_err(|e: anyhow::Error| UserError::new("bad_spec", e.to_string()).into()))
+                .collect::<Result<_>>()?;
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let show = !j && std::io::stderr().is_terminal();
+            let done = install::install(&client, &fed, &specs, &to, show).await?;
+            let v = serde_json::to_value(&done)?;
+            output(j, &v, || {
+                let mut s: Vec<String> = done.installed.iter().map(|p| format!("installed {} ({})", p.id, &p.hash[..16])).collect();
+                s.push(format!("lockfile {}", done.lockfile));
+                s.join("\n")
+            });
+        }
+        Command::Verify { dir } => {
+            let result = install::verify(&dir)?;
+            let v = serde_json::to_value(&result)?;
+            output(j, &v, || {
+                if result.ok {
+                    format!("ok: {} packs match {}", result.packs, install::LOCKFILE)
+                } else {
+                    result
+                        .mismatches
+                        .iter()
+                        .map(|m| format!("{}: {}", m.path, m.problem))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            });
+            if !result.ok {
+                if j {
+                    // The result document above already says what differs.
+                    return Err(Reported.into());
+                }
+                return Err(UserError::new(
+                    "verify_failed",
+                    format!("{} file(s) differ from {}", result.mismatches.len(), install::LOCKFILE),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pack_to(dir: &Path, out: &Path) -> Result<packfed_protocol::archive::PackSummary> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(parent)?;
+    let (w, summary) = packfed_protocol::archive::pack_dir(dir, std::io::BufWriter::new(tmp.reopen()?))?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    tmp.persist(out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(summary)
+}

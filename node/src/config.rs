@@ -1,0 +1,207 @@
+//! The node home: where each file lives, the config file, and their loading.
+//!
+//! ```text
+//! HOME/config.toml     node configuration (see default-config.toml)
+//! HOME/genesis.toml    the federation's genesis, copied verbatim
+//! HOME/node.key        the node key (0600): one seed for libp2p and iroh
+//! HOME/api-token       bearer token for mutating API calls (0600)
+//! HOME/keys/NAME.key   publisher and member keys (0600)
+//! HOME/store/          the sled database
+//! HOME/node.json       written by a running daemon, removed on exit
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The embedded default configuration.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+/// A node's role in the federation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Company,
+    Regional,
+    Public,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Company => "company",
+            NodeRole::Regional => "regional",
+            NodeRole::Public => "public",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub name: String,
+    pub role: NodeRole,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSection {
+    #[serde(default)]
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    #[serde(default)]
+    pub mdns: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgSection {
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+}
+
+/// `config.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub net: NetSection,
+    pub api: ApiSection,
+    #[serde(default)]
+    pub org: OrgSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("config.toml: {e}"))
+    }
+
+    pub fn default_config() -> Config {
+        // The embedded file is covered by a test, so this cannot fail at run time.
+        Config::parse(DEFAULT_CONFIG).unwrap_or_else(|e| panic!("embedded default config is invalid: {e}"))
+    }
+}
+
+/// Paths inside a node home.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    /// `--home`, else `$PACKFED_HOME` (clap fills it), else `~/.packfed`.
+    pub fn resolve(flag: Option<PathBuf>) -> Result<Home> {
+        let root = match flag {
+            Some(p) => p,
+            None => {
+                let home = std::env::var_os("HOME").context("no --home given, PACKFED_HOME unset and HOME unset")?;
+                PathBuf::from(home).join(".packfed")
+            }
+        };
+        Ok(Home { root })
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn genesis(&self) -> PathBuf {
+        self.root.join("genesis.toml")
+    }
+    pub fn node_key(&self) -> PathBuf {
+        self.root.join("node.key")
+    }
+    pub fn api_token(&self) -> PathBuf {
+        self.root.join("api-token")
+    }
+    pub fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+    pub fn node_json(&self) -> PathBuf {
+        self.root.join("node.json")
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.config().exists() && self.genesis().exists() && self.node_key().exists()
+    }
+
+    pub fn require_initialized(&self) -> Result<()> {
+        if !self.is_initialized() {
+            bail!(
+                "{} is not a packfed home; run `packfed init` (or `packfed node run` for a development node) first",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn load_config(&self) -> Result<Config> {
+        let text = fs::read_to_string(self.config()).with_context(|| format!("reading {}", self.config().display()))?;
+        Config::parse(&text)
+    }
+}
+
+/// Writes a file only the owner can read (keys, tokens), atomically.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().context("path has no parent")?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes a file atomically (temp file + rename), synced.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().context("path has no parent")?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_config_parses() {
+        let c = Config::parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(c.node.role, NodeRole::Public);
+        assert!(c.api.listen.starts_with("127.0.0.1:"));
+    }
+}

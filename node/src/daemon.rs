@@ -1,0 +1,92 @@
+//! `packfed node run`: the daemon. Opens the node, serves the API, writes
+//! `HOME/node.json` once listening and removes it on a clean exit
+//! (SIGINT/SIGTERM).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{self, ApiState};
+use crate::config::{write_atomic, Home};
+use crate::init;
+use crate::node::Node;
+
+/// The contents of `HOME/node.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeJson {
+    pub peer_id: String,
+    pub api: String,
+    pub listen_addrs: Vec<String>,
+    pub pid: u32,
+}
+
+/// Runs the daemon until a signal asks it to stop.
+pub async fn run(home: Home) -> Result<()> {
+    if !home.config().exists() {
+        let created = init::init_dev_home(&home)?;
+        eprintln!(
+            "initialized a development node in {} (federation {}, key \"default\" is its only member)",
+            home.root.display(),
+            &created.federation_id[..16]
+        );
+    }
+    let node = Arc::new(Node::open(home.clone())?);
+    let token = std::fs::read_to_string(home.api_token())
+        .with_context(|| format!("reading {}", home.api_token().display()))?
+        .trim()
+        .to_string();
+    let listener = tokio::net::TcpListener::bind(&node.config.api.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} for the API; is another node running? Set [api] listen in {} (port 0 picks a free one)",
+            node.config.api.listen,
+            home.config().display()
+        )
+    })?;
+    let api_addr = listener.local_addr()?;
+    let state = Arc::new(ApiState {
+        node: node.clone(),
+        token,
+        publishes: AtomicU64::new(0),
+    });
+    let info = NodeJson {
+        peer_id: node.peer_id.clone(),
+        api: api_addr.to_string(),
+        listen_addrs: Vec::new(),
+        pid: std::process::id(),
+    };
+    write_atomic(&home.node_json(), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    tracing::info!(peer_id = %node.peer_id, api = %api_addr, federation = %node.federation(), "node running");
+    eprintln!("packfed node {} serving the API on http://{api_addr}", node.peer_id);
+
+    let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await;
+    let _ = std::fs::remove_file(home.node_json());
+    node.store.flush()?;
+    tracing::info!("node stopped");
+    served.context("API server failed")
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stop the node with Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}

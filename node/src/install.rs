@@ -1,0 +1,465 @@
+//! `packfed install` and `packfed verify`: resolve versions, fetch archives,
+//! check them against the publisher's signed release (hash and signature,
+//! verified here, not by the daemon), unpack into a staging directory and
+//! move into place only when everything succeeded, then write
+//! `packfed.lock`. An install that fails leaves the target as it was.
+//!
+//! Layout of a target: `DIR/<namespace>/<name>/...` per pack, and
+//! `DIR/packfed.lock`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufReader, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use packfed_protocol::archive::{self, EntryKind, ReadLimits};
+use packfed_protocol::records::{check_release, PackName};
+use packfed_protocol::{pb, ContentHash, FederationId, Signed};
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Client, UserError};
+use crate::config::write_atomic;
+
+/// The lockfile's name inside a target directory.
+pub const LOCKFILE: &str = "packfed.lock";
+
+/// `packfed.lock`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lockfile {
+    pub version: u32,
+    pub federation: String,
+    #[serde(default, rename = "pack")]
+    pub packs: Vec<LockedPack>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockedPack {
+    pub id: String,
+    pub hash: String,
+    pub publisher: String,
+    pub record: String,
+    /// Relative to the target directory.
+    pub path: String,
+    #[serde(default, rename = "file")]
+    pub files: Vec<LockedFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockedFile {
+    pub path: String,
+    /// BLAKE3 of a file's content; a symlink's target for links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// A requested pack: `ns/name` or `ns/name@REQ`.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: PackName,
+    pub req: semver::VersionReq,
+}
+
+impl std::str::FromStr for Spec {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Spec> {
+        let (name, req) = match s.split_once('@') {
+            Some((n, r)) => (n, r),
+            None => (s, "*"),
+        };
+        let name: PackName = name.parse().map_err(|e| anyhow::anyhow!("{s:?}: {e}"))?;
+        let req = semver::VersionReq::parse(req)
+            .map_err(|e| anyhow::anyhow!("{s:?}: {req:?} is not a semver requirement (e.g. ^1.2 or =1.2.0): {e}"))?;
+        Ok(Spec { name, req })
+    }
+}
+
+/// A candidate release, verified.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub release: pb::Release,
+    pub version: semver::Version,
+    pub hash: ContentHash,
+    pub publisher: String,
+    pub record: String,
+    pub yanked: bool,
+    pub deps: Vec<(PackName, semver::VersionReq)>,
+}
+
+#[derive(Deserialize)]
+struct VersionsResponse {
+    versions: Vec<VersionEntry>,
+}
+
+#[derive(Deserialize)]
+struct VersionEntry {
+    envelope: String,
+    yanked: bool,
+    status: String,
+}
+
+/// Fetches and verifies every version of a pack the node knows.
+async fn candidates(client: &Client, fed: &FederationId, name: &PackName) -> Result<Vec<Candidate>> {
+    let path = format!("/v1/packages/{}/{}", name.namespace(), name.name());
+    let Some(resp) = client.get_opt::<VersionsResponse>(&path).await? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for v in resp.versions {
+        if v.status != "accepted" {
+            continue;
+        }
+        let bytes = hex::decode(&v.envelope).context("node sent a release that is not hex")?;
+        let env = Signed::decode(&bytes)?;
+        let verified = env
+            .verify::<pb::Release>(fed)
+            .with_context(|| format!("the node sent a release of {name} whose signature does not verify"))?;
+        let facts = check_release(verified.record())?;
+        if facts.id.name != *name {
+            bail!("the node answered a query for {name} with {}", facts.id);
+        }
+        out.push(Candidate {
+            version: facts.id.version.clone(),
+            hash: facts.hash,
+            publisher: verified.signer().to_hex(),
+            record: verified.id().to_hex(),
+            yanked: v.yanked,
+            deps: facts.dependencies,
+            release: verified.record().clone(),
+        });
+    }
+    out.sort_by(|a, b| b.version.cmp(&a.version));
+    Ok(out)
+}
+
+/// Picks one version per pack so that every requirement holds: the newest
+/// non-yanked version satisfying all requirements seen so far, repeated until
+/// nothing changes. Conflicts are explained by who required what.
+pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Result<Vec<Candidate>> {
+    let mut reqs: BTreeMap<PackName, Vec<(semver::VersionReq, String)>> = BTreeMap::new();
+    for s in specs {
+        reqs.entry(s.name.clone()).or_default().push((s.req.clone(), "the command line".into()));
+    }
+    let mut known: BTreeMap<PackName, Vec<Candidate>> = BTreeMap::new();
+    let mut chosen: BTreeMap<PackName, Candidate> = BTreeMap::new();
+    for _round in 0..1000 {
+        let mut changed = false;
+        let names: Vec<PackName> = reqs.keys().cloned().collect();
+        for name in names {
+            if !known.contains_key(&name) {
+                known.insert(name.clone(), candidates(client, fed, &name).await?);
+            }
+            let cands = &known[&name];
+            let rs = &reqs[&name];
+            if cands.is_empty() {
+                let who = rs.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(UserError::new(
+                    "not_found",
+                    format!("{name} (required by {who}) is not known to this node; check the name with `packfed search`"),
+                )
+                .into());
+            }
+            let pick = cands.iter().find(|c| !c.yanked && rs.iter().all(|(r, _)| r.matches(&c.version)));
+            let Some(pick) = pick else {
+                let wants = rs.iter().map(|(r, w)| format!("{w} needs {name} {r}")).collect::<Vec<_>>().join("; ");
+                let have = cands
+                    .iter()
+                    .map(|c| format!("{}{}", c.version, if c.yanked { " (yanked)" } else { "" }))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(UserError::new(
+                    "unresolvable",
+                    format!("no version of {name} satisfies every requirement: {wants}; available: {have}"),
+                )
+                .into());
+            };
+            if chosen.get(&name).map(|c| &c.version) != Some(&pick.version) {
+                chosen.insert(name.clone(), pick.clone());
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(chosen.into_values().collect());
+        }
+        // Recompute requirements from the command line and the current picks.
+        reqs.clear();
+        for s in specs {
+            reqs.entry(s.name.clone()).or_default().push((s.req.clone(), "the command line".into()));
+        }
+        for c in chosen.values() {
+            for (dep, req) in &c.deps {
+                reqs.entry(dep.clone())
+                    .or_default()
+                    .push((req.clone(), format!("{}@{}", c.release.name, c.version)));
+            }
+        }
+        chosen.retain(|n, _| reqs.contains_key(n));
+    }
+    bail!("dependency resolution did not settle; the requirements form a cycle that keeps changing")
+}
+
+/// Downloads a blob into `file`, checking its BLAKE3 as it streams.
+async fn download(client: &Client, c: &Candidate, file: &mut fs::File, progress: &indicatif::ProgressBar) -> Result<()> {
+    use futures_util::StreamExt;
+    let resp = client.download(&format!("/v1/blobs/{}", c.hash)).await?;
+    let mut hasher = blake3::Hasher::new();
+    let mut got: u64 = 0;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("download interrupted")?;
+        got += chunk.len() as u64;
+        if got > c.release.size {
+            bail!("{}@{}: the node sent more bytes than the signed size {}", c.release.name, c.version, c.release.size);
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)?;
+        progress.inc(chunk.len() as u64);
+    }
+    let hash = ContentHash::from(hasher.finalize());
+    if hash != c.hash || got != c.release.size {
+        bail!(
+            "{}@{}: downloaded bytes hash to {hash} ({got} bytes) but the publisher signed {} ({} bytes); nothing was installed",
+            c.release.name,
+            c.version,
+            c.hash,
+            c.release.size
+        );
+    }
+    file.sync_all()?;
+    Ok(())
+}
+
+fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb.set_message("fetching");
+    pb
+}
+
+/// The outcome of an install.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub installed: Vec<InstalledPack>,
+    pub lockfile: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstalledPack {
+    pub id: String,
+    pub hash: String,
+}
+
+/// Resolves, fetches, verifies and installs `specs` into `target`.
+pub async fn install(client: &Client, fed: &FederationId, specs: &[Spec], target: &Path, show_progress: bool) -> Result<Installed> {
+    let picks = resolve(client, fed, specs).await?;
+    fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    let target = target.canonicalize()?;
+    let staging = tempfile::Builder::new().prefix(".packfed-staging-").tempdir_in(&target)?;
+    let total: u64 = picks.iter().map(|c| c.release.size).sum();
+    let bar = progress_bar(total, show_progress);
+
+    // Phase 1: fetch, verify and unpack everything into staging.
+    let mut locked = Vec::new();
+    for c in &picks {
+        let mut file = tempfile::tempfile_in(staging.path())?;
+        download(client, c, &mut file, &bar).await?;
+        file.rewind()?;
+        let name: PackName = c.release.name.parse()?;
+        let rel = format!("{}/{}", name.namespace(), name.name());
+        let dest = staging.path().join("new").join(&rel);
+        let entries = archive::unpack(BufReader::new(file), &dest, ReadLimits::for_archive(c.release.size))
+            .with_context(|| format!("unpacking {}@{}", c.release.name, c.version))?;
+        locked.push(LockedPack {
+            id: format!("{}@{}", c.release.name, c.version),
+            hash: c.hash.to_hex(),
+            publisher: c.publisher.clone(),
+            record: c.record.clone(),
+            path: rel,
+            files: entries
+                .iter()
+                .filter(|e| e.kind != EntryKind::Dir)
+                .map(|e| LockedFile {
+                    path: e.path.clone(),
+                    hash: e.hash.map(|h| h.to_hex()),
+                    link: None,
+                    size: e.size,
+                })
+                .collect(),
+        });
+    }
+    bar.finish_and_clear();
+    // Fill in link targets from the staged tree (unpack checked them).
+    for p in &mut locked {
+        for f in &mut p.files {
+            if f.hash.is_none() {
+                let at = staging.path().join("new").join(&p.path).join(&f.path);
+                f.link = fs::read_link(&at).ok().and_then(|t| t.to_str().map(str::to_string));
+            }
+        }
+    }
+
+    // Phase 2: move into place. Old versions go aside first, so a failure
+    // here puts them back.
+    let lock_path = target.join(LOCKFILE);
+    let mut lock = match fs::read_to_string(&lock_path) {
+        Ok(t) => toml::from_str::<Lockfile>(&t).with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?,
+        Err(_) => Lockfile {
+            version: 1,
+            federation: fed.to_hex(),
+            packs: Vec::new(),
+        },
+    };
+    let old_dir = staging.path().join("old");
+    let mut moved: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    let result = (|| -> Result<()> {
+        for p in &locked {
+            let final_path = target.join(&p.path);
+            let aside = if final_path.exists() {
+                let a = old_dir.join(&p.path);
+                fs::create_dir_all(a.parent().context("path")?)?;
+                fs::rename(&final_path, &a)?;
+                Some(a)
+            } else {
+                None
+            };
+            moved.push((final_path.clone(), aside));
+            fs::create_dir_all(final_path.parent().context("path")?)?;
+            fs::rename(staging.path().join("new").join(&p.path), &final_path)?;
+        }
+        lock.packs.retain(|old| !locked.iter().any(|n| n.path == old.path));
+        lock.packs.extend(locked.iter().cloned());
+        lock.packs.sort_by(|a, b| a.path.cmp(&b.path));
+        write_atomic(&lock_path, toml::to_string_pretty(&lock)?.as_bytes())?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (final_path, aside) in moved.into_iter().rev() {
+            let _ = fs::remove_dir_all(&final_path);
+            if let Some(a) = aside {
+                let _ = fs::rename(a, &final_path);
+            }
+        }
+        return Err(e.context("install failed while moving packs into place; the target was restored"));
+    }
+    Ok(Installed {
+        installed: locked
+            .iter()
+            .map(|p| InstalledPack {
+                id: p.id.clone(),
+                hash: p.hash.clone(),
+            })
+            .collect(),
+        lockfile: lock_path.display().to_string(),
+    })
+}
+
+/// One difference between an installed tree and its lockfile.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Mismatch {
+    pub path: String,
+    pub problem: String,
+}
+
+/// The outcome of `packfed verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    pub ok: bool,
+    pub packs: usize,
+    pub mismatches: Vec<Mismatch>,
+}
+
+fn hash_file(path: &Path) -> Result<ContentHash> {
+    let mut f = fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+fn walk_files(root: &Path, prefix: &str, out: &mut BTreeSet<String>) -> Result<()> {
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            walk_files(&entry.path(), &rel, out)?;
+        } else {
+            out.insert(rel);
+        }
+    }
+    Ok(())
+}
+
+/// Checks every installed file against the lockfile.
+pub fn verify(target: &Path) -> Result<Verification> {
+    let lock_path = target.join(LOCKFILE);
+    let text = fs::read_to_string(&lock_path)
+        .with_context(|| format!("{} has no {LOCKFILE}; install into it with `packfed install --to`", target.display()))?;
+    let lock: Lockfile = toml::from_str(&text).with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?;
+    let mut mismatches = Vec::new();
+    for p in &lock.packs {
+        let root = target.join(&p.path);
+        let mut present = BTreeSet::new();
+        if root.is_dir() {
+            walk_files(&root, "", &mut present)?;
+        } else {
+            mismatches.push(Mismatch {
+                path: p.path.clone(),
+                problem: "pack directory is missing".into(),
+            });
+            continue;
+        }
+        for f in &p.files {
+            let shown = format!("{}/{}", p.path, f.path);
+            let at = root.join(&f.path);
+            present.remove(&f.path);
+            let problem = match (&f.hash, &f.link) {
+                (Some(h), _) => match fs::symlink_metadata(&at) {
+                    Err(_) => Some("missing".to_string()),
+                    Ok(m) if !m.is_file() => Some("is no longer a regular file".to_string()),
+                    Ok(_) => {
+                        let actual = hash_file(&at)?;
+                        (actual.to_hex() != *h).then(|| format!("modified (BLAKE3 {actual}, locked {h})"))
+                    }
+                },
+                (None, Some(t)) => match fs::read_link(&at) {
+                    Ok(actual) if actual.to_str() == Some(t.as_str()) => None,
+                    Ok(actual) => Some(format!("symlink now points to {}", actual.display())),
+                    Err(_) => Some("symlink missing".to_string()),
+                },
+                (None, None) => None,
+            };
+            if let Some(problem) = problem {
+                mismatches.push(Mismatch { path: shown, problem });
+            }
+        }
+        for extra in present {
+            mismatches.push(Mismatch {
+                path: format!("{}/{extra}", p.path),
+                problem: "not in the lockfile (added after install)".into(),
+            });
+        }
+    }
+    Ok(Verification {
+        ok: mismatches.is_empty(),
+        packs: lock.packs.len(),
+        mismatches,
+    })
+}

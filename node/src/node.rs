@@ -1,0 +1,224 @@
+//! The running node's state and the operations the API exposes. The HTTP
+//! layer (`api`) only translates; everything a node does lives here or in the
+//! modules it calls.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use packfed_governance::Genesis;
+use packfed_protocol::manifest::Visibility;
+use packfed_protocol::records::PackId;
+use packfed_protocol::{pb, ContentHash, FederationId, KeyPair, RecordId, Signed, SignedError};
+use serde::Serialize;
+
+use crate::config::{Config, Home};
+use crate::keys;
+use crate::store::{ReleaseEntry, Store, StoreError};
+
+/// Everything a running node holds.
+pub struct Node {
+    pub home: Home,
+    pub config: Config,
+    pub genesis: Genesis,
+    pub store: Store,
+    pub key: KeyPair,
+    pub peer_id: String,
+}
+
+/// A release as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseView {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub license: String,
+    pub keywords: Vec<String>,
+    pub category: String,
+    pub hash: ContentHash,
+    pub size: u64,
+    pub publisher: String,
+    pub record_id: RecordId,
+    pub visibility: &'static str,
+    pub yanked: bool,
+    pub status: &'static str,
+    pub reasons: Vec<String>,
+    pub quality: QualityView,
+    pub dependencies: Vec<DependencyView>,
+    pub published_at_ms: u64,
+    /// The signed release, hex: clients verify it themselves.
+    pub envelope: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QualityView {
+    pub score: u32,
+    pub tier: String,
+    pub guards: Vec<GuardView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardView {
+    pub name: String,
+    pub weight: u32,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DependencyView {
+    pub name: String,
+    pub requirement: String,
+}
+
+pub fn quality_view(q: Option<&pb::QualityReport>) -> QualityView {
+    let q = q.cloned().unwrap_or_default();
+    QualityView {
+        score: q.score,
+        tier: q.tier,
+        guards: q
+            .guards
+            .into_iter()
+            .map(|g| GuardView {
+                name: g.name,
+                weight: g.weight,
+                passed: g.passed,
+                detail: g.detail,
+            })
+            .collect(),
+    }
+}
+
+impl ReleaseView {
+    pub fn from_entry(e: &ReleaseEntry) -> ReleaseView {
+        let r = &e.release;
+        ReleaseView {
+            id: format!("{}@{}", r.name, r.version),
+            name: r.name.clone(),
+            version: r.version.clone(),
+            description: r.description.clone(),
+            license: r.license.clone(),
+            keywords: r.keywords.clone(),
+            category: r.category.clone(),
+            hash: ContentHash::from_slice(&r.content_hash).unwrap_or(ContentHash([0; 32])),
+            size: r.size,
+            publisher: e.publisher.to_hex(),
+            record_id: e.record_id,
+            visibility: Visibility::from_pb(r.visibility).as_str(),
+            yanked: e.yanked,
+            // Acceptance policy enforcement arrives with the trust work; until
+            // then every verified release is accepted.
+            status: "accepted",
+            reasons: Vec::new(),
+            quality: quality_view(r.quality.as_ref()),
+            dependencies: r
+                .dependencies
+                .iter()
+                .map(|d| DependencyView {
+                    name: d.name.clone(),
+                    requirement: d.requirement.clone(),
+                })
+                .collect(),
+            published_at_ms: r.published_at_ms,
+            envelope: hex::encode(e.envelope.encoded()),
+        }
+    }
+}
+
+/// Why a yank was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum YankError {
+    #[error("yank record refused: {0}")]
+    Signature(#[from] SignedError),
+    #[error("yank record is malformed: {0}")]
+    Malformed(String),
+    #[error("{0} is not published on this node")]
+    NotFound(String),
+    #[error("the yank names hash {claimed} but {id} is {actual}")]
+    HashMismatch { id: String, claimed: String, actual: String },
+    #[error("only the owner of namespace {namespace} ({owner}) may yank its releases")]
+    NotOwner { namespace: String, owner: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Node {
+    /// Opens the node in an initialized home.
+    pub fn open(home: Home) -> Result<Node> {
+        home.require_initialized()?;
+        let config = home.load_config()?;
+        let genesis_bytes = std::fs::read(home.genesis()).with_context(|| format!("reading {}", home.genesis().display()))?;
+        let genesis = Genesis::parse(&genesis_bytes)?;
+        let key = keys::node_key(&home)?;
+        let peer_id = keys::peer_id(&key)?.to_string();
+        let store = Store::open(&home.store())?;
+        Ok(Node {
+            home,
+            config,
+            genesis,
+            store,
+            key,
+            peer_id,
+        })
+    }
+
+    pub fn federation(&self) -> &FederationId {
+        &self.genesis.id
+    }
+
+    /// Versions of `name`, newest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
+        let mut v = self.store.releases_of(self.federation(), name)?;
+        v.sort_by(|a, b| version_of(b).cmp(&version_of(a)));
+        Ok(v)
+    }
+
+    /// `name@version`, or the newest non-yanked version when none is given.
+    pub fn info(&self, name: &str, version: Option<&str>) -> Result<Option<ReleaseEntry>, StoreError> {
+        match version {
+            Some(v) => self.store.release(self.federation(), name, v),
+            None => {
+                let versions = self.versions(name)?;
+                let newest = versions.iter().find(|e| !e.yanked).or(versions.first()).cloned();
+                Ok(newest)
+            }
+        }
+    }
+
+    /// Applies a signed yank: only the namespace owner may yank.
+    pub fn yank(&self, envelope: &Signed) -> Result<PackId, YankError> {
+        let yank = envelope.verify::<pb::Yank>(self.federation())?;
+        let y = yank.record();
+        let id: PackId = format!("{}@{}", y.name, y.version)
+            .parse()
+            .map_err(|e: packfed_protocol::records::RecordError| YankError::Malformed(e.to_string()))?;
+        let entry = self
+            .store
+            .release(self.federation(), &y.name, &y.version)?
+            .ok_or_else(|| YankError::NotFound(id.to_string()))?;
+        if entry.release.content_hash != y.content_hash {
+            return Err(YankError::HashMismatch {
+                id: id.to_string(),
+                claimed: hex::encode(&y.content_hash),
+                actual: hex::encode(&entry.release.content_hash),
+            });
+        }
+        let ns = id.name.namespace();
+        let owner = self.store.namespace_owner(ns)?.map(|o| o.key());
+        if owner != Some(yank.signer()) {
+            return Err(YankError::NotOwner {
+                namespace: ns.to_string(),
+                owner: owner.map(|o| o.to_hex()).unwrap_or_else(|| "nobody".into()),
+            });
+        }
+        self.store.insert_yank(entry.record_id, &yank)?;
+        self.store.flush()?;
+        Ok(id)
+    }
+}
+
+fn version_of(e: &ReleaseEntry) -> semver::Version {
+    semver::Version::parse(&e.release.version).unwrap_or(semver::Version::new(0, 0, 0))
+}
+
+pub type SharedNode = Arc<Node>;

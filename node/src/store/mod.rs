@@ -1,0 +1,107 @@
+//! The node's storage: one sled database per home.
+//!
+//! Trees:
+//! - `blob_meta`: content hash -> [`BlobMeta`] (postcard). A blob exists only
+//!   once its meta is written, after all its chunks and its outboard.
+//! - `blob_chunks`, `blob_outboards`: `seq (u64 BE) || index (u32 BE)` ->
+//!   up to [`CHUNK_SIZE`] bytes. Keyed by a sequence number rather than the
+//!   hash so bytes can stream in before their hash is known; chunks whose seq
+//!   has no meta (an interrupted import) are swept at open.
+//! - `records`: record id -> `Signed` envelope bytes, as received.
+//! - `releases`: `name \0 version` -> release record id.
+//! - `by_hash`: `content hash || record id` -> () (which releases are this blob).
+//! - `namespaces`: namespace -> [`NamespaceOwner`].
+//! - `yanks`: release record id -> yank record id.
+//!
+//! Writes that a caller acknowledges are flushed first ([`Store::flush`]).
+
+mod blobs;
+mod records;
+
+pub use blobs::{BlobMeta, BlobReader, BlobWriter, StagedBlob, CHUNK_SIZE};
+pub use records::{InsertRelease, NamespaceOwner, ReleaseEntry};
+
+use std::path::Path;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store is in use by another packfed process (stop the running node first): {0}")]
+    Locked(String),
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store holds a corrupt entry: {0}")]
+    Corrupt(String),
+    #[error("blob {0} is not in this node's store")]
+    MissingBlob(String),
+    #[error("blob is larger than the {0}-byte limit")]
+    TooLarge(u64),
+}
+
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+/// The sled database and its trees.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    blob_meta: sled::Tree,
+    chunks: sled::Tree,
+    outboards: sled::Tree,
+    records: sled::Tree,
+    releases: sled::Tree,
+    by_hash: sled::Tree,
+    namespaces: sled::Tree,
+    yanks: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and sweeps interrupted imports.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                    StoreError::Locked(io.to_string())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let store = Store {
+            blob_meta: db.open_tree("blob_meta")?,
+            chunks: db.open_tree("blob_chunks")?,
+            outboards: db.open_tree("blob_outboards")?,
+            records: db.open_tree("records")?,
+            releases: db.open_tree("releases")?,
+            by_hash: db.open_tree("by_hash")?,
+            namespaces: db.open_tree("namespaces")?,
+            yanks: db.open_tree("yanks")?,
+            db,
+        };
+        let swept = store.sweep_orphan_chunks()?;
+        if swept > 0 {
+            tracing::info!(chunks = swept, "removed chunks of interrupted imports");
+        }
+        Ok(store)
+    }
+
+    /// Makes every write so far durable. Call before acknowledging.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
