@@ -1,1 +1,205 @@
-//! placeholder-free stub replaced below
+//! Local federation harness: starts real `packfed` node processes on
+//! 127.0.0.1 with their own homes, runs CLI commands against them, and makes
+//! pack directories to publish. Used by the end-to-end tests in `tests/` and
+//! by the benches; the `testnet` command builds on it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Runs `packfed` with `--home home` and the given arguments.
+pub fn packfed(bin: &Path, home: &Path, args: &[&str]) -> Result<Output> {
+    Command::new(bin)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("PACKFED_HOME")
+        .output()
+        .with_context(|| format!("running {}", bin.display()))
+}
+
+/// Runs `packfed --json ...` and parses stdout; errors if the exit is non-zero.
+pub fn packfed_json(bin: &Path, home: &Path, args: &[&str]) -> Result<Value> {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = packfed(bin, home, &full)?;
+    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "packfed {args:?} printed no JSON: stdout {:?} stderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if !out.status.success() {
+        bail!("packfed {args:?} failed: {v}");
+    }
+    Ok(v)
+}
+
+/// A node process with its own home.
+pub struct TestNode {
+    pub bin: PathBuf,
+    pub home: PathBuf,
+    pub child: Option<Child>,
+    pub api: String,
+}
+
+impl TestNode {
+    /// Starts `packfed node run` on an initialized home and waits until
+    /// `node.json` names a listening API.
+    pub fn start(bin: &Path, home: &Path) -> Result<TestNode> {
+        let node_json = home.join("node.json");
+        let _ = std::fs::remove_file(&node_json); // stale after a kill -9
+        let log = std::fs::File::create(home.join("node.log"))?;
+        let child = Command::new(bin)
+            .arg("--home")
+            .arg(home)
+            .args(["node", "run"])
+            .env_remove("PACKFED_HOME")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning packfed node run")?;
+        let pid = child.id();
+        let mut node = TestNode {
+            bin: bin.to_path_buf(),
+            home: home.to_path_buf(),
+            child: Some(child),
+            api: String::new(),
+        };
+        let api = wait_for(Duration::from_secs(30), "node.json", || {
+            let v: Value = serde_json::from_slice(&std::fs::read(&node_json).ok()?).ok()?;
+            (v["pid"].as_u64() == Some(u64::from(pid))).then(|| v["api"].as_str().map(str::to_string))?
+        });
+        match api {
+            Ok(a) => node.api = a,
+            Err(e) => {
+                let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+                bail!("{e}; node log:\n{log}");
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn json(&self, args: &[&str]) -> Result<Value> {
+        packfed_json(&self.bin, &self.home, args)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
+        packfed(&self.bin, &self.home, args)
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait: the clean shutdown path.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let Some(mut c) = self.child.take() else {
+            bail!("node already stopped");
+        };
+        let pid = c.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let status = wait_for(Duration::from_secs(30), "node exit", || c.try_wait().ok().flatten())?;
+        Ok(status)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Creates a genesis (one maintainer member: a key named `key` in `home`)
+/// and initializes `home` with an API on a free port.
+pub fn init_single(bin: &Path, home: &Path, key: &str) -> Result<Value> {
+    let k = packfed_json(bin, home, &["key", "new", key])?;
+    let member = format!("{}:maintainer:1", k["public_key"].as_str().context("public_key")?);
+    let genesis = home.with_extension("genesis.toml");
+    packfed_json(
+        bin,
+        home,
+        &["federation", "new", "--name", "test", "--member", &member, "--out", &genesis.to_string_lossy()],
+    )?;
+    packfed_json(
+        bin,
+        home,
+        &[
+            "init",
+            "--name",
+            "n1",
+            "--role",
+            "company",
+            "--federation",
+            &genesis.to_string_lossy(),
+            "--api",
+            "127.0.0.1:0",
+        ],
+    )
+}
+
+/// Writes a pack directory with a manifest, a README, a LICENSE, a template
+/// and `extra_bytes` of incompressible data.
+pub fn make_pack(dir: &Path, name: &str, version: &str, deps: &[(&str, &str)], extra_bytes: usize) -> Result<()> {
+    std::fs::create_dir_all(dir.join("templates"))?;
+    let mut manifest = format!(
+        "[pack]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"Templates for {name}, generated for tests\"\nlicense = \"MIT\"\nkeywords = [\"test\", \"templates\"]\ncategory = \"web\"\nauthors = [\"Test <t@example.test>\"]\n"
+    );
+    if !deps.is_empty() {
+        manifest.push_str("\n[dependencies]\n");
+        for (d, r) in deps {
+            manifest.push_str(&format!("\"{d}\" = \"{r}\"\n"));
+        }
+    }
+    std::fs::write(dir.join("pack.toml"), manifest)?;
+    std::fs::write(dir.join("README.md"), format!("# {name}\n\n{}", "A pack used in tests. ".repeat(8)))?;
+    std::fs::write(dir.join("LICENSE"), "MIT License\n")?;
+    std::fs::write(dir.join("templates/main.tmpl"), format!("hello {{{{name}}}} from {name}@{version}\n"))?;
+    if extra_bytes > 0 {
+        std::fs::write(dir.join("templates/data.bin"), pseudo_random_bytes(extra_bytes, name.len() as u64))?;
+    }
+    Ok(())
+}
+
+/// Incompressible bytes from a fixed seed (xorshift), so benches are repeatable.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
