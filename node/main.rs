@@ -1,1 +1,3 @@
-fn main() -> std::process::ExitCode { packfed_node::cli::main() }
+fn main() -> std::process::ExitCode {
+    packfed_node::cli::main()
+}

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use packfed_testnet::{init_single, make_pack, packfed_json, TestNode};
+use packfed_testnet::{TestNode, init_single, make_pack, packfed_json};
 use serde_json::Value;
 
 fn bin() -> PathBuf {
@@ -54,7 +54,12 @@ fn publish_search_install_verify_and_tamper_detection() {
     assert!(p["quality"]["score"].as_u64().unwrap() > 0);
 
     let found = s.node.json(&["search", "rest"]).unwrap();
-    let ids: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.first(), Some(&"acme/rest-api@1.0.0"), "{found}");
     assert_eq!(found["partial"], false);
 
@@ -64,8 +69,16 @@ fn publish_search_install_verify_and_tamper_detection() {
     assert!(info["reasons"].as_array().unwrap().is_empty());
 
     let target = s.root.join("installed");
-    let done = s.node.json(&["install", "acme/rest-api", "--to", &target.to_string_lossy()]).unwrap();
-    let installed: Vec<&str> = done["installed"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let done = s
+        .node
+        .json(&["install", "acme/rest-api", "--to", &target.to_string_lossy()])
+        .unwrap();
+    let installed: Vec<&str> = done["installed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
     assert_eq!(installed, ["acme/http-core@1.2.3", "acme/rest-api@1.0.0"]);
     assert!(target.join("packfed.lock").exists());
     assert_eq!(
@@ -81,7 +94,12 @@ fn publish_search_install_verify_and_tamper_detection() {
     assert!(!out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
-    let paths: Vec<&str> = v["mismatches"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = v["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths, ["acme/http-core/README.md"]);
 }
 
@@ -123,9 +141,20 @@ fn yanked_versions_are_not_resolved_anew() {
     let y = s.node.json(&["yank", "acme/lib@1.1.0", "--key", "alice"]).unwrap();
     assert_eq!(y["yanked"], true);
     let target = s.root.join("t");
-    let done = s.node.json(&["install", "acme/lib@^1", "--to", &target.to_string_lossy()]).unwrap();
+    let done = s
+        .node
+        .json(&["install", "acme/lib@^1", "--to", &target.to_string_lossy()])
+        .unwrap();
     assert_eq!(done["installed"][0]["id"], "acme/lib@1.0.0");
-    let err = json_error(&s.node, &["install", "acme/lib@=1.1.0", "--to", &s.root.join("t2").to_string_lossy()]);
+    let err = json_error(
+        &s.node,
+        &[
+            "install",
+            "acme/lib@=1.1.0",
+            "--to",
+            &s.root.join("t2").to_string_lossy(),
+        ],
+    );
     assert_eq!(err["code"], "unresolvable");
     assert!(err["error"].as_str().unwrap().contains("1.1.0 (yanked)"), "{err}");
 }
@@ -141,7 +170,10 @@ fn failed_install_leaves_the_target_as_it_was() {
     std::fs::write(target.join("keep.txt"), "mine").unwrap();
     let err = json_error(&s.node, &["install", "acme/lib", "--to", &target.to_string_lossy()]);
     assert_eq!(err["code"], "not_found", "{err}");
-    let names: Vec<_> = std::fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, ["keep.txt"]);
 }
 
@@ -164,7 +196,10 @@ fn mutating_calls_need_the_api_token_and_node_json_goes_on_clean_exit() {
     assert_eq!(http_status(&s.node.api, &req), 401);
     let wrong = req.replace("Connection: close", "Authorization: Bearer nope\r\nConnection: close");
     assert_eq!(http_status(&s.node.api, &wrong), 401);
-    let get = format!("GET /v1/status HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", s.node.api);
+    let get = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        s.node.api
+    );
     assert_eq!(http_status(&s.node.api, &get), 200);
 
     #[cfg(unix)]
@@ -188,7 +223,10 @@ fn acknowledged_publishes_survive_kill_9() {
         let d = s.root.join(format!("p{i}"));
         make_pack(&d, &format!("acme/crash-{i}"), "1.0.0", &[], 20_000 + i * 1000).unwrap();
         let p = publish(&s.node, &d, "alice");
-        published.push((p["id"].as_str().unwrap().to_string(), p["hash"].as_str().unwrap().to_string()));
+        published.push((
+            p["id"].as_str().unwrap().to_string(),
+            p["hash"].as_str().unwrap().to_string(),
+        ));
     }
     // Right after the last acknowledgement: no clean shutdown, no flush.
     s.node.kill9().unwrap();
@@ -201,7 +239,10 @@ fn acknowledged_publishes_survive_kill_9() {
         assert_eq!(info["hash"].as_str().unwrap(), hash);
     }
     let target = s.root.join("after-crash");
-    let specs: Vec<String> = published.iter().map(|(id, _)| id.split('@').next().unwrap().to_string()).collect();
+    let specs: Vec<String> = published
+        .iter()
+        .map(|(id, _)| id.split('@').next().unwrap().to_string())
+        .collect();
     let mut args = vec!["install"];
     args.extend(specs.iter().map(String::as_str));
     let t = target.to_string_lossy().to_string();
@@ -223,10 +264,15 @@ fn errors_say_what_to_do() {
     let s = setup();
     let bad = s.root.join("bad");
     make_pack(&bad, "acme/bad", "1.0.0", &[], 0).unwrap();
-    let manifest = std::fs::read_to_string(bad.join("pack.toml")).unwrap().replace("1.0.0", "one");
+    let manifest = std::fs::read_to_string(bad.join("pack.toml"))
+        .unwrap()
+        .replace("1.0.0", "one");
     std::fs::write(bad.join("pack.toml"), manifest).unwrap();
     let err = json_error(&s.node, &["publish", &bad.to_string_lossy(), "--key", "alice"]);
     assert!(err["error"].as_str().unwrap().contains("pack.version"), "{err}");
     let err = json_error(&s.node, &["publish", &bad.to_string_lossy(), "--key", "nobody"]);
-    assert!(err["error"].as_str().unwrap().contains("packfed key new nobody"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("packfed key new nobody"),
+        "{err}"
+    );
 }

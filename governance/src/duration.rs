@@ -37,11 +37,11 @@ impl std::str::FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
-        if s > 0 && s % 86_400 == 0 {
+        if s > 0 && s.is_multiple_of(86_400) {
             write!(f, "{}d", s / 86_400)
-        } else if s > 0 && s % 3600 == 0 {
+        } else if s > 0 && s.is_multiple_of(3600) {
             write!(f, "{}h", s / 3600)
-        } else if s > 0 && s % 60 == 0 {
+        } else if s > 0 && s.is_multiple_of(60) {
             write!(f, "{}m", s / 60)
         } else {
             write!(f, "{s}s")
@@ -68,7 +68,13 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        for (s, secs) in [("90s", 90), ("15m", 900), ("72h", 259_200), ("14d", 1_209_600), ("0s", 0)] {
+        for (s, secs) in [
+            ("90s", 90),
+            ("15m", 900),
+            ("72h", 259_200),
+            ("14d", 1_209_600),
+            ("0s", 0),
+        ] {
             let d: Duration = s.parse().unwrap();
             assert_eq!(d.secs(), secs);
             assert_eq!(d.to_string().parse::<Duration>().unwrap(), d);

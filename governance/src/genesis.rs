@@ -164,7 +164,10 @@ fn check(info: &FederationInfo, members: &[Member], p: &Parameters) -> Result<()
         return bad("a member key appears twice in [[members]]".into());
     }
     if let Some(m) = members.iter().find(|m| m.weight == 0) {
-        return bad(format!("member {} has weight 0; weights must be at least 1", m.public_key));
+        return bad(format!(
+            "member {} has weight 0; weights must be at least 1",
+            m.public_key
+        ));
     }
     Ok(())
 }
@@ -226,7 +229,14 @@ mod tests {
     fn render_parse_round_trip_and_id_is_file_hash() {
         let k = KeyPair::generate().unwrap().public();
         let m: Member = format!("{k}:security:2").parse().unwrap();
-        let text = Genesis::render("acme-fed", "00ff", vec![m.clone()], Parameters::default(), Policy::default()).unwrap();
+        let text = Genesis::render(
+            "acme-fed",
+            "00ff",
+            vec![m.clone()],
+            Parameters::default(),
+            Policy::default(),
+        )
+        .unwrap();
         let g = Genesis::parse(text.as_bytes()).unwrap();
         assert_eq!(g.members, vec![m]);
         assert_eq!(g.id, FederationId::of(text.as_bytes()));

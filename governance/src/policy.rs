@@ -87,7 +87,10 @@ impl Policy {
             return Err("policy file: accept.min_quality must be 0..100".into());
         }
         if let Some(r) = p.accept.require.iter().find(|r| r.min == 0) {
-            return Err(format!("policy file: accept.require ({:?}): min must be at least 1", r.kind));
+            return Err(format!(
+                "policy file: accept.require ({:?}): min must be at least 1",
+                r.kind
+            ));
         }
         Ok(p)
     }

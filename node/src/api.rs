@@ -14,12 +14,12 @@
 //! | GET  | /v1/blobs/{hash} | the archive bytes, streamed |
 //! | GET  | /metrics | Prometheus text |
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -211,9 +211,10 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
         .map_err(|e| ApiError::bad("too_large", format!("archive refused: {e}")))?;
 
     let node = s.node.clone();
-    let published = tokio::task::spawn_blocking(move || publish::publish_staged(&node.store, node.federation(), &req, staged))
-        .await
-        .map_err(ApiError::internal)??;
+    let published =
+        tokio::task::spawn_blocking(move || publish::publish_staged(&node.store, node.federation(), &req, staged))
+            .await
+            .map_err(ApiError::internal)??;
     s.publishes.fetch_add(1, Ordering::Relaxed);
     tracing::info!(id = %facts.id, hash = %facts.hash, new = published.new, "published");
     let q = crate::node::quality_view(Some(&published.quality));
@@ -262,7 +263,10 @@ struct SearchQuery {
 /// Most results a search returns.
 const MAX_SEARCH_RESULTS: usize = 1000;
 
-async fn search(State(s): State<Arc<ApiState>>, Query(q): Query<SearchQuery>) -> ApiResult<Json<search::SearchResponse>> {
+async fn search(
+    State(s): State<Arc<ApiState>>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<Json<search::SearchResponse>> {
     if q.q.len() > 512 {
         return Err(ApiError::bad("query_too_long", "queries are limited to 512 bytes"));
     }
@@ -281,11 +285,18 @@ fn pack_name(ns: &str, name: &str) -> ApiResult<String> {
     Ok(full)
 }
 
-async fn package(State(s): State<Arc<ApiState>>, Path((ns, name)): Path<(String, String)>) -> ApiResult<Json<serde_json::Value>> {
+async fn package(
+    State(s): State<Arc<ApiState>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
     let full = pack_name(&ns, &name)?;
     let versions: Vec<ReleaseView> = s.node.versions(&full)?.iter().map(ReleaseView::from_entry).collect();
     if versions.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no pack named {full} on this node")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no pack named {full} on this node"),
+        ));
     }
     Ok(Json(json!({"name": full, "versions": versions})))
 }
@@ -306,7 +317,11 @@ async fn info(
             Some(v) => format!("{full}@{v}"),
             None => full.clone(),
         };
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} is not known to this node; check the name with `packfed search`"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} is not known to this node; check the name with `packfed search`"),
+        )
     })?;
     let view = ReleaseView::from_entry(&entry);
     let have_blob = s.node.store.has_blob(&view.hash)?;
@@ -321,7 +336,11 @@ async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiRe
     let (meta, mut reader) = match s.node.store.blob_reader(&hash) {
         Ok(r) => r,
         Err(crate::store::StoreError::MissingBlob(h)) => {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("blob {h} is not on this node")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("blob {h} is not on this node"),
+            ));
         }
         Err(e) => return Err(e.into()),
     };
@@ -344,9 +363,9 @@ async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiRe
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, meta.size)
         .body(Body::from_stream(stream))
-        .map_err(ApiError::internal)?)
+        .map_err(ApiError::internal)
 }

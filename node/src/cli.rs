@@ -12,17 +12,21 @@ use clap::{Parser, Subcommand};
 use packfed_governance::{Genesis, Member, Parameters, Policy};
 use packfed_protocol::manifest::Visibility;
 use packfed_protocol::records::PackId;
-use packfed_protocol::{pb, FederationId, Signed};
-use serde_json::{json, Value};
+use packfed_protocol::{FederationId, Signed, pb};
+use serde_json::{Value, json};
 
 use crate::client::{Client, UserError};
-use crate::config::{write_atomic, Home, NodeRole};
+use crate::config::{Home, NodeRole, write_atomic};
 use crate::init::{self, InitOptions};
 use crate::install::{self, Spec};
 use crate::{daemon, keys, packing};
 
 #[derive(Parser)]
-#[command(name = "packfed", version, about = "A federated marketplace node for code-generation packs")]
+#[command(
+    name = "packfed",
+    version,
+    about = "A federated marketplace node for code-generation packs"
+)]
 struct Cli {
     /// Node home (default: $PACKFED_HOME, else ~/.packfed).
     #[arg(long, global = true, env = "PACKFED_HOME")]
@@ -134,9 +138,10 @@ enum FederationCommand {
     New {
         #[arg(long)]
         name: String,
-        /// PUBKEY:ROLE:WEIGHT (role: maintainer, core, community, security).
+        /// PUBKEY:ROLE:WEIGHT (role: maintainer, core, community, security);
+        /// PUBKEY may also name a key in this home.
         #[arg(long = "member")]
-        members: Vec<Member>,
+        members: Vec<String>,
         /// Initial acceptance policy (TOML).
         #[arg(long)]
         policy: Option<PathBuf>,
@@ -186,7 +191,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<Reported>().is_some() => ExitCode::FAILURE,
         Err(e) => {
-            let code = e.downcast_ref::<UserError>().map(|u| u.code.clone()).unwrap_or_else(|| "error".into());
+            let code = e
+                .downcast_ref::<UserError>()
+                .map(|u| u.code.clone())
+                .unwrap_or_else(|| "error".into());
             let message = format!("{e:#}");
             if json_mode {
                 println!("{}", json!({"error": message, "code": code}));
@@ -202,7 +210,10 @@ fn init_tracing(daemon: bool) {
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Prints `value` as JSON, or `human` otherwise.
@@ -239,7 +250,10 @@ async fn run(cli: Cli) -> Result<()> {
                 .map(|(n, k)| json!({"name": n, "public_key": k.public().to_hex()}))
                 .collect();
             output(j, &Value::Array(v), || {
-                list.iter().map(|(n, k)| format!("{n}\t{}", k.public())).collect::<Vec<_>>().join("\n")
+                list.iter()
+                    .map(|(n, k)| format!("{n}\t{}", k.public()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
         Command::Federation(FederationCommand::New {
@@ -262,6 +276,10 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 None => Policy::default(),
             };
+            let members = members
+                .iter()
+                .map(|m| resolve_member(&home, m))
+                .collect::<Result<Vec<Member>>>()?;
             let d = Parameters::default();
             let params = Parameters {
                 quorum: quorum.unwrap_or(d.quorum),
@@ -276,7 +294,9 @@ async fn run(cli: Cli) -> Result<()> {
             let id = FederationId::of(text.as_bytes());
             write_atomic(&out, text.as_bytes())?;
             let v = json!({"federation_id": id.to_hex(), "path": out.display().to_string()});
-            output(j, &v, || format!("federation {name}: {id}\nwritten to {}", out.display()));
+            output(j, &v, || {
+                format!("federation {name}: {id}\nwritten to {}", out.display())
+            });
         }
         Command::Init {
             name,
@@ -335,7 +355,13 @@ async fn run(cli: Cli) -> Result<()> {
             output(j, &v, || match v.as_array() {
                 Some(a) if !a.is_empty() => a
                     .iter()
-                    .map(|p| format!("{}\t{}", p["peer_id"].as_str().unwrap_or(""), p["name"].as_str().unwrap_or("")))
+                    .map(|p| {
+                        format!(
+                            "{}\t{}",
+                            p["peer_id"].as_str().unwrap_or(""),
+                            p["name"].as_str().unwrap_or("")
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n"),
                 _ => "no peers".into(),
@@ -352,7 +378,9 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let summary = pack_to(&dir, &out)?;
             let v = json!({"hash": summary.hash.to_hex(), "size": summary.size, "path": out.display().to_string()});
-            output(j, &v, || format!("{} ({} bytes) -> {}", summary.hash, summary.size, out.display()));
+            output(j, &v, || {
+                format!("{} ({} bytes) -> {}", summary.hash, summary.size, out.display())
+            });
         }
         Command::Publish { dir, key, visibility } => {
             let key = keys::load_key(&home, &key)?;
@@ -360,12 +388,22 @@ async fn run(cli: Cli) -> Result<()> {
             let client = Client::connect(&home)?;
             let prepared = packing::prepare(&dir, &home.root.join("tmp"))?;
             let now = packing::now_ms();
-            let release = packing::release_record(&prepared.manifest, &prepared.summary, &prepared.quality, visibility, now);
+            let release = packing::release_record(
+                &prepared.manifest,
+                &prepared.summary,
+                &prepared.quality,
+                visibility,
+                now,
+            );
             let req = packing::sign_publish(&release, &key, &fed, now);
             let header = hex::encode(prost::Message::encode_to_vec(&req.to_pb()));
             let file = tokio::fs::File::open(prepared.file.path()).await?;
             let v: Value = client
-                .post_stream("/v1/publish", &[(crate::api::PUBLISH_HEADER, header)], reqwest::Body::from(file))
+                .post_stream(
+                    "/v1/publish",
+                    &[(crate::api::PUBLISH_HEADER, header)],
+                    reqwest::Body::from(file),
+                )
                 .await?;
             output(j, &v, || {
                 format!(
@@ -396,7 +434,9 @@ async fn run(cli: Cli) -> Result<()> {
                 yanked_at_ms: packing::now_ms(),
             };
             let env = Signed::sign(&yank, &key, &fed);
-            let v: Value = client.post_json("/v1/yank", &json!({"envelope": hex::encode(env.encoded())})).await?;
+            let v: Value = client
+                .post_json("/v1/yank", &json!({"envelope": hex::encode(env.encoded())}))
+                .await?;
             output(j, &v, || format!("yanked {pid}"));
         }
         Command::Search {
@@ -457,7 +497,11 @@ async fn run(cli: Cli) -> Result<()> {
                     v["hash"].as_str().unwrap_or(""),
                     v["license"].as_str().unwrap_or(""),
                     v["status"].as_str().unwrap_or(""),
-                    if v["yanked"].as_bool() == Some(true) { " (yanked)" } else { "" },
+                    if v["yanked"].as_bool() == Some(true) {
+                        " (yanked)"
+                    } else {
+                        ""
+                    },
                     v["quality"]["score"],
                     v["quality"]["tier"].as_str().unwrap_or(""),
                     v["publisher"].as_str().unwrap_or("")
@@ -467,7 +511,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Install { specs, to } => {
             let specs: Vec<Spec> = specs
                 .iter()
-                .map(|s| s.parse().map_err(|e: anyhow::Error| UserError::new("bad_spec", e.to_string()).into()))
+                .map(|s| {
+                    s.parse()
+                        .map_err(|e: anyhow::Error| UserError::new("bad_spec", e.to_string()).into())
+                })
                 .collect::<Result<_>>()?;
             let fed = read_federation_id(&home)?;
             let client = Client::connect(&home)?;
@@ -475,7 +522,11 @@ async fn run(cli: Cli) -> Result<()> {
             let done = install::install(&client, &fed, &specs, &to, show).await?;
             let v = serde_json::to_value(&done)?;
             output(j, &v, || {
-                let mut s: Vec<String> = done.installed.iter().map(|p| format!("installed {} ({})", p.id, &p.hash[..16])).collect();
+                let mut s: Vec<String> = done
+                    .installed
+                    .iter()
+                    .map(|p| format!("installed {} ({})", p.id, &p.hash[..16]))
+                    .collect();
                 s.push(format!("lockfile {}", done.lockfile));
                 s.join("\n")
             });
@@ -511,8 +562,27 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `PUBKEY:ROLE:WEIGHT`, where PUBKEY may be the name of a key in the home.
+fn resolve_member(home: &Home, spec: &str) -> Result<Member> {
+    let (who, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    let is_hex_key = who.len() == 64 && who.bytes().all(|b| b.is_ascii_hexdigit());
+    let full = if is_hex_key {
+        spec.to_string()
+    } else {
+        let key = keys::load_key(home, who).with_context(|| {
+            format!("member {spec:?}: {who:?} is neither a 64-hex public key nor a key in this home")
+        })?;
+        format!("{}:{rest}", key.public())
+    };
+    full.parse::<Member>()
+        .map_err(|e| UserError::new("bad_member", e).into())
+}
+
 fn pack_to(dir: &Path, out: &Path) -> Result<packfed_protocol::archive::PackSummary> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(parent)?;
     let (w, summary) = packfed_protocol::archive::pack_dir(dir, std::io::BufWriter::new(tmp.reopen()?))?;
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;

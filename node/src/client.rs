@@ -49,7 +49,9 @@ impl Client {
             )
         })?;
         let info: NodeJson = serde_json::from_str(&text).context("node.json is unreadable; restart the node")?;
-        let token = std::fs::read_to_string(home.api_token()).ok().map(|t| t.trim().to_string());
+        let token = std::fs::read_to_string(home.api_token())
+            .ok()
+            .map(|t| t.trim().to_string());
         Ok(Client {
             base: format!("http://{}", info.api),
             token,
@@ -77,7 +79,10 @@ impl Client {
         }
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let message = body["error"].as_str().map(str::to_string).unwrap_or_else(|| format!("node answered {status}"));
+        let message = body["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("node answered {status}"));
         let code = body["code"].as_str().unwrap_or("node_error");
         Err(UserError::new(code, message).into())
     }

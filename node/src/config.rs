@@ -14,7 +14,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// The embedded default configuration.
@@ -174,7 +174,8 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     }
     tmp.write_all(contents)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -190,7 +191,8 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644))?;
     }
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

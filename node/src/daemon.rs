@@ -2,14 +2,14 @@
 //! `HOME/node.json` once listening and removes it on a clean exit
 //! (SIGINT/SIGTERM).
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, ApiState};
-use crate::config::{write_atomic, Home};
+use crate::config::{Home, write_atomic};
 use crate::init;
 use crate::node::Node;
 
@@ -60,7 +60,9 @@ pub async fn run(home: Home) -> Result<()> {
     tracing::info!(peer_id = %node.peer_id, api = %api_addr, federation = %node.federation(), "node running");
     eprintln!("packfed node {} serving the API on http://{api_addr}", node.peer_id);
 
-    let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await;
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
     let _ = std::fs::remove_file(home.node_json());
     node.store.flush()?;
     tracing::info!("node stopped");
@@ -70,7 +72,7 @@ pub async fn run(home: Home) -> Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut term = match signal(SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {

@@ -3,10 +3,10 @@
 
 use std::fs;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use packfed_governance::{Genesis, Member, Parameters, Policy, Role};
 
-use crate::config::{write_atomic, write_private, Config, Home, NodeRole};
+use crate::config::{Config, Home, NodeRole, write_atomic, write_private};
 use crate::keys;
 
 /// What `packfed init` was asked for.

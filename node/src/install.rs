@@ -12,10 +12,10 @@ use std::fs;
 use std::io::{BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use packfed_protocol::archive::{self, EntryKind, ReadLimits};
-use packfed_protocol::records::{check_release, PackName};
-use packfed_protocol::{pb, ContentHash, FederationId, Signed};
+use packfed_protocol::records::{PackName, check_release};
+use packfed_protocol::{ContentHash, FederationId, Signed, pb};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, UserError};
@@ -142,7 +142,9 @@ async fn candidates(client: &Client, fed: &FederationId, name: &PackName) -> Res
 pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Result<Vec<Candidate>> {
     let mut reqs: BTreeMap<PackName, Vec<(semver::VersionReq, String)>> = BTreeMap::new();
     for s in specs {
-        reqs.entry(s.name.clone()).or_default().push((s.req.clone(), "the command line".into()));
+        reqs.entry(s.name.clone())
+            .or_default()
+            .push((s.req.clone(), "the command line".into()));
     }
     let mut known: BTreeMap<PackName, Vec<Candidate>> = BTreeMap::new();
     let mut chosen: BTreeMap<PackName, Candidate> = BTreeMap::new();
@@ -159,13 +161,21 @@ pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Res
                 let who = rs.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>().join(", ");
                 return Err(UserError::new(
                     "not_found",
-                    format!("{name} (required by {who}) is not known to this node; check the name with `packfed search`"),
+                    format!(
+                        "{name} (required by {who}) is not known to this node; check the name with `packfed search`"
+                    ),
                 )
                 .into());
             }
-            let pick = cands.iter().find(|c| !c.yanked && rs.iter().all(|(r, _)| r.matches(&c.version)));
+            let pick = cands
+                .iter()
+                .find(|c| !c.yanked && rs.iter().all(|(r, _)| r.matches(&c.version)));
             let Some(pick) = pick else {
-                let wants = rs.iter().map(|(r, w)| format!("{w} needs {name} {r}")).collect::<Vec<_>>().join("; ");
+                let wants = rs
+                    .iter()
+                    .map(|(r, w)| format!("{w} needs {name} {r}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 let have = cands
                     .iter()
                     .map(|c| format!("{}{}", c.version, if c.yanked { " (yanked)" } else { "" }))
@@ -188,7 +198,9 @@ pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Res
         // Recompute requirements from the command line and the current picks.
         reqs.clear();
         for s in specs {
-            reqs.entry(s.name.clone()).or_default().push((s.req.clone(), "the command line".into()));
+            reqs.entry(s.name.clone())
+                .or_default()
+                .push((s.req.clone(), "the command line".into()));
         }
         for c in chosen.values() {
             for (dep, req) in &c.deps {
@@ -203,7 +215,12 @@ pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Res
 }
 
 /// Downloads a blob into `file`, checking its BLAKE3 as it streams.
-async fn download(client: &Client, c: &Candidate, file: &mut fs::File, progress: &indicatif::ProgressBar) -> Result<()> {
+async fn download(
+    client: &Client,
+    c: &Candidate,
+    file: &mut fs::File,
+    progress: &indicatif::ProgressBar,
+) -> Result<()> {
     use futures_util::StreamExt;
     let resp = client.download(&format!("/v1/blobs/{}", c.hash)).await?;
     let mut hasher = blake3::Hasher::new();
@@ -213,7 +230,12 @@ async fn download(client: &Client, c: &Candidate, file: &mut fs::File, progress:
         let chunk = chunk.context("download interrupted")?;
         got += chunk.len() as u64;
         if got > c.release.size {
-            bail!("{}@{}: the node sent more bytes than the signed size {}", c.release.name, c.version, c.release.size);
+            bail!(
+                "{}@{}: the node sent more bytes than the signed size {}",
+                c.release.name,
+                c.version,
+                c.release.size
+            );
         }
         hasher.update(&chunk);
         file.write_all(&chunk)?;
@@ -260,11 +282,19 @@ pub struct InstalledPack {
 }
 
 /// Resolves, fetches, verifies and installs `specs` into `target`.
-pub async fn install(client: &Client, fed: &FederationId, specs: &[Spec], target: &Path, show_progress: bool) -> Result<Installed> {
+pub async fn install(
+    client: &Client,
+    fed: &FederationId,
+    specs: &[Spec],
+    target: &Path,
+    show_progress: bool,
+) -> Result<Installed> {
     let picks = resolve(client, fed, specs).await?;
     fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
     let target = target.canonicalize()?;
-    let staging = tempfile::Builder::new().prefix(".packfed-staging-").tempdir_in(&target)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".packfed-staging-")
+        .tempdir_in(&target)?;
     let total: u64 = picks.iter().map(|c| c.release.size).sum();
     let bar = progress_bar(total, show_progress);
 
@@ -312,7 +342,8 @@ pub async fn install(client: &Client, fed: &FederationId, specs: &[Spec], target
     // here puts them back.
     let lock_path = target.join(LOCKFILE);
     let mut lock = match fs::read_to_string(&lock_path) {
-        Ok(t) => toml::from_str::<Lockfile>(&t).with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?,
+        Ok(t) => toml::from_str::<Lockfile>(&t)
+            .with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?,
         Err(_) => Lockfile {
             version: 1,
             federation: fed.to_hex(),
@@ -396,7 +427,11 @@ fn walk_files(root: &Path, prefix: &str, out: &mut BTreeSet<String>) -> Result<(
     for entry in fs::read_dir(root)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let ft = entry.file_type()?;
         if ft.is_dir() {
             walk_files(&entry.path(), &rel, out)?;
@@ -410,9 +445,14 @@ fn walk_files(root: &Path, prefix: &str, out: &mut BTreeSet<String>) -> Result<(
 /// Checks every installed file against the lockfile.
 pub fn verify(target: &Path) -> Result<Verification> {
     let lock_path = target.join(LOCKFILE);
-    let text = fs::read_to_string(&lock_path)
-        .with_context(|| format!("{} has no {LOCKFILE}; install into it with `packfed install --to`", target.display()))?;
-    let lock: Lockfile = toml::from_str(&text).with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?;
+    let text = fs::read_to_string(&lock_path).with_context(|| {
+        format!(
+            "{} has no {LOCKFILE}; install into it with `packfed install --to`",
+            target.display()
+        )
+    })?;
+    let lock: Lockfile =
+        toml::from_str(&text).with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?;
     let mut mismatches = Vec::new();
     for p in &lock.packs {
         let root = target.join(&p.path);

@@ -3,10 +3,10 @@
 
 use std::fs;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use packfed_protocol::KeyPair;
 
-use crate::config::{write_private, Home};
+use crate::config::{Home, write_private};
 
 fn valid_key_name(name: &str) -> bool {
     !name.is_empty()
@@ -24,7 +24,10 @@ pub fn new_key(home: &Home, name: &str) -> Result<KeyPair> {
     }
     let path = home.keys_dir().join(format!("{name}.key"));
     if path.exists() {
-        bail!("key {name:?} already exists in {}; choose another name", home.keys_dir().display());
+        bail!(
+            "key {name:?} already exists in {}; choose another name",
+            home.keys_dir().display()
+        );
     }
     let key = KeyPair::generate()?;
     write_private(&path, key.to_file_text().as_bytes())?;
@@ -38,9 +41,12 @@ pub fn load_key(home: &Home, name: &str) -> Result<KeyPair> {
     }
     let path = home.keys_dir().join(format!("{name}.key"));
     let text = fs::read_to_string(&path).with_context(|| {
-        format!("no key named {name:?} in {} (create one with `packfed key new {name}`)", home.keys_dir().display())
+        format!(
+            "no key named {name:?} in {} (create one with `packfed key new {name}`)",
+            home.keys_dir().display()
+        )
     })?;
-    Ok(KeyPair::from_file_text(&text).with_context(|| format!("reading {}", path.display()))?)
+    KeyPair::from_file_text(&text).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Every key in the home, sorted by name.
@@ -54,11 +60,18 @@ pub fn list_keys(home: &Home) -> Result<Vec<(String, KeyPair)>> {
     };
     for entry in entries {
         let path = entry?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".key")) else {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".key"))
+        else {
             continue;
         };
         let text = fs::read_to_string(&path)?;
-        out.push((name.to_string(), KeyPair::from_file_text(&text).with_context(|| format!("reading {}", path.display()))?));
+        out.push((
+            name.to_string(),
+            KeyPair::from_file_text(&text).with_context(|| format!("reading {}", path.display()))?,
+        ));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -69,7 +82,7 @@ pub fn node_key(home: &Home) -> Result<KeyPair> {
     let path = home.node_key();
     if path.exists() {
         let text = fs::read_to_string(&path)?;
-        return Ok(KeyPair::from_file_text(&text).with_context(|| format!("reading {}", path.display()))?);
+        return KeyPair::from_file_text(&text).with_context(|| format!("reading {}", path.display()));
     }
     let key = KeyPair::generate()?;
     write_private(&path, key.to_file_text().as_bytes())?;
@@ -78,6 +91,7 @@ pub fn node_key(home: &Home) -> Result<KeyPair> {
 
 /// The node's libp2p peer id, derived from the same seed.
 pub fn peer_id(key: &KeyPair) -> Result<libp2p_identity::PeerId> {
-    let kp = libp2p_identity::Keypair::ed25519_from_bytes(key.seed()).context("node key is not a valid ed25519 seed")?;
+    let kp =
+        libp2p_identity::Keypair::ed25519_from_bytes(key.seed()).context("node key is not a valid ed25519 seed")?;
     Ok(kp.public().to_peer_id())
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use packfed_governance::Genesis;
 use packfed_protocol::manifest::Visibility;
 use packfed_protocol::records::PackId;
-use packfed_protocol::{pb, ContentHash, FederationId, KeyPair, RecordId, Signed, SignedError};
+use packfed_protocol::{ContentHash, FederationId, KeyPair, RecordId, Signed, SignedError, pb};
 use serde::Serialize;
 
 use crate::config::{Config, Home};
@@ -135,7 +135,11 @@ pub enum YankError {
     #[error("{0} is not published on this node")]
     NotFound(String),
     #[error("the yank names hash {claimed} but {id} is {actual}")]
-    HashMismatch { id: String, claimed: String, actual: String },
+    HashMismatch {
+        id: String,
+        claimed: String,
+        actual: String,
+    },
     #[error("only the owner of namespace {namespace} ({owner}) may yank its releases")]
     NotOwner { namespace: String, owner: String },
     #[error(transparent)]
@@ -147,7 +151,8 @@ impl Node {
     pub fn open(home: Home) -> Result<Node> {
         home.require_initialized()?;
         let config = home.load_config()?;
-        let genesis_bytes = std::fs::read(home.genesis()).with_context(|| format!("reading {}", home.genesis().display()))?;
+        let genesis_bytes =
+            std::fs::read(home.genesis()).with_context(|| format!("reading {}", home.genesis().display()))?;
         let genesis = Genesis::parse(&genesis_bytes)?;
         let key = keys::node_key(&home)?;
         let peer_id = keys::peer_id(&key)?.to_string();
@@ -169,7 +174,7 @@ impl Node {
     /// Versions of `name`, newest first.
     pub fn versions(&self, name: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
         let mut v = self.store.releases_of(self.federation(), name)?;
-        v.sort_by(|a, b| version_of(b).cmp(&version_of(a)));
+        v.sort_by_key(|e| std::cmp::Reverse(version_of(e)));
         Ok(v)
     }
 

@@ -9,16 +9,20 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use packfed_protocol::archive::{self, PackSummary, ReadLimits};
-use packfed_protocol::manifest::{Manifest, Visibility, MANIFEST_FILE};
-use packfed_protocol::{pb, quality, FederationId, KeyPair, Signed};
+use packfed_protocol::manifest::{MANIFEST_FILE, Manifest, Visibility};
+use packfed_protocol::{FederationId, KeyPair, Signed, pb, quality};
 
 use crate::publish::PublishRequest;
 
 /// Reads and validates a pack directory's manifest.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST_FILE);
-    let meta = fs::metadata(&path)
-        .with_context(|| format!("{} has no {MANIFEST_FILE}; a pack directory needs one (see the README)", dir.display()))?;
+    let meta = fs::metadata(&path).with_context(|| {
+        format!(
+            "{} has no {MANIFEST_FILE}; a pack directory needs one (see the README)",
+            dir.display()
+        )
+    })?;
     if meta.len() > packfed_protocol::limits::MAX_MANIFEST_BYTES {
         anyhow::bail!("{} is larger than 64 KiB", path.display());
     }

@@ -5,8 +5,8 @@
 
 use packfed_protocol::archive::{self, ReadLimits};
 use packfed_protocol::manifest::Manifest;
-use packfed_protocol::records::{check_release, ReleaseFacts};
-use packfed_protocol::{pb, quality, ContentHash, FederationId, RecordId, Signed, SignedError, Verified};
+use packfed_protocol::records::{ReleaseFacts, check_release};
+use packfed_protocol::{ContentHash, FederationId, RecordId, Signed, SignedError, Verified, pb, quality};
 
 use crate::store::{InsertRelease, StagedBlob, Store, StoreError};
 
@@ -31,7 +31,9 @@ pub enum PublishError {
     ManifestMismatch { field: &'static str },
     #[error("the release claims quality {claimed} but the archive scores {actual}")]
     QualityMismatch { claimed: u32, actual: u32 },
-    #[error("{id} is already published with different content; versions are immutable, so bump the version in pack.toml")]
+    #[error(
+        "{id} is already published with different content; versions are immutable, so bump the version in pack.toml"
+    )]
     VersionTaken { id: String },
     #[error("namespace {namespace} is owned by key {owner}; publish with that key or choose another namespace")]
     NamespaceOwned { namespace: String, owner: String },
@@ -102,11 +104,15 @@ pub struct Published {
     pub new: bool,
 }
 
+/// A publish request whose signatures and fields check out.
+pub type VerifiedPublish = (
+    Verified<pb::Release>,
+    ReleaseFacts,
+    Option<Verified<pb::NamespaceClaim>>,
+);
+
 /// Verifies the release before any bytes are looked at: cheap refusals first.
-pub fn verify_release(
-    fed: &FederationId,
-    req: &PublishRequest,
-) -> Result<(Verified<pb::Release>, ReleaseFacts, Option<Verified<pb::NamespaceClaim>>), PublishError> {
+pub fn verify_release(fed: &FederationId, req: &PublishRequest) -> Result<VerifiedPublish, PublishError> {
     let release = req.release.verify::<pb::Release>(fed)?;
     let facts = check_release(release.record()).map_err(|e| PublishError::Malformed(e.to_string()))?;
     let claim = req

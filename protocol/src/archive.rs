@@ -134,7 +134,10 @@ fn collect(root: &Path) -> Result<Vec<(String, Source)>, ArchiveError> {
                 ));
             } else if ft.is_symlink() {
                 let target = fs::read_link(&path).map_err(io_err(&path))?;
-                let target = target.to_str().ok_or_else(|| ArchiveError::NonUtf8(rel.clone()))?.to_string();
+                let target = target
+                    .to_str()
+                    .ok_or_else(|| ArchiveError::NonUtf8(rel.clone()))?
+                    .to_string();
                 if !link_stays_inside(&rel, &target) {
                     return Err(ArchiveError::LinkEscapes { path: rel, target });
                 }
@@ -214,7 +217,8 @@ pub fn pack_dir<W: Write>(root: &Path, out: W) -> Result<(W, PackSummary), Archi
         match src {
             Source::Dir => {
                 let mut h = header(tar::EntryType::Directory, 0o755, 0);
-                tar.append_data(&mut h, format!("{rel}/"), io::empty()).map_err(io_err(rel))?;
+                tar.append_data(&mut h, format!("{rel}/"), io::empty())
+                    .map_err(io_err(rel))?;
             }
             Source::File { path, executable } => {
                 let f = fs::File::open(path).map_err(io_err(path))?;
@@ -511,7 +515,10 @@ fn make_symlink(target: &str, at: &Path) -> io::Result<()> {
 
 #[cfg(not(unix))]
 fn make_symlink(_: &str, at: &Path) -> io::Result<()> {
-    Err(io::Error::other(format!("{}: symlinks are not supported here", at.display())))
+    Err(io::Error::other(format!(
+        "{}: symlinks are not supported here",
+        at.display()
+    )))
 }
 
 #[cfg(test)]

@@ -151,13 +151,19 @@ impl Manifest {
             .map_err(|e| field("pack.version", format!("{version_s:?} is not semver (e.g. 1.2.0): {e}")))?;
         let description = required(p.description, "description")?;
         if description.len() > MAX_DESCRIPTION_BYTES {
-            return Err(field("pack.description", format!("at most {MAX_DESCRIPTION_BYTES} bytes")));
+            return Err(field(
+                "pack.description",
+                format!("at most {MAX_DESCRIPTION_BYTES} bytes"),
+            ));
         }
         let license = required(p.license, "license")?;
         spdx::Expression::parse(&license).map_err(|e| {
             field(
                 "pack.license",
-                format!("{license:?} is not an SPDX license expression (e.g. MIT, Apache-2.0 OR MIT): {}", e.reason),
+                format!(
+                    "{license:?} is not an SPDX license expression (e.g. MIT, Apache-2.0 OR MIT): {}",
+                    e.reason
+                ),
             )
         })?;
         if p.category.len() > MAX_NAME_BYTES {

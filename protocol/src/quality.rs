@@ -95,7 +95,14 @@ pub fn assess(manifest: &Manifest, entries: &[EntryInfo]) -> pb::QualityReport {
     };
     let license = root_file(
         entries,
-        &["LICENSE", "LICENSE.md", "LICENSE.txt", "LICENSE-MIT", "LICENSE-APACHE", "COPYING"],
+        &[
+            "LICENSE",
+            "LICENSE.md",
+            "LICENSE.txt",
+            "LICENSE-MIT",
+            "LICENSE-APACHE",
+            "COPYING",
+        ],
     );
     let readme = root_file(entries, &["README", "README.md", "README.txt"]);
     let readme_ok = readme.is_some_and(|r| r.size >= 100);
@@ -131,7 +138,12 @@ pub fn assess(manifest: &Manifest, entries: &[EntryInfo]) -> pb::QualityReport {
             templates > 0,
             format!("{templates} files under templates/ or ontologies/"),
         ),
-        guard("examples", 15, examples > 0, format!("{examples} files under examples/")),
+        guard(
+            "examples",
+            15,
+            examples > 0,
+            format!("{examples} files under examples/"),
+        ),
     ];
     let score = guards.iter().filter(|g| g.passed).map(|g| g.weight).sum();
     pb::QualityReport {

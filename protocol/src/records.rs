@@ -22,7 +22,9 @@ impl Record for pb::Yank {
 /// Problems with a record's content (its signature being fine).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
-    #[error("pack name {0:?} must be namespace/name: lowercase letters, digits and '-', each part 1-64 characters, starting with a letter")]
+    #[error(
+        "pack name {0:?} must be namespace/name: lowercase letters, digits and '-', each part 1-64 characters, starting with a letter"
+    )]
     Name(String),
     #[error("version {0:?} is not semver (e.g. 1.2.0)")]
     Version(String),
@@ -40,7 +42,8 @@ fn valid_part(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 64
         && p.as_bytes()[0].is_ascii_lowercase()
-        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// A pack's name: `namespace/name`.
@@ -172,7 +175,9 @@ mod tests {
     #[test]
     fn names() {
         assert!("acme/rest-api".parse::<PackName>().is_ok());
-        for bad in ["acme", "Acme/x", "acme/", "/x", "acme/x/y", "acme/x_y", "1acme/x", "acme/-x"] {
+        for bad in [
+            "acme", "Acme/x", "acme/", "/x", "acme/x/y", "acme/x_y", "1acme/x", "acme/-x",
+        ] {
             assert!(bad.parse::<PackName>().is_err(), "{bad}");
         }
     }

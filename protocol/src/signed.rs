@@ -119,12 +119,7 @@ impl Signed {
     }
 
     /// Signs already-encoded payload bytes.
-    pub fn sign_payload(
-        domain: Domain,
-        payload: Vec<u8>,
-        key: &KeyPair,
-        federation: &FederationId,
-    ) -> Signed {
+    pub fn sign_payload(domain: Domain, payload: Vec<u8>, key: &KeyPair, federation: &FederationId) -> Signed {
         let signature = key.sign(&signing_message(domain, federation, &payload));
         let inner = pb::Signed {
             version: ENVELOPE_VERSION,
@@ -192,7 +187,12 @@ impl Signed {
                 found: self.inner.kind.clone(),
             });
         }
-        let signer: [u8; 32] = self.inner.signer.as_slice().try_into().map_err(|_| SignedError::BadSigner)?;
+        let signer: [u8; 32] = self
+            .inner
+            .signer
+            .as_slice()
+            .try_into()
+            .map_err(|_| SignedError::BadSigner)?;
         let vk = VerifyingKey::from_bytes(&signer).map_err(|_| SignedError::BadSigner)?;
         let sig: [u8; 64] = self
             .inner
@@ -276,7 +276,10 @@ mod tests {
     fn other_federation_fails() {
         let key = KeyPair::generate().unwrap();
         let s = Signed::sign(&claim(), &key, &fed(1));
-        assert_eq!(s.verify::<NamespaceClaim>(&fed(2)).unwrap_err(), SignedError::BadSignature);
+        assert_eq!(
+            s.verify::<NamespaceClaim>(&fed(2)).unwrap_err(),
+            SignedError::BadSignature
+        );
     }
 
     #[test]
@@ -284,18 +287,27 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         let s = Signed::sign(&claim(), &key, &fed(1));
         // Same payload bytes presented as a yank: wrong kind.
-        assert!(matches!(s.verify::<pb::Yank>(&fed(1)), Err(SignedError::WrongKind { .. })));
+        assert!(matches!(
+            s.verify::<pb::Yank>(&fed(1)),
+            Err(SignedError::WrongKind { .. })
+        ));
         // Relabel the envelope's kind: the signature covers the domain, so it fails.
         let mut p = s.to_pb();
         p.kind = Domain::Yank.tag().into();
         let relabelled = Signed::from_pb(p).unwrap();
-        assert_eq!(relabelled.verify::<pb::Yank>(&fed(1)).unwrap_err(), SignedError::BadSignature);
+        assert_eq!(
+            relabelled.verify::<pb::Yank>(&fed(1)).unwrap_err(),
+            SignedError::BadSignature
+        );
     }
 
     #[test]
     fn oversized_envelope_is_refused_before_parsing() {
         let big = vec![0u8; MAX_ENVELOPE_BYTES + 1];
-        assert_eq!(Signed::decode(&big).unwrap_err(), SignedError::TooLarge(MAX_ENVELOPE_BYTES + 1));
+        assert_eq!(
+            Signed::decode(&big).unwrap_err(),
+            SignedError::TooLarge(MAX_ENVELOPE_BYTES + 1)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// Polls `f` until it returns Some or the deadline passes.
@@ -148,7 +148,16 @@ pub fn init_single(bin: &Path, home: &Path, key: &str) -> Result<Value> {
     packfed_json(
         bin,
         home,
-        &["federation", "new", "--name", "test", "--member", &member, "--out", &genesis.to_string_lossy()],
+        &[
+            "federation",
+            "new",
+            "--name",
+            "test",
+            "--member",
+            &member,
+            "--out",
+            &genesis.to_string_lossy(),
+        ],
     )?;
     packfed_json(
         bin,
@@ -181,11 +190,20 @@ pub fn make_pack(dir: &Path, name: &str, version: &str, deps: &[(&str, &str)], e
         }
     }
     std::fs::write(dir.join("pack.toml"), manifest)?;
-    std::fs::write(dir.join("README.md"), format!("# {name}\n\n{}", "A pack used in tests. ".repeat(8)))?;
+    std::fs::write(
+        dir.join("README.md"),
+        format!("# {name}\n\n{}", "A pack used in tests. ".repeat(8)),
+    )?;
     std::fs::write(dir.join("LICENSE"), "MIT License\n")?;
-    std::fs::write(dir.join("templates/main.tmpl"), format!("hello {{{{name}}}} from {name}@{version}\n"))?;
+    std::fs::write(
+        dir.join("templates/main.tmpl"),
+        format!("hello {{{{name}}}} from {name}@{version}\n"),
+    )?;
     if extra_bytes > 0 {
-        std::fs::write(dir.join("templates/data.bin"), pseudo_random_bytes(extra_bytes, name.len() as u64))?;
+        std::fs::write(
+            dir.join("templates/data.bin"),
+            pseudo_random_bytes(extra_bytes, name.len() as u64),
+        )?;
     }
     Ok(())
 }

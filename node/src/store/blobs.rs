@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 
+use bao_tree::BlockSize;
 use bao_tree::io::outboard::PreOrderOutboard;
 use bao_tree::io::sync::CreateOutboard;
-use bao_tree::BlockSize;
 use packfed_protocol::ContentHash;
 use serde::{Deserialize, Serialize};
 
@@ -276,7 +276,11 @@ impl Store {
             let mut batch = sled::Batch::default();
             for key in tree.iter().keys() {
                 let key = key?;
-                let seq = u64::from_be_bytes(key[..8].try_into().map_err(|_| StoreError::Corrupt("chunk key".into()))?);
+                let seq = u64::from_be_bytes(
+                    key[..8]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("chunk key".into()))?,
+                );
                 if !live.contains(&seq) {
                     batch.remove(key);
                     swept += 1;

@@ -18,7 +18,7 @@
 mod blobs;
 mod records;
 
-pub use blobs::{BlobMeta, BlobReader, BlobWriter, StagedBlob, CHUNK_SIZE};
+pub use blobs::{BlobMeta, BlobReader, BlobWriter, CHUNK_SIZE, StagedBlob};
 pub use records::{InsertRelease, NamespaceOwner, ReleaseEntry};
 
 use std::path::Path;
@@ -71,7 +71,9 @@ impl Store {
             .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+                {
                     StoreError::Locked(io.to_string())
                 }
                 other => StoreError::Sled(other),

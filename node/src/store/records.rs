@@ -3,10 +3,10 @@
 //! the record so a crash never leaves one without the other.
 
 use packfed_protocol::records::PackName;
-use packfed_protocol::{pb, ContentHash, FederationId, PublicKey, RecordId, Signed, Verified};
+use packfed_protocol::{ContentHash, FederationId, PublicKey, RecordId, Signed, Verified, pb};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::{Store, StoreError};
 
@@ -59,7 +59,10 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 
-fn owner_in(tx: &TransactionalTree, ns: &str) -> Result<Option<NamespaceOwner>, ConflictableTransactionError<StoreError>> {
+fn owner_in(
+    tx: &TransactionalTree,
+    ns: &str,
+) -> Result<Option<NamespaceOwner>, ConflictableTransactionError<StoreError>> {
     match tx.get(ns.as_bytes())? {
         None => Ok(None),
         Some(v) => postcard::from_bytes(&v)
@@ -96,7 +99,8 @@ impl Store {
                     return Ok(if existing.as_ref() == rid.as_bytes() {
                         InsertRelease::AlreadyPresent
                     } else {
-                        let id = RecordId::from_slice(&existing).map_err(|e| abort(StoreError::Corrupt(e.to_string())))?;
+                        let id =
+                            RecordId::from_slice(&existing).map_err(|e| abort(StoreError::Corrupt(e.to_string())))?;
                         InsertRelease::VersionTaken(id)
                     });
                 }
