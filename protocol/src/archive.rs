@@ -12,6 +12,7 @@
 //! pass through, duplicate entries, and archives that expand past the limits.
 //! Everything streams: no file, and no archive, is ever held whole in memory.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -151,6 +152,23 @@ fn collect(root: &Path) -> Result<Vec<(String, Source)>, ArchiveError> {
         }
     }
     out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // The same rule unpacking applies: no link target may walk through
+    // another link (real resolution could then leave the tree).
+    let links: HashSet<&str> = out
+        .iter()
+        .filter(|(_, s)| matches!(s, Source::Link { .. }))
+        .map(|(p, _)| p.as_str())
+        .collect();
+    for (path, src) in &out {
+        if let Source::Link { target } = src
+            && link_traversal(path, target).iter().any(|t| links.contains(t.as_str()))
+        {
+            return Err(ArchiveError::LinkEscapes {
+                path: path.clone(),
+                target: target.clone(),
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -333,11 +351,26 @@ fn walk<R: Read>(
     let mut dec = zstd::Decoder::new(archive).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
     dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
         .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-    let mut tar = tar::Archive::new(dec);
+    let stream_limit = limits.max_unpacked_bytes.saturating_add(TAR_OVERHEAD_BYTES);
+    let mut tar = tar::Archive::new(CappedReader {
+        inner: dec,
+        remaining: stream_limit,
+        limit: stream_limit,
+    });
     let mut total: u64 = 0;
     let mut count = 0usize;
-    let mut seen = std::collections::HashSet::new();
-    let corrupt = |e: io::Error| ArchiveError::Corrupt(e.to_string());
+    let mut seen = HashSet::new();
+    let corrupt = |e: io::Error| match e.get_ref().and_then(|i| i.downcast_ref::<StreamTooLarge>()) {
+        Some(t) => ArchiveError::TooLarge { limit: t.0 },
+        None => ArchiveError::Corrupt(e.to_string()),
+    };
+    // Symlink paths, every directory some entry sits in, and the paths each
+    // link's target passes through: checked together at the end, so links
+    // can neither be walked through nor chained out of the tree, whatever
+    // the entry order.
+    let mut links: HashSet<String> = HashSet::new();
+    let mut parents: HashSet<String> = HashSet::new();
+    let mut traversed: Vec<(String, String)> = Vec::new();
     for entry in tar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         count += 1;
@@ -347,6 +380,12 @@ fn walk<R: Read>(
         let path = safe_path(&entry.path_bytes())?;
         if !seen.insert(path.clone()) {
             return Err(ArchiveError::Duplicate(path));
+        }
+        for (i, _) in path.match_indices('/') {
+            if links.contains(&path[..i]) {
+                return Err(ArchiveError::ThroughLink(path));
+            }
+            parents.insert(path[..i].to_string());
         }
         let header = entry.header();
         let mode = header.mode().map_err(corrupt)?;
@@ -388,6 +427,13 @@ fn walk<R: Read>(
                     target,
                 });
             }
+            if parents.contains(&info.path) {
+                return Err(ArchiveError::ThroughLink(info.path));
+            }
+            links.insert(info.path.clone());
+            for through in link_traversal(&info.path, &target) {
+                traversed.push((info.path.clone(), through));
+            }
             let mut target_reader = io::Cursor::new(target.into_bytes());
             visit(&info, &mut target_reader)?;
             entries.push(info);
@@ -405,7 +451,67 @@ fn walk<R: Read>(
         }
         entries.push(info);
     }
+    if let Some((path, _)) = traversed.iter().find(|(_, through)| links.contains(through)) {
+        return Err(ArchiveError::ThroughLink(path.clone()));
+    }
     Ok(entries)
+}
+
+/// The in-tree paths a link's target walks through before its last
+/// component (lexically). If one of them is itself a link, the real
+/// resolution can differ from the lexical one and leave the tree.
+fn link_traversal(link: &str, target: &str) -> Vec<String> {
+    let mut cur: Vec<&str> = link.split('/').collect();
+    cur.pop();
+    let parts: Vec<&str> = target.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let mut out = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == ".." {
+            cur.pop();
+        } else {
+            cur.push(part);
+        }
+        if i + 1 < parts.len() && !cur.is_empty() {
+            out.push(cur.join("/"));
+        }
+    }
+    out
+}
+
+/// Marks the decompressed stream passing its cap.
+#[derive(Debug)]
+struct StreamTooLarge(u64);
+
+impl std::fmt::Display for StreamTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "archive expands past {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for StreamTooLarge {}
+
+/// Fails once more than `limit` bytes have been read.
+struct CappedReader<R> {
+    inner: R,
+    remaining: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for CappedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            // One probe byte tells "exactly at the cap" from "past it".
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(StreamTooLarge(self.limit))),
+            };
+        }
+        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
 }
 
 struct HashingReader<R> {
@@ -454,7 +560,10 @@ pub fn inspect<R: Read>(archive: R, limits: ReadLimits) -> Result<Inspection, Ar
 /// (the caller stages and renames). Returns the entries with file hashes.
 pub fn unpack<R: Read>(archive: R, dest: &Path, limits: ReadLimits) -> Result<Vec<EntryInfo>, ArchiveError> {
     fs::create_dir_all(dest).map_err(io_err(dest))?;
-    walk(archive, limits, |info, content| {
+    // Links are created only after the whole archive passed every check, so a
+    // refused archive never leaves a link behind.
+    let mut links = Vec::new();
+    let entries = walk(archive, limits, |info, content| {
         let target = dest.join(&info.path);
         refuse_links_on_the_way(dest, &info.path)?;
         if let Some(parent) = target.parent() {
@@ -474,11 +583,15 @@ pub fn unpack<R: Read>(archive: R, dest: &Path, limits: ReadLimits) -> Result<Ve
             EntryKind::Symlink => {
                 let mut t = String::new();
                 content.read_to_string(&mut t).map_err(io_err(&target))?;
-                make_symlink(&t, &target).map_err(io_err(&target))?;
+                links.push((t, target));
             }
         }
         Ok(())
-    })
+    })?;
+    for (t, at) in links {
+        make_symlink(&t, &at).map_err(io_err(&at))?;
+    }
+    Ok(entries)
 }
 
 /// Refuses an entry if any directory on its way inside `dest` is a symlink:

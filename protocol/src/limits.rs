@@ -20,7 +20,13 @@ pub const MAX_EXPANSION_RATIO: u64 = 200;
 
 /// Below this unpacked size the ratio check does not apply (tiny archives of
 /// repetitive text compress extremely well and are harmless).
-pub const RATIO_FLOOR_BYTES: u64 = 64 * 1024 * 1024;
+pub const RATIO_FLOOR_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Decompressed bytes allowed beyond the file-size limit for tar headers and
+/// extension members (long names, PAX). The whole decompressed stream is
+/// capped, so neither data behind directory headers nor a huge long-name
+/// member can make a reader work or allocate past the limit.
+pub const TAR_OVERHEAD_BYTES: u64 = 1024 * 1024;
 
 /// Most entries (files, directories, links) in one archive.
 pub const MAX_ARCHIVE_ENTRIES: usize = 100_000;

@@ -76,6 +76,8 @@ pub enum SignedError {
     Malformed(String),
     #[error("envelope version {0} is not supported (this node speaks {ENVELOPE_VERSION})")]
     UnknownVersion(u32),
+    #[error("envelope is not in canonical protobuf encoding")]
+    NonCanonical,
     #[error("record kind {found:?} where {expected:?} was expected")]
     WrongKind { expected: String, found: String },
     #[error("signer is not a valid ed25519 public key")]
@@ -140,6 +142,12 @@ impl Signed {
         let inner = pb::Signed::decode(bytes).map_err(|e| SignedError::Malformed(e.to_string()))?;
         if inner.version != ENVELOPE_VERSION {
             return Err(SignedError::UnknownVersion(inner.version));
+        }
+        // Only the canonical encoding is accepted: otherwise a relay could
+        // re-frame a record (reorder fields, append unknown ones) and give it
+        // a new id without the signer's key.
+        if inner.encode_to_vec() != bytes {
+            return Err(SignedError::NonCanonical);
         }
         Ok(Signed {
             inner,

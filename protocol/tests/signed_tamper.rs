@@ -495,7 +495,7 @@ fn reframings(s: &Signed) -> Vec<(&'static str, Vec<u8>)> {
 /// bytes as received, and `Signed::decode` accepts non-canonical encodings,
 /// so anyone relaying a record can give it a new id without the key.
 #[test]
-#[ignore = "BUG: non-canonical envelope encodings verify and get a different RecordId"]
+
 fn reframed_envelope_keeps_its_id_or_is_refused() {
     let (s, _) = signed_release();
     let mut failures = Vec::new();
