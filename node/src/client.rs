@@ -87,24 +87,22 @@ impl Client {
         Err(UserError::new(code, message).into())
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self
-            .http
+    async fn send_get(&self, path: &str) -> Result<reqwest::Response> {
+        self.http
             .get(format!("{}{}", self.base, path))
             .send()
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.unreachable(e))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.send_get(path).await?;
         Ok(Self::check(resp).await?.json().await?)
     }
 
     /// GET returning None on 404.
     pub async fn get_opt<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
-        let resp = self
-            .http
-            .get(format!("{}{}", self.base, path))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let resp = self.send_get(path).await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -141,12 +139,7 @@ impl Client {
 
     /// Starts a streamed download.
     pub async fn download(&self, path: &str) -> Result<reqwest::Response> {
-        let resp = self
-            .http
-            .get(format!("{}{}", self.base, path))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let resp = self.send_get(path).await?;
         Self::check(resp).await
     }
 }
