@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let files = ["packfed/v1/records.proto"];
+    let files = ["packfed/v1/records.proto", "packfed/v1/wire.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }

@@ -88,6 +88,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let mutating = Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/yank", post(yank))
+        .route("/v1/test/gossip", post(gossip_raw))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/status", get(status))
@@ -126,21 +127,49 @@ async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: N
 
 async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Value>> {
     let n = &s.node;
+    let peers = match n.net.get() {
+        Some(net) => net.peers().await.len(),
+        None => 0,
+    };
     Ok(Json(json!({
         "peer_id": n.peer_id,
         "name": n.config.node.name,
         "role": n.config.node.role.as_str(),
         "federation_id": n.federation().to_hex(),
         "federation": n.genesis.info.name,
-        "peers": 0,
+        "peers": peers,
+        "rejected_records": crate::ingest::IngestStats::get(&n.stats.rejected),
+        "crdt_garbage": crate::ingest::IngestStats::get(&n.stats.crdt_garbage),
         "releases": n.store.release_count(),
         "blobs": n.store.blob_count(),
         "policy_version": 0,
     })))
 }
 
-async fn peers() -> Json<serde_json::Value> {
-    Json(json!([]))
+async fn peers(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let peers = match s.node.net.get() {
+        Some(net) => net.peers().await,
+        None => Vec::new(),
+    };
+    Json(json!(peers))
+}
+
+#[derive(Deserialize)]
+struct RawGossip {
+    hex: String,
+}
+
+/// Test hook, enabled only with PACKFED_TEST_HOOKS=1: gossip raw bytes as
+/// this node, so tests can play a hostile peer with a real node.
+async fn gossip_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawGossip>) -> ApiResult<Json<serde_json::Value>> {
+    if std::env::var_os("PACKFED_TEST_HOOKS").is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
+    }
+    let bytes = hex::decode(&body.hex).map_err(|_| ApiError::bad("bad_hex", "not hex"))?;
+    if let Some(net) = s.node.net.get() {
+        net.send(crate::net::Command::GossipRaw(bytes)).await;
+    }
+    Ok(Json(json!({"sent": true})))
 }
 
 async fn metrics(State(s): State<Arc<ApiState>>) -> String {
@@ -173,6 +202,7 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
         .ok_or_else(|| ApiError::bad("malformed_record", format!("missing {PUBLISH_HEADER} header")))?;
     let prefix = hex::decode(prefix).map_err(|_| ApiError::bad("malformed_record", "publish header is not hex"))?;
     let req = PublishRequest::decode(&prefix)?;
+    let req_copy = req.clone();
     // Refuse bad signatures before reading a byte of the archive.
     let (_, facts, _) = publish::verify_release(s.node.federation(), &req)?;
     let declared = {
@@ -216,6 +246,7 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
             .await
             .map_err(ApiError::internal)??;
     s.publishes.fetch_add(1, Ordering::Relaxed);
+    s.node.announce_publish(&req_copy);
     tracing::info!(id = %facts.id, hash = %facts.hash, new = published.new, "published");
     let q = crate::node::quality_view(Some(&published.quality));
     Ok(Json(json!({
@@ -333,6 +364,16 @@ async fn info(
 
 async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiResult<Response> {
     let hash: ContentHash = hash.parse().map_err(|e| ApiError::bad("bad_hash", format!("{e}")))?;
+    if !s.node.store.has_blob(&hash)? {
+        // A release this node knows but whose bytes it lacks: fetch them from
+        // the federation first (company nodes cache what they install).
+        let size = s.node.known_size(&hash);
+        if let (Some(size), Some(net)) = (size, s.node.net.get()) {
+            crate::fetch::fetch_blob(&s.node, net, hash, size)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", format!("{e:#}")))?;
+        }
+    }
     let (meta, mut reader) = match s.node.store.blob_reader(&hash) {
         Ok(r) => r,
         Err(crate::store::StoreError::MissingBlob(h)) => {

@@ -57,6 +57,8 @@ pub async fn run(home: Home) -> Result<()> {
         pid: std::process::id(),
     };
     write_atomic(&home.node_json(), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    // After node.json exists: the network adds its listen addresses to it.
+    let _net = crate::net::start(node.clone()).context("starting the libp2p network")?;
     tracing::info!(peer_id = %node.peer_id, api = %api_addr, federation = %node.federation(), "node running");
     eprintln!("packfed node {} serving the API on http://{api_addr}", node.peer_id);
 
@@ -64,9 +66,19 @@ pub async fn run(home: Home) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await;
     let _ = std::fs::remove_file(home.node_json());
+    node.save_replica()?;
     node.store.flush()?;
     tracing::info!("node stopped");
     served.context("API server failed")
+}
+
+/// Rewrites node.json with the libp2p addresses once they are known.
+pub fn update_listen_addrs<'a>(home: &Home, addrs: impl Iterator<Item = &'a libp2p::Multiaddr>) -> Result<()> {
+    let path = home.node_json();
+    let mut info: NodeJson = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let peer = info.peer_id.clone();
+    info.listen_addrs = addrs.map(|a| format!("{a}/p2p/{peer}")).collect();
+    write_atomic(&path, serde_json::to_string_pretty(&info)?.as_bytes())
 }
 
 async fn shutdown_signal() {

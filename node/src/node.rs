@@ -23,6 +23,12 @@ pub struct Node {
     pub store: Store,
     pub key: KeyPair,
     pub peer_id: String,
+    /// The replicated public registry document.
+    pub replica: std::sync::Mutex<crate::registry::Replica>,
+    /// Counters of what peers sent.
+    pub stats: crate::ingest::IngestStats,
+    /// The network, once started (absent in offline tools and tests).
+    pub net: std::sync::OnceLock<crate::net::NetHandle>,
 }
 
 /// A release as the API shows it.
@@ -157,6 +163,7 @@ impl Node {
         let key = keys::node_key(&home)?;
         let peer_id = keys::peer_id(&key)?.to_string();
         let store = Store::open(&home.store())?;
+        let replica = crate::ingest::load_replica(&store)?;
         Ok(Node {
             home,
             config,
@@ -164,6 +171,9 @@ impl Node {
             store,
             key,
             peer_id,
+            replica: std::sync::Mutex::new(replica),
+            stats: Default::default(),
+            net: Default::default(),
         })
     }
 
@@ -216,9 +226,74 @@ impl Node {
                 owner: owner.map(|o| o.to_hex()).unwrap_or_else(|| "nobody".into()),
             });
         }
-        self.store.insert_yank(entry.record_id, &yank)?;
+        self.store.insert_yank(&yank)?;
+        self.replicate(&yank.id(), yank.envelope().encoded());
+        if let Some(net) = self.net.get() {
+            net.try_send(crate::net::Command::Gossip(yank.envelope().encoded().to_vec()));
+        }
         self.store.flush()?;
         Ok(id)
+    }
+}
+
+impl Node {
+    /// Whether this node may serve `hash` to `peer`: public releases to
+    /// anyone in the federation, org releases only to the org allow-list.
+    pub fn may_serve(&self, hash: &ContentHash, peer: &libp2p::PeerId) -> bool {
+        let Ok(ids) = self.store.releases_with_hash(hash) else {
+            return false;
+        };
+        let mut any = false;
+        for id in ids {
+            let Ok(Some(env)) = self.store.record(&id) else {
+                continue;
+            };
+            let Ok(v) = env.verify::<pb::Release>(self.federation()) else {
+                continue;
+            };
+            any = true;
+            if Visibility::from_pb(v.record().visibility) == Visibility::Public {
+                return true;
+            }
+        }
+        any && self.config.org.peers.iter().any(|p| p == &peer.to_string())
+    }
+
+    /// The signed size of a blob some stored release names.
+    pub fn known_size(&self, hash: &ContentHash) -> Option<u64> {
+        let ids = self.store.releases_with_hash(hash).ok()?;
+        ids.iter().find_map(|id| {
+            let env = self.store.record(id).ok()??;
+            env.verify::<pb::Release>(self.federation())
+                .ok()
+                .map(|v| v.record().size)
+        })
+    }
+
+    /// Replicates and gossips what a local publish stored.
+    pub fn announce_publish(&self, req: &crate::publish::PublishRequest) {
+        let mut envs = vec![&req.release];
+        if let Some(c) = &req.claim
+            && self.store.has_record(&c.id()).unwrap_or(false)
+        {
+            envs.insert(0, c);
+        }
+        for env in envs {
+            self.replicate(&env.id(), env.encoded());
+            if let Some(net) = self.net.get() {
+                net.try_send(crate::net::Command::Gossip(env.encoded().to_vec()));
+            }
+        }
+        if let (Some(net), Ok(v)) = (self.net.get(), req.release.verify::<pb::Release>(self.federation()))
+            && let Ok(h) = ContentHash::from_slice(&v.record().content_hash)
+        {
+            net.try_send(crate::net::Command::Provide(h));
+        }
+    }
+
+    /// Test hook (PACKFED_TEST_CORRUPT_SERVING=1): serve corrupted bytes.
+    pub fn corrupt_serving(&self) -> bool {
+        std::env::var_os("PACKFED_TEST_CORRUPT_SERVING").is_some()
     }
 }
 

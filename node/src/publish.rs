@@ -205,7 +205,7 @@ fn publish_inner(
     check_against_archive(r, &manifest, &quality)?;
 
     store.commit_blob(staged)?;
-    let outcome = store.insert_release(&release, &facts.hash, claim.as_ref())?;
+    let outcome = store.publish_local(fed, &release, &facts.hash, claim.as_ref())?;
     let new = match outcome {
         InsertRelease::Inserted => true,
         InsertRelease::AlreadyPresent => false,

@@ -15,6 +15,9 @@ impl Record for pb::Release {
 impl Record for pb::NamespaceClaim {
     const DOMAIN: Domain = Domain::NamespaceClaim;
 }
+impl Record for pb::NodeAnnouncement {
+    const DOMAIN: Domain = Domain::NodeAnnouncement;
+}
 impl Record for pb::Yank {
     const DOMAIN: Domain = Domain::Yank;
 }

@@ -67,6 +67,11 @@ impl TestNode {
     /// Starts `packfed node run` on an initialized home and waits until
     /// `node.json` names a listening API.
     pub fn start(bin: &Path, home: &Path) -> Result<TestNode> {
+        Self::start_with_env(bin, home, &[])
+    }
+
+    /// Starts with extra environment variables (test hooks).
+    pub fn start_with_env(bin: &Path, home: &Path, env: &[(&str, &str)]) -> Result<TestNode> {
         let node_json = home.join("node.json");
         let _ = std::fs::remove_file(&node_json); // stale after a kill -9
         let log = std::fs::File::create(home.join("node.log"))?;
@@ -75,6 +80,7 @@ impl TestNode {
             .arg(home)
             .args(["node", "run"])
             .env_remove("PACKFED_HOME")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -99,6 +105,15 @@ impl TestNode {
             }
         }
         Ok(node)
+    }
+
+    /// The libp2p address to bootstrap from (waits until it is known).
+    pub fn p2p_addr(&self) -> Result<String> {
+        let path = self.home.join("node.json");
+        wait_for(Duration::from_secs(30), "libp2p listen address", || {
+            let v: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            v["listen_addrs"].as_array()?.first()?.as_str().map(str::to_string)
+        })
     }
 
     pub fn json(&self, args: &[&str]) -> Result<Value> {
@@ -220,4 +235,101 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// A local federation: one genesis, N homes under `root`, each with its own
+/// key `k<i>` as a maintainer member.
+pub struct Federation {
+    pub bin: PathBuf,
+    pub root: PathBuf,
+    pub genesis: PathBuf,
+    pub nodes: Vec<TestNode>,
+}
+
+impl Federation {
+    /// Writes the genesis with `members` keys (created in `root/keys-home`).
+    pub fn genesis(bin: &Path, root: &Path, members: usize, extra: &[&str]) -> Result<PathBuf> {
+        let keys_home = root.join("keys-home");
+        let mut args: Vec<String> = vec!["federation".into(), "new".into(), "--name".into(), "testnet".into()];
+        for i in 0..members {
+            let name = format!("k{i}");
+            packfed_json(bin, &keys_home, &["key", "new", &name])?;
+            args.push("--member".into());
+            args.push(format!("{name}:maintainer:1"));
+        }
+        let genesis = root.join("genesis.toml");
+        args.push("--out".into());
+        args.push(genesis.to_string_lossy().into_owned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        packfed_json(bin, &keys_home, &refs)?;
+        Ok(genesis)
+    }
+
+    /// Initializes a node home; copies every member key into it so tests
+    /// can publish from any node.
+    pub fn init_home(&self, name: &str, role: &str, bootstrap: Option<&str>, org: &[String]) -> Result<PathBuf> {
+        let home = self.root.join(name);
+        let genesis = self.genesis.to_string_lossy().into_owned();
+        let mut args = vec![
+            "init",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--federation",
+            &genesis,
+            "--api",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ];
+        if let Some(b) = bootstrap {
+            args.extend(["--bootstrap", b]);
+        }
+        for o in org {
+            args.extend(["--org", o.as_str()]);
+        }
+        packfed_json(&self.bin, &home, &args)?;
+        let keys = self.root.join("keys-home/keys");
+        std::fs::create_dir_all(home.join("keys"))?;
+        for entry in std::fs::read_dir(&keys)? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), home.join("keys").join(entry.file_name()))?;
+        }
+        Ok(home)
+    }
+
+    /// N nodes, the first one the bootstrap of the others; `roles[i]` per
+    /// node. Waits until every node sees every other.
+    pub fn up(bin: &Path, root: &Path, roles: &[&str]) -> Result<Federation> {
+        let genesis = Self::genesis(bin, root, 3, &[])?;
+        let mut fed = Federation {
+            bin: bin.to_path_buf(),
+            root: root.to_path_buf(),
+            genesis,
+            nodes: Vec::new(),
+        };
+        let first = fed.init_home("n0", roles[0], None, &[])?;
+        fed.nodes.push(TestNode::start(bin, &first)?);
+        let boot = fed.nodes[0].p2p_addr()?;
+        for (i, role) in roles.iter().enumerate().skip(1) {
+            let home = fed.init_home(&format!("n{i}"), role, Some(&boot), &[])?;
+            fed.nodes.push(TestNode::start(bin, &home)?);
+        }
+        fed.wait_connected(Duration::from_secs(30))?;
+        Ok(fed)
+    }
+
+    /// Waits until every running node has every other as a peer.
+    pub fn wait_connected(&self, deadline: Duration) -> Result<()> {
+        let n = self.nodes.iter().filter(|n| n.child.is_some()).count();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            wait_for(deadline, "peers to connect", || {
+                let peers = node.json(&["peers"]).ok()?;
+                (peers.as_array()?.len() + 1 >= n).then_some(())
+            })?;
+        }
+        Ok(())
+    }
 }

@@ -8,10 +8,12 @@
 //!   hash so bytes can stream in before their hash is known; chunks whose seq
 //!   has no meta (an interrupted import) are swept at open.
 //! - `records`: record id -> `Signed` envelope bytes, as received.
-//! - `releases`: `name \0 version` -> release record id.
+//! - `releases`: `name \0 version \0 record id` -> () (every verified release,
+//!   visible only if signed by the namespace owner).
 //! - `by_hash`: `content hash || record id` -> () (which releases are this blob).
-//! - `namespaces`: namespace -> [`NamespaceOwner`].
-//! - `yanks`: release record id -> yank record id.
+//! - `namespaces`: namespace -> the winning claim ([`NamespaceOwner`]).
+//! - `crdt`: automerge documents and per-peer sync states.
+//! - `yanks`: `name \0 version \0 content hash` -> yank record id || signer.
 //!
 //! Writes that a caller acknowledges are flushed first ([`Store::flush`]).
 
@@ -61,6 +63,9 @@ pub struct Store {
     by_hash: sled::Tree,
     namespaces: sled::Tree,
     yanks: sled::Tree,
+    /// Replication state (automerge documents, per-peer sync states).
+    pub(crate) crdt: sled::Tree,
+    publish_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -87,6 +92,8 @@ impl Store {
             by_hash: db.open_tree("by_hash")?,
             namespaces: db.open_tree("namespaces")?,
             yanks: db.open_tree("yanks")?,
+            crdt: db.open_tree("crdt")?,
+            publish_lock: Default::default(),
             db,
         };
         let swept = store.sweep_orphan_chunks()?;
@@ -100,6 +107,11 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// A fresh, strictly increasing id (persisted by sled).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
     }
 
     pub async fn flush_async(&self) -> Result<(), StoreError> {

@@ -11,15 +11,27 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use super::{Store, StoreError};
 
 /// Who owns a namespace, and by which claim.
+///
+/// Concurrent claims on two nodes resolve by one deterministic rule, the same
+/// everywhere: the claim with the earliest `claimed_at_ms` wins, ties broken
+/// by the smaller claim record id. Releases are stored whoever signed them;
+/// only those signed by the winning key are visible, so every node that holds
+/// the same records shows the same owner and the same packs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespaceOwner {
     pub owner: [u8; 32],
     pub claim: [u8; 32],
+    pub claimed_at_ms: u64,
 }
 
 impl NamespaceOwner {
     pub fn key(&self) -> PublicKey {
         PublicKey(self.owner)
+    }
+
+    /// The deterministic order of claims: earlier wins, then smaller id.
+    fn beats(&self, other: &NamespaceOwner) -> bool {
+        (self.claimed_at_ms, self.claim) < (other.claimed_at_ms, other.claim)
     }
 }
 
@@ -33,7 +45,7 @@ pub struct ReleaseEntry {
     pub yanked: bool,
 }
 
-/// Outcome of [`Store::insert_release`].
+/// Outcome of [`Store::publish_local`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertRelease {
     Inserted,
@@ -47,16 +59,29 @@ pub enum InsertRelease {
     NeedsClaim,
 }
 
-fn release_key(name: &str, version: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 1 + version.len());
+fn release_key(name: &str, version: &str, rid: &RecordId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + version.len() + 34);
     k.extend_from_slice(name.as_bytes());
     k.push(0);
     k.extend_from_slice(version.as_bytes());
+    k.push(0);
+    k.extend_from_slice(rid.as_bytes());
+    k
+}
+
+fn yank_key(name: &str, version: &str, hash: &[u8]) -> Vec<u8> {
+    let mut k = release_key(name, version, &RecordId([0; 32]));
+    k.truncate(k.len() - 32);
+    k.extend_from_slice(hash);
     k
 }
 
 fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
+}
+
+fn decode_owner(ns: &str, v: &[u8]) -> Result<NamespaceOwner, StoreError> {
+    postcard::from_bytes(v).map_err(|e| StoreError::Corrupt(format!("namespace {ns}: {e}")))
 }
 
 fn owner_in(
@@ -65,86 +90,136 @@ fn owner_in(
 ) -> Result<Option<NamespaceOwner>, ConflictableTransactionError<StoreError>> {
     match tx.get(ns.as_bytes())? {
         None => Ok(None),
-        Some(v) => postcard::from_bytes(&v)
-            .map(Some)
-            .map_err(|e| abort(StoreError::Corrupt(format!("namespace {ns}: {e}")))),
+        Some(v) => decode_owner(ns, &v).map(Some).map_err(abort),
     }
 }
 
+fn rid_of(key: &[u8]) -> Result<RecordId, StoreError> {
+    if key.len() < 32 {
+        return Err(StoreError::Corrupt("short release index key".into()));
+    }
+    RecordId::from_slice(&key[key.len() - 32..]).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 impl Store {
-    /// Stores a verified release and its indexes, enforcing the namespace rule
-    /// atomically: the first key to publish in a namespace owns it. `claim`,
-    /// if given, must be verified and signed by the release's signer.
-    pub fn insert_release(
+    /// Stores a verified namespace claim; returns true if it became (or
+    /// already was) the winning claim.
+    pub fn insert_claim(&self, claim: &Verified<pb::NamespaceClaim>) -> Result<bool, StoreError> {
+        let ns = claim.record().namespace.clone();
+        let candidate = NamespaceOwner {
+            owner: claim.signer().0,
+            claim: claim.id().0,
+            claimed_at_ms: claim.record().claimed_at_ms,
+        };
+        let encoded = postcard::to_stdvec(&candidate).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let won = (&self.records, &self.namespaces).transaction(|(records, namespaces)| {
+            records.insert(claim.id().as_bytes(), claim.envelope().encoded())?;
+            match owner_in(namespaces, &ns)? {
+                Some(current) if current == candidate => Ok(true),
+                Some(current) if !candidate.beats(&current) => Ok(false),
+                _ => {
+                    namespaces.insert(ns.as_bytes(), encoded.as_slice())?;
+                    Ok(true)
+                }
+            }
+        })?;
+        Ok(won)
+    }
+
+    /// Stores a verified release record and its indexes, whoever signed it:
+    /// reads show only releases signed by the namespace owner.
+    pub fn insert_release_record(
         &self,
+        release: &Verified<pb::Release>,
+        hash: &ContentHash,
+    ) -> Result<bool, StoreError> {
+        let r = release.record();
+        let rid = release.id();
+        let key = release_key(&r.name, &r.version, &rid);
+        let mut by_hash_key = hash.as_bytes().to_vec();
+        by_hash_key.extend_from_slice(rid.as_bytes());
+        let new = (&self.records, &self.releases, &self.by_hash).transaction(|(records, releases, by_hash)| {
+            if releases.get(key.as_slice())?.is_some() {
+                return Ok(false);
+            }
+            records.insert(rid.as_bytes(), release.envelope().encoded())?;
+            releases.insert(key.as_slice(), &[])?;
+            by_hash.insert(by_hash_key.as_slice(), &[])?;
+            Ok(true)
+        })?;
+        Ok(new)
+    }
+
+    /// A publish on this node: the first key to publish in a namespace owns
+    /// it (with the claim it sends), versions are immutable. Serialized so two
+    /// concurrent local publishes cannot both pass the checks.
+    pub fn publish_local(
+        &self,
+        fed: &FederationId,
         release: &Verified<pb::Release>,
         hash: &ContentHash,
         claim: Option<&Verified<pb::NamespaceClaim>>,
     ) -> Result<InsertRelease, StoreError> {
+        let _guard = self
+            .publish_lock
+            .lock()
+            .map_err(|_| StoreError::Corrupt("publish lock poisoned".into()))?;
         let r = release.record();
         let name: PackName = r
             .name
             .parse()
             .map_err(|e: packfed_protocol::records::RecordError| StoreError::Corrupt(e.to_string()))?;
-        let ns = name.namespace().to_string();
-        let rid = release.id();
-        let rkey = release_key(&r.name, &r.version);
+        let ns = name.namespace();
         let signer = release.signer();
-        let mut by_hash_key = hash.as_bytes().to_vec();
-        by_hash_key.extend_from_slice(rid.as_bytes());
-
-        let outcome = (&self.records, &self.releases, &self.by_hash, &self.namespaces).transaction(
-            |(records, releases, by_hash, namespaces)| {
-                if let Some(existing) = releases.get(&rkey)? {
-                    return Ok(if existing.as_ref() == rid.as_bytes() {
-                        InsertRelease::AlreadyPresent
-                    } else {
-                        let id =
-                            RecordId::from_slice(&existing).map_err(|e| abort(StoreError::Corrupt(e.to_string())))?;
-                        InsertRelease::VersionTaken(id)
-                    });
+        match self.namespace_owner(ns)? {
+            Some(o) if o.owner != signer.0 => return Ok(InsertRelease::NamespaceOwned(o.key())),
+            Some(_) => {}
+            None => match claim.filter(|c| c.signer() == signer && c.record().namespace == ns) {
+                Some(c) => {
+                    self.insert_claim(c)?;
                 }
-                match owner_in(namespaces, &ns)? {
-                    Some(o) if o.owner != signer.0 => return Ok(InsertRelease::NamespaceOwned(o.key())),
-                    Some(_) => {}
-                    None => {
-                        let Some(c) = claim.filter(|c| c.signer() == signer && c.record().namespace == ns) else {
-                            return Ok(InsertRelease::NeedsClaim);
-                        };
-                        let owner = NamespaceOwner {
-                            owner: signer.0,
-                            claim: c.id().0,
-                        };
-                        let v = postcard::to_stdvec(&owner).map_err(|e| abort(StoreError::Corrupt(e.to_string())))?;
-                        records.insert(c.id().as_bytes(), c.envelope().encoded())?;
-                        namespaces.insert(ns.as_bytes(), v)?;
-                    }
-                }
-                records.insert(rid.as_bytes(), release.envelope().encoded())?;
-                releases.insert(rkey.as_slice(), rid.as_bytes())?;
-                by_hash.insert(by_hash_key.as_slice(), &[])?;
-                Ok(InsertRelease::Inserted)
+                None => return Ok(InsertRelease::NeedsClaim),
             },
-        )?;
-        Ok(outcome)
+        }
+        if let Some(existing) = self.release(fed, &r.name, &r.version)? {
+            return Ok(if existing.record_id == release.id() {
+                InsertRelease::AlreadyPresent
+            } else {
+                InsertRelease::VersionTaken(existing.record_id)
+            });
+        }
+        self.insert_release_record(release, hash)?;
+        Ok(InsertRelease::Inserted)
     }
 
-    /// Records a verified yank of a stored release.
-    pub fn insert_yank(&self, release: RecordId, yank: &Verified<pb::Yank>) -> Result<(), StoreError> {
-        (&self.records, &self.yanks).transaction(|(records, yanks)| {
+    /// Records a verified yank. Keyed by what it names (name, version,
+    /// hash), so it may arrive before the release; it counts only if its
+    /// signer owns the namespace when read.
+    pub fn insert_yank(&self, yank: &Verified<pb::Yank>) -> Result<bool, StoreError> {
+        let y = yank.record();
+        let key = yank_key(&y.name, &y.version, &y.content_hash);
+        let mut value = yank.id().as_bytes().to_vec();
+        value.extend_from_slice(yank.signer().as_bytes());
+        let new = (&self.records, &self.yanks).transaction(|(records, yanks)| {
             records.insert(yank.id().as_bytes(), yank.envelope().encoded())?;
-            yanks.insert(release.as_bytes(), yank.id().as_bytes())?;
-            Ok(())
+            Ok(yanks.insert(key.as_slice(), value.as_slice())?.is_none())
         })?;
-        Ok(())
+        Ok(new)
+    }
+
+    fn is_yanked(&self, r: &pb::Release) -> Result<bool, StoreError> {
+        let Some(v) = self.yanks.get(yank_key(&r.name, &r.version, &r.content_hash))? else {
+            return Ok(false);
+        };
+        let ns = r.name.split('/').next().unwrap_or_default();
+        let owner = self.namespace_owner(ns)?;
+        Ok(v.len() == 64 && owner.map(|o| o.owner.as_slice() == &v[32..]).unwrap_or(false))
     }
 
     pub fn namespace_owner(&self, ns: &str) -> Result<Option<NamespaceOwner>, StoreError> {
         match self.namespaces.get(ns.as_bytes())? {
             None => Ok(None),
-            Some(v) => postcard::from_bytes(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("namespace {ns}: {e}"))),
+            Some(v) => decode_owner(ns, &v).map(Some),
         }
     }
 
@@ -171,44 +246,92 @@ impl Store {
             publisher: verified.signer(),
             release: verified.record().clone(),
             envelope,
-            yanked: self.yanks.contains_key(rid.as_bytes())?,
+            yanked: self.is_yanked(verified.record())?,
         })
     }
 
-    /// Every stored version of `name`, in no particular order.
+    /// The visible release for each version among index keys: signed by the
+    /// namespace owner, the smallest record id if the owner signed two.
+    fn visible(&self, fed: &FederationId, keys: Vec<sled::IVec>) -> Result<Vec<ReleaseEntry>, StoreError> {
+        let mut by_version: std::collections::BTreeMap<(String, String), ReleaseEntry> = Default::default();
+        let mut owners: std::collections::HashMap<String, Option<NamespaceOwner>> = Default::default();
+        for key in keys {
+            let rid = rid_of(&key)?;
+            let entry = self.entry(fed, rid)?;
+            let name = entry.release.name.clone();
+            let ns = name.split('/').next().unwrap_or_default().to_string();
+            let owner = match owners.get(&ns) {
+                Some(o) => *o,
+                None => {
+                    let o = self.namespace_owner(&ns)?;
+                    owners.insert(ns.clone(), o);
+                    o
+                }
+            };
+            if owner.map(|o| o.owner) != Some(entry.publisher.0) {
+                continue;
+            }
+            let slot = (name, entry.release.version.clone());
+            match by_version.get(&slot) {
+                Some(have) if have.record_id <= entry.record_id => {}
+                _ => {
+                    by_version.insert(slot, entry);
+                }
+            }
+        }
+        Ok(by_version.into_values().collect())
+    }
+
+    /// Every visible version of `name`, in no particular order.
     pub fn releases_of(&self, fed: &FederationId, name: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
         let mut prefix = name.as_bytes().to_vec();
         prefix.push(0);
-        let mut out = Vec::new();
-        for v in self.releases.scan_prefix(&prefix).values() {
-            let rid = RecordId::from_slice(&v?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(self.entry(fed, rid)?);
-        }
-        Ok(out)
+        let keys = self
+            .releases
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<Vec<_>, _>>()?;
+        self.visible(fed, keys)
     }
 
     pub fn release(&self, fed: &FederationId, name: &str, version: &str) -> Result<Option<ReleaseEntry>, StoreError> {
-        match self.releases.get(release_key(name, version))? {
-            None => Ok(None),
-            Some(v) => {
-                let rid = RecordId::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                self.entry(fed, rid).map(Some)
-            }
-        }
+        let mut prefix = name.as_bytes().to_vec();
+        prefix.push(0);
+        prefix.extend_from_slice(version.as_bytes());
+        prefix.push(0);
+        let keys = self
+            .releases
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.visible(fed, keys)?.into_iter().next())
     }
 
-    /// Every stored release.
+    /// Every visible release.
     pub fn all_releases(&self, fed: &FederationId) -> Result<Vec<ReleaseEntry>, StoreError> {
-        let mut out = Vec::with_capacity(self.releases.len());
-        for v in self.releases.iter().values() {
-            let rid = RecordId::from_slice(&v?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(self.entry(fed, rid)?);
-        }
-        Ok(out)
+        let keys = self.releases.iter().keys().collect::<Result<Vec<_>, _>>()?;
+        self.visible(fed, keys)
     }
 
+    /// Number of stored release records (visible or not).
     pub fn release_count(&self) -> usize {
         self.releases.len()
+    }
+
+    /// Whether a record is stored.
+    pub fn has_record(&self, id: &RecordId) -> Result<bool, StoreError> {
+        Ok(self.records.contains_key(id.as_bytes())?)
+    }
+
+    /// Every stored record envelope (for rebuilding replication state).
+    pub fn all_records(&self) -> impl Iterator<Item = Result<(RecordId, sled::IVec), StoreError>> + '_ {
+        self.records.iter().map(|kv| {
+            let (k, v) = kv?;
+            Ok((
+                RecordId::from_slice(&k).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                v,
+            ))
+        })
     }
 
     /// Release records whose archive is `hash`.

@@ -1,0 +1,267 @@
+//! Federation end-to-end tests: real node processes on 127.0.0.1 talking
+//! libp2p (gossip, registry sync, blob transfer).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use packfed_testnet::{Federation, TestNode, make_pack, wait_for};
+use serde_json::Value;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
+}
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn search_ids(node: &TestNode, q: &str) -> Vec<String> {
+    node.json(&["search", q])
+        .map(|v| {
+            v["results"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r["id"].as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+fn status(node: &TestNode) -> Value {
+    node.json(&["status"]).unwrap()
+}
+
+#[test]
+fn publish_on_one_node_install_on_another_mirror_and_catch_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut fed = Federation::up(&bin(), root, &["company", "regional", "public"]).unwrap();
+
+    let pack = root.join("pack1");
+    make_pack(&pack, "acme/rest-api", "1.0.0", &[], 50_000).unwrap();
+    let p = fed.nodes[0]
+        .json(&["publish", &pack.to_string_lossy(), "--key", "k0"])
+        .unwrap();
+    let hash = p["hash"].as_str().unwrap().to_string();
+
+    // C finds it (gossip), and installs it with verify passing.
+    wait_for(DEADLINE, "C to see the release", || {
+        search_ids(&fed.nodes[2], "rest")
+            .contains(&"acme/rest-api@1.0.0".to_string())
+            .then_some(())
+    })
+    .unwrap();
+    // B is regional: it holds the blob without being asked.
+    wait_for(DEADLINE, "B to mirror the blob", || {
+        (status(&fed.nodes[1])["blobs"] == 1).then_some(())
+    })
+    .unwrap();
+
+    let target = root.join("c-install");
+    let t = target.to_string_lossy().to_string();
+    let done = fed.nodes[2].json(&["install", "acme/rest-api", "--to", &t]).unwrap();
+    assert_eq!(done["installed"][0]["hash"], hash.as_str());
+    assert_eq!(fed.nodes[2].json(&["verify", &t]).unwrap()["ok"], true);
+
+    // A node started after the publish catches up through registry sync.
+    let boot = fed.nodes[1].p2p_addr().unwrap();
+    let late = fed.init_home("late", "public", Some(&boot), &[]).unwrap();
+    let late = TestNode::start(&bin(), &late).unwrap();
+    wait_for(DEADLINE, "the late node to catch up", || {
+        search_ids(&late, "rest")
+            .contains(&"acme/rest-api@1.0.0".to_string())
+            .then_some(())
+    })
+    .unwrap();
+
+    // A second pack, mirrored by B; then A dies and C still installs it from B.
+    let pack2 = root.join("pack2");
+    make_pack(&pack2, "acme/http-core", "2.0.0", &[], 20_000).unwrap();
+    fed.nodes[0]
+        .json(&["publish", &pack2.to_string_lossy(), "--key", "k0"])
+        .unwrap();
+    wait_for(DEADLINE, "B to mirror pack 2", || {
+        (status(&fed.nodes[1])["blobs"] == 2).then_some(())
+    })
+    .unwrap();
+    wait_for(DEADLINE, "C to see pack 2", || {
+        search_ids(&fed.nodes[2], "http-core")
+            .contains(&"acme/http-core@2.0.0".to_string())
+            .then_some(())
+    })
+    .unwrap();
+    fed.nodes[0].kill9().unwrap();
+    let t2 = root.join("c-install-2").to_string_lossy().to_string();
+    let done = fed.nodes[2].json(&["install", "acme/http-core", "--to", &t2]).unwrap();
+    assert_eq!(done["installed"][0]["id"], "acme/http-core@2.0.0");
+    assert_eq!(fed.nodes[2].json(&["verify", &t2]).unwrap()["ok"], true);
+}
+
+#[test]
+fn concurrent_namespace_claims_converge_on_one_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let genesis = Federation::genesis(&bin(), root, 3, &[]).unwrap();
+    let mut fed = Federation {
+        bin: bin(),
+        root: root.to_path_buf(),
+        genesis,
+        nodes: Vec::new(),
+    };
+    // Two isolated nodes each take `shared/` with a different key.
+    let a = fed.init_home("a", "company", None, &[]).unwrap();
+    let b = fed.init_home("b", "company", None, &[]).unwrap();
+    let node_a = TestNode::start(&bin(), &a).unwrap();
+    let mut node_b = TestNode::start(&bin(), &b).unwrap();
+    for (node, key, dir) in [(&node_a, "k0", "pa"), (&node_b, "k1", "pb")] {
+        let d = root.join(dir);
+        make_pack(&d, "shared/thing", "1.0.0", &[], 0).unwrap();
+        std::fs::write(d.join("templates/who.txt"), key).unwrap();
+        node.json(&["publish", &d.to_string_lossy(), "--key", key]).unwrap();
+    }
+    // Now connect them: b restarts with a as bootstrap.
+    node_b.stop().unwrap();
+    let cfg = std::fs::read_to_string(b.join("config.toml")).unwrap();
+    let boot = node_a.p2p_addr().unwrap();
+    std::fs::write(
+        b.join("config.toml"),
+        cfg.replace("bootstrap = []", &format!("bootstrap = [\"{boot}\"]")),
+    )
+    .unwrap();
+    let node_b = TestNode::start(&bin(), &b).unwrap();
+    fed.nodes.push(node_a);
+    fed.nodes.push(node_b);
+    let owner = |n: &TestNode| {
+        n.json(&["info", "shared/thing@1.0.0"])
+            .ok()
+            .map(|v| v["publisher"].clone())
+    };
+    wait_for(DEADLINE, "both nodes to agree on the owner", || {
+        let (oa, ob) = (owner(&fed.nodes[0])?, owner(&fed.nodes[1])?);
+        (oa == ob).then_some(())
+    })
+    .unwrap();
+    // And each node still shows exactly one thing@1.0.0.
+    for n in &fed.nodes {
+        let v = n.json(&["search", "thing"]).unwrap();
+        assert_eq!(v["results"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn corrupt_provider_is_detected_and_another_one_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut fed = Federation::up(&bin(), root, &["company", "regional", "public"]).unwrap();
+    let pack = root.join("p");
+    make_pack(&pack, "acme/big", "1.0.0", &[], 3_000_000).unwrap();
+    fed.nodes[0]
+        .json(&["publish", &pack.to_string_lossy(), "--key", "k0"])
+        .unwrap();
+    wait_for(DEADLINE, "B to mirror", || {
+        (status(&fed.nodes[1])["blobs"] == 1).then_some(())
+    })
+    .unwrap();
+    wait_for(DEADLINE, "C to see it", || {
+        search_ids(&fed.nodes[2], "big")
+            .contains(&"acme/big@1.0.0".to_string())
+            .then_some(())
+    })
+    .unwrap();
+
+    // B (regional, asked first) now serves corrupted bytes.
+    let b_home = fed.nodes[1].home.clone();
+    fed.nodes[1].stop().unwrap();
+    fed.nodes[1] = TestNode::start_with_env(&bin(), &b_home, &[("PACKFED_TEST_CORRUPT_SERVING", "1")]).unwrap();
+    fed.wait_connected(DEADLINE).unwrap();
+
+    let t = root.join("c").to_string_lossy().to_string();
+    let done = fed.nodes[2].json(&["install", "acme/big", "--to", &t]).unwrap();
+    assert_eq!(done["installed"][0]["id"], "acme/big@1.0.0");
+    assert_eq!(fed.nodes[2].json(&["verify", &t]).unwrap()["ok"], true);
+    let log = std::fs::read_to_string(fed.nodes[2].home.join("node.log")).unwrap();
+    assert!(
+        log.contains("corrupted bytes"),
+        "C should have detected B's corruption:\n{log}"
+    );
+}
+
+#[test]
+fn forged_gossip_is_rejected_and_the_sender_penalized() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let genesis = Federation::genesis(&bin(), root, 3, &[]).unwrap();
+    let fed = Federation {
+        bin: bin(),
+        root: root.to_path_buf(),
+        genesis,
+        nodes: Vec::new(),
+    };
+    let victim_home = fed.init_home("victim", "public", None, &[]).unwrap();
+    let victim = TestNode::start(&bin(), &victim_home).unwrap();
+    let boot = victim.p2p_addr().unwrap();
+    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
+    let evil = TestNode::start_with_env(&bin(), &evil_home, &[("PACKFED_TEST_HOOKS", "1")]).unwrap();
+    let evil_id = evil.json(&["status"]).unwrap()["peer_id"].as_str().unwrap().to_string();
+    wait_for(DEADLINE, "connection", || {
+        (victim.json(&["peers"]).ok()?.as_array()?.len() == 1).then_some(())
+    })
+    .unwrap();
+
+    // A real signed release from evil's node, with one payload byte flipped.
+    let pack = root.join("p");
+    make_pack(&pack, "evil/pack", "1.0.0", &[], 0).unwrap();
+    let published = evil.json(&["publish", &pack.to_string_lossy(), "--key", "k2"]).unwrap();
+    let info = evil.json(&["info", "evil/pack"]).unwrap();
+    let mut env = hex::decode(info["envelope"].as_str().unwrap()).unwrap();
+    let n = env.len();
+    env[n - 80] ^= 0x01; // inside the payload or signature: never valid
+    let before = status(&victim);
+    // Keep sending forged records until the victim has judged some (gossip
+    // needs the mesh to form first).
+    wait_for(DEADLINE, "the victim to reject forged records", || {
+        let mut garbage = env.clone();
+        garbage.extend_from_slice(
+            &std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                .to_be_bytes(),
+        );
+        let body = format!("{{\"hex\":\"{}\"}}", hex::encode(&garbage));
+        let _ = post_json(&evil, "/v1/test/gossip", &body);
+        (status(&victim)["rejected_records"].as_u64()? > before["rejected_records"].as_u64()?).then_some(())
+    })
+    .unwrap();
+    let score = wait_for(DEADLINE, "evil's score to fall", || {
+        let peers = victim.json(&["peers"]).ok()?;
+        let p = peers
+            .as_array()?
+            .iter()
+            .find(|p| p["peer_id"] == evil_id.as_str())?
+            .clone();
+        let s = p["score"].as_f64()?;
+        (s < 0.0).then_some(s)
+    })
+    .unwrap();
+    assert!(score < 0.0);
+    // The forged record was not stored; the victim keeps running and answers.
+    let after = status(&victim);
+    assert!(after["releases"].as_u64().unwrap() <= 1, "{after}");
+    assert!(victim.json(&["search", "evil"]).is_ok());
+    let _ = published;
+}
+
+/// A minimal authenticated HTTP POST to a node's API.
+fn post_json(node: &TestNode, path: &str, body: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let token = std::fs::read_to_string(node.home.join("api-token"))?;
+    let api = &node.api;
+    let mut c = std::net::TcpStream::connect(api)?;
+    write!(
+        c,
+        "POST {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        token.trim(),
+        body.len()
+    )?;
+    let mut out = String::new();
+    c.read_to_string(&mut out)?;
+    Ok(out)
+}
