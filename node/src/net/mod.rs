@@ -466,14 +466,12 @@ impl Reactor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.peers.remove(&peer_id);
-                    self.sessions.remove(&peer_id);
-                    self.responder_states.remove(&peer_id);
-                }
+                self.peers.remove(&peer_id);
+                self.sessions.remove(&peer_id);
+                self.responder_states.remove(&peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 self.on_identify(peer_id, info)
