@@ -59,6 +59,8 @@ fn publish_on_one_node_install_on_another_mirror_and_catch_up() {
     let done = fed.nodes[2].json(&["install", "acme/rest-api", "--to", &t]).unwrap();
     assert_eq!(done["installed"][0]["hash"], hash.as_str());
     assert_eq!(fed.nodes[2].json(&["verify", &t]).unwrap()["ok"], true);
+    let log = std::fs::read_to_string(fed.nodes[2].home.join("node.log")).unwrap();
+    assert!(log.contains("fetched blob") && log.contains("via=\"iroh\""), "C should fetch over iroh:\n{log}");
 
     // A node started after the publish catches up through registry sync.
     let boot = fed.nodes[1].p2p_addr().unwrap();

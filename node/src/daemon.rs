@@ -57,6 +57,20 @@ pub async fn run(home: Home) -> Result<()> {
         pid: std::process::id(),
     };
     write_atomic(&home.node_json(), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    // Pack bytes move over iroh, from an endpoint with the node's own key.
+    let endpoint = crate::blobs::loopback_endpoint(node.key.seed(), &iroh_bind(&node.config.api.listen))
+        .await
+        .context("starting the iroh endpoint")?;
+    let opts = crate::blobs::StoreOptions {
+        // Test hook: a corrupt provider must not catch its own corruption.
+        validate_on_send: !node.corrupt_serving(),
+    };
+    let router = crate::blobs::serve(
+        endpoint.clone(),
+        Arc::new(crate::blobs::SledSource { node: node.clone() }),
+        opts,
+    );
+    let _ = node.iroh.set(endpoint);
     // After node.json exists: the network adds its listen addresses to it.
     let _net = crate::net::start(node.clone()).context("starting the libp2p network")?;
     tracing::info!(peer_id = %node.peer_id, api = %api_addr, federation = %node.federation(), "node running");
@@ -66,10 +80,18 @@ pub async fn run(home: Home) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await;
     let _ = std::fs::remove_file(home.node_json());
+    let _ = router.shutdown().await;
     node.save_replica()?;
     node.store.flush()?;
     tracing::info!("node stopped");
     served.context("API server failed")
+}
+
+/// The iroh endpoint binds on the API's host (loopback unless configured
+/// otherwise), any port.
+fn iroh_bind(api: &str) -> String {
+    let host = api.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+    format!("{host}:0")
 }
 
 /// Rewrites node.json with the libp2p addresses once they are known.

@@ -1,9 +1,9 @@
-//! Moving pack bytes between nodes over the libp2p blob protocol: serving
-//! byte ranges straight from the store, and fetching a blob from the
-//! providers the network knows, one after another until one serves bytes
-//! whose BLAKE3 matches the signed release. Bytes land in staged chunks and
-//! become visible only after the hash checks out, so nothing corrupt is ever
-//! committed; a provider that fails or lies is skipped for the next one.
+//! Fetching pack bytes from the federation: iroh-blobs (verified streaming)
+//! from every provider that announced an iroh address, the libp2p range
+//! protocol otherwise; provider after provider, resuming where the last one
+//! stopped. Bytes land in staged chunks and become visible only after the
+//! whole blob hashes to the signed release's hash, so nothing corrupt is
+//! ever committed; a provider that fails, stalls or lies is skipped.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use anyhow::{Result, bail};
 use libp2p::PeerId;
 use packfed_protocol::{ContentHash, pb};
 
-use crate::net::{MAX_BLOB_RANGE, NetHandle};
+use crate::net::{MAX_BLOB_RANGE, NetHandle, Provider};
+use crate::store::BlobWriter;
 use crate::node::Node;
 
 const STATUS_OK: u32 = 0;
@@ -58,19 +59,18 @@ pub fn serve_range(node: &Node, peer: &PeerId, req: &pb::BlobRequest) -> pb::Blo
     }
 }
 
-/// Fetches `hash` from one peer into the store; Ok only if it verified.
-async fn fetch_from(node: &Arc<Node>, net: &NetHandle, peer: PeerId, hash: ContentHash, size: u64) -> Result<()> {
-    let store = node.store.clone();
-    let mut writer = store.blob_writer(size)?;
-    let mut offset = 0u64;
-    while offset < size || size == 0 {
+/// Fetches `[writer.size..size)` of `hash` from one peer over the libp2p
+/// range protocol (the fallback when the peer announced no iroh address).
+async fn fetch_ranges(net: &NetHandle, peer: PeerId, hash: ContentHash, size: u64, writer: &mut BlobWriter) -> Result<()> {
+    let mut offset = writer.size();
+    while offset < size {
         let length = (size - offset).min(u64::from(MAX_BLOB_RANGE)) as u32;
         let req = pb::BlobRequest {
             hash: hash.as_bytes().to_vec(),
             offset,
             length,
         };
-        let resp = tokio::time::timeout(Duration::from_secs(30), net.blob_range(peer, req))
+        let resp = tokio::time::timeout(STALL, net.blob_range(peer, req))
             .await
             .map_err(|_| anyhow::anyhow!("peer stalled"))?
             .map_err(|e| anyhow::anyhow!(e))?;
@@ -78,36 +78,53 @@ async fn fetch_from(node: &Arc<Node>, net: &NetHandle, peer: PeerId, hash: Conte
             bail!("peer does not have it (status {})", resp.status);
         }
         if resp.size != size || resp.data.len() != length as usize {
-            bail!(
-                "peer answered {} bytes of a {}-byte blob where {length} of {size} were asked",
-                resp.data.len(),
-                resp.size
-            );
+            bail!("peer answered {} bytes of a {}-byte blob where {length} of {size} were asked", resp.data.len(), resp.size);
         }
-        writer = tokio::task::block_in_place(|| -> std::io::Result<_> {
-            writer.write_all(&resp.data)?;
-            Ok(writer)
-        })?;
+        tokio::task::block_in_place(|| writer.write_all(&resp.data))?;
         offset += u64::from(length);
-        if size == 0 {
-            break;
-        }
     }
-    let staged = tokio::task::block_in_place(|| writer.finish())?;
-    if staged.hash != hash {
-        store.discard(staged.seq)?;
-        bail!("peer served corrupted bytes (BLAKE3 {} instead of {hash})", staged.hash);
-    }
-    tokio::task::block_in_place(|| -> Result<()> {
-        store.commit_blob(staged)?;
-        store.flush()?;
-        Ok(())
-    })?;
     Ok(())
 }
 
-/// Fetches a blob from the federation, trying each provider in turn.
+/// Fetches the rest of `hash` from one peer over iroh-blobs: every 16 KiB
+/// group is BLAKE3-verified before it reaches the writer, and the request
+/// starts where the writer stands (resume).
+async fn fetch_iroh(node: &Node, provider: &Provider, hash: ContentHash, writer: &mut BlobWriter, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
+    let (Some(ep), Some(key)) = (node.iroh.get(), provider.key) else {
+        bail!("no iroh endpoint");
+    };
+    let id = iroh::EndpointId::from_bytes(&key).map_err(|e| anyhow::anyhow!("bad endpoint id: {e}"))?;
+    let mut addr = iroh::EndpointAddr::new(id);
+    for a in &provider.iroh_addrs {
+        addr = addr.with_ip_addr(*a);
+    }
+    let from = writer.size();
+    let fut = crate::blobs::fetch_blob(ep, addr, iroh_blobs::Hash::from_bytes(*hash.as_bytes()), from, writer, |p| progress(p.offset));
+    match tokio::time::timeout(STALL * 10, fut).await {
+        Err(_) => bail!("peer stalled"),
+        Ok(Err(crate::blobs::FetchError::Verification(e))) => bail!("peer served corrupted bytes ({e})"),
+        Ok(Err(e)) => bail!("{e}"),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// How long a provider may stay silent before we move on.
+const STALL: Duration = Duration::from_secs(30);
+
+/// Fetches a blob from the federation, trying each provider in turn and
+/// resuming where the previous one stopped. Bytes land in staged chunks that
+/// become visible only once the whole blob hashes to `hash`.
 pub async fn fetch_blob(node: &Arc<Node>, net: &NetHandle, hash: ContentHash, size: u64) -> Result<()> {
+    fetch_blob_with_progress(node, net, hash, size, &|_| {}).await
+}
+
+pub async fn fetch_blob_with_progress(
+    node: &Arc<Node>,
+    net: &NetHandle,
+    hash: ContentHash,
+    size: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
     if node.store.has_blob(&hash)? {
         return Ok(());
     }
@@ -115,20 +132,46 @@ pub async fn fetch_blob(node: &Arc<Node>, net: &NetHandle, hash: ContentHash, si
     if providers.is_empty() {
         bail!("no peer is connected that could provide {hash}; check `packfed peers`");
     }
+    let store = node.store.clone();
+    let mut writer = store.blob_writer(size)?;
     let mut errors = Vec::new();
-    for peer in providers {
-        match fetch_from(node, net, peer, hash, size).await {
-            Ok(()) => {
-                tracing::info!(%hash, %peer, "fetched blob");
+    for provider in &providers {
+        let via = if !provider.iroh_addrs.is_empty() && node.iroh.get().is_some() {
+            "iroh"
+        } else {
+            "libp2p"
+        };
+        let attempt = if via == "iroh" {
+            fetch_iroh(node, provider, hash, &mut writer, progress).await
+        } else {
+            fetch_ranges(net, provider.peer, hash, size, &mut writer).await
+        };
+        match attempt {
+            Ok(()) if writer.size() == size => {
+                let staged = tokio::task::block_in_place(|| writer.finish())?;
+                if staged.hash != hash {
+                    // Only the range fallback can get here: iroh verifies as it goes.
+                    store.discard(staged.seq)?;
+                    bail!("{}: peer served corrupted bytes (BLAKE3 {} instead of {hash})", provider.peer, staged.hash);
+                }
+                tokio::task::block_in_place(|| -> Result<()> {
+                    store.commit_blob(staged)?;
+                    store.flush()?;
+                    Ok(())
+                })?;
+                tracing::info!(%hash, peer = %provider.peer, via, "fetched blob");
                 net.send(crate::net::Command::Provide(hash)).await;
                 return Ok(());
             }
+            Ok(()) => errors.push(format!("{}: stopped at {} of {size} bytes", provider.peer, writer.size())),
             Err(e) => {
-                tracing::warn!(%hash, %peer, error = %e, "provider failed; trying the next");
-                errors.push(format!("{peer}: {e}"));
+                tracing::warn!(%hash, peer = %provider.peer, via, error = %e, resume_at = writer.size(), "provider failed; trying the next");
+                errors.push(format!("{}: {e:#}", provider.peer));
             }
         }
     }
+    let staged = tokio::task::block_in_place(|| writer.finish())?;
+    store.discard(staged.seq)?;
     bail!("no provider could serve {hash}: {}", errors.join("; "))
 }
 

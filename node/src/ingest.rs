@@ -40,14 +40,46 @@ impl IngestStats {
     }
 }
 
-const DOC_PREFIX: &[u8] = b"doc/public/";
+/// Which replicated document (and trust boundary) a record came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Public gossip and the public registry document.
+    Public,
+    /// The org document, synced only with org peers.
+    Org,
+}
+
+impl Channel {
+    /// The document number in sync requests.
+    pub fn doc(self) -> u32 {
+        match self {
+            Channel::Public => 0,
+            Channel::Org => 1,
+        }
+    }
+
+    pub fn from_doc(doc: u32) -> Option<Channel> {
+        match doc {
+            0 => Some(Channel::Public),
+            1 => Some(Channel::Org),
+            _ => None,
+        }
+    }
+
+    fn prefix(self) -> &'static [u8] {
+        match self {
+            Channel::Public => b"doc/public/",
+            Channel::Org => b"doc/org/",
+        }
+    }
+}
 
 /// Loads the public registry document saved in the store (a snapshot plus
 /// incremental saves, in key order); a missing or unreadable one is rebuilt
 /// from the stored records, which are the authority.
-pub fn load_replica(store: &Store) -> Result<Replica, StoreError> {
+pub fn load_replica(store: &Store, channel: Channel) -> Result<Replica, StoreError> {
     let mut bytes = Vec::new();
-    for v in store.crdt.scan_prefix(DOC_PREFIX).values() {
+    for v in store.crdt.scan_prefix(channel.prefix()).values() {
         bytes.extend_from_slice(&v?);
     }
     if !bytes.is_empty() {
@@ -59,40 +91,67 @@ pub fn load_replica(store: &Store) -> Result<Replica, StoreError> {
     let mut r = Replica::new();
     for item in store.all_records() {
         let (id, env) = item?;
-        let _ = r.insert(&id, &env);
+        if record_channel(&env) == channel {
+            let _ = r.insert(&id, &env);
+        }
     }
     Ok(r)
 }
 
+/// The document a stored record belongs in: org releases in the org one.
+fn record_channel(envelope: &[u8]) -> Channel {
+    let org = Signed::decode(envelope)
+        .ok()
+        .filter(|e| e.domain() == Some(Domain::Release))
+        .and_then(|e| <pb::Release as prost::Message>::decode(e.to_pb().payload.as_slice()).ok())
+        .is_some_and(|r| r.visibility == pb::Visibility::Org as i32);
+    if org { Channel::Org } else { Channel::Public }
+}
+
 impl Node {
-    /// Adds a verified record to the replicated document.
+    /// The document of a channel.
+    pub fn replica_for(&self, channel: Channel) -> &std::sync::Mutex<Replica> {
+        match channel {
+            Channel::Public => &self.replica,
+            Channel::Org => &self.org_replica,
+        }
+    }
+
+    /// Adds a verified record to the public replicated document.
     pub fn replicate(&self, id: &RecordId, envelope: &[u8]) {
-        if let Ok(mut r) = self.replica.lock()
+        self.replicate_to(Channel::Public, id, envelope)
+    }
+
+    /// Adds a verified record to a channel's document.
+    pub fn replicate_to(&self, channel: Channel, id: &RecordId, envelope: &[u8]) {
+        if let Ok(mut r) = self.replica_for(channel).lock()
             && let Err(e) = r.insert(id, envelope)
         {
             tracing::warn!(error = %e, "cannot add record to the registry document");
         }
     }
 
-    /// Appends the document's changes since the last save to the store.
+    /// Appends the documents' changes since the last save to the store.
     pub fn save_replica(&self) -> Result<(), StoreError> {
-        let piece = match self.replica.lock() {
-            Ok(mut r) => r.save_incremental(),
-            Err(_) => return Ok(()),
-        };
-        if piece.is_empty() {
-            return Ok(());
+        for channel in [Channel::Public, Channel::Org] {
+            let piece = match self.replica_for(channel).lock() {
+                Ok(mut r) => r.save_incremental(),
+                Err(_) => continue,
+            };
+            if piece.is_empty() {
+                continue;
+            }
+            let seq = self.store.next_id()?;
+            let mut key = channel.prefix().to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            self.store.crdt.insert(key, piece)?;
         }
-        let seq = self.store.next_id()?;
-        let mut key = DOC_PREFIX.to_vec();
-        key.extend_from_slice(&seq.to_be_bytes());
-        self.store.crdt.insert(key, piece)?;
         Ok(())
     }
 
     /// Verifies and stores one record from a peer.
-    pub fn ingest(&self, bytes: &[u8]) -> Ingested {
-        let result = self.ingest_inner(bytes);
+    pub fn ingest(&self, bytes: &[u8], channel: Channel) -> Ingested {
+        let result = self.ingest_inner(bytes, channel);
         match &result {
             Ingested::Invalid(reason) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +165,7 @@ impl Node {
         result
     }
 
-    fn ingest_inner(&self, bytes: &[u8]) -> Ingested {
+    fn ingest_inner(&self, bytes: &[u8], channel: Channel) -> Ingested {
         let env = match Signed::decode(bytes) {
             Ok(e) => e,
             Err(e) => return Ingested::Invalid(e.to_string()),
@@ -114,6 +173,9 @@ impl Node {
         let fed = *self.federation();
         let stored = match env.domain() {
             Some(Domain::Release) => match env.verify::<pb::Release>(&fed) {
+                Ok(v) if channel == Channel::Public && v.record().visibility == pb::Visibility::Org as i32 => {
+                    return Ingested::Invalid("an org release arrived on a public channel".into());
+                }
                 Ok(v) => match check_release(v.record()) {
                     Ok(facts) => {
                         if self.store.has_record(&v.id()).unwrap_or(false) {
@@ -159,7 +221,12 @@ impl Node {
         };
         match stored {
             Ok(fetch) => {
-                self.replicate(&env.id(), env.encoded());
+                let target = if record_channel(env.encoded()) == Channel::Org {
+                    Channel::Org
+                } else {
+                    Channel::Public
+                };
+                self.replicate_to(target, &env.id(), env.encoded());
                 Ingested::New(fetch)
             }
             Err(e) => {

@@ -14,6 +14,7 @@
 //! - [`cli`]: argument parsing and output
 
 pub mod api;
+pub mod blobs;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -28,5 +29,6 @@ pub mod node;
 pub mod packing;
 pub mod publish;
 pub mod registry;
+pub mod resolve;
 pub mod search;
 pub mod store;

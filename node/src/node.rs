@@ -25,10 +25,14 @@ pub struct Node {
     pub peer_id: String,
     /// The replicated public registry document.
     pub replica: std::sync::Mutex<crate::registry::Replica>,
+    /// The org registry document, synced only with org peers.
+    pub org_replica: std::sync::Mutex<crate::registry::Replica>,
     /// Counters of what peers sent.
     pub stats: crate::ingest::IngestStats,
     /// The network, once started (absent in offline tools and tests).
     pub net: std::sync::OnceLock<crate::net::NetHandle>,
+    /// The iroh endpoint that moves pack bytes, once started.
+    pub iroh: std::sync::OnceLock<iroh::Endpoint>,
 }
 
 /// A release as the API shows it.
@@ -163,7 +167,8 @@ impl Node {
         let key = keys::node_key(&home)?;
         let peer_id = keys::peer_id(&key)?.to_string();
         let store = Store::open(&home.store())?;
-        let replica = crate::ingest::load_replica(&store)?;
+        let replica = crate::ingest::load_replica(&store, crate::ingest::Channel::Public)?;
+        let org_replica = crate::ingest::load_replica(&store, crate::ingest::Channel::Org)?;
         Ok(Node {
             home,
             config,
@@ -172,8 +177,10 @@ impl Node {
             key,
             peer_id,
             replica: std::sync::Mutex::new(replica),
+            org_replica: std::sync::Mutex::new(org_replica),
             stats: Default::default(),
             net: Default::default(),
+            iroh: Default::default(),
         })
     }
 
@@ -237,6 +244,11 @@ impl Node {
 }
 
 impl Node {
+    /// Whether `peer` shares this node's org catalog.
+    pub fn is_org_peer(&self, peer: &libp2p::PeerId) -> bool {
+        self.config.org.peers.iter().any(|p| p == &peer.to_string())
+    }
+
     /// Whether this node may serve `hash` to `peer`: public releases to
     /// anyone in the federation, org releases only to the org allow-list.
     pub fn may_serve(&self, hash: &ContentHash, peer: &libp2p::PeerId) -> bool {
@@ -256,7 +268,7 @@ impl Node {
                 return true;
             }
         }
-        any && self.config.org.peers.iter().any(|p| p == &peer.to_string())
+        any && self.is_org_peer(peer)
     }
 
     /// The signed size of a blob some stored release names.
@@ -278,7 +290,17 @@ impl Node {
         {
             envs.insert(0, c);
         }
+        let org = req
+            .release
+            .verify::<pb::Release>(self.federation())
+            .map(|v| Visibility::from_pb(v.record().visibility) == Visibility::Org)
+            .unwrap_or(false);
         for env in envs {
+            // Org releases never enter the public document or public gossip.
+            if org && env.domain() == Some(packfed_protocol::Domain::Release) {
+                self.replicate_to(crate::ingest::Channel::Org, &env.id(), env.encoded());
+                continue;
+            }
             self.replicate(&env.id(), env.encoded());
             if let Some(net) = self.net.get() {
                 net.try_send(crate::net::Command::Gossip(env.encoded().to_vec()));

@@ -35,7 +35,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, mdns, noise, tc
 use packfed_protocol::{ContentHash, Signed, pb};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ingest::Ingested;
+use crate::ingest::{Channel, Ingested};
 use crate::node::Node;
 pub use codec::ProstCodec;
 
@@ -51,7 +51,7 @@ pub enum Command {
     GossipRaw(Vec<u8>),
     Peers(oneshot::Sender<Vec<PeerView>>),
     /// Peers that may hold a blob, best first.
-    Providers(ContentHash, oneshot::Sender<Vec<PeerId>>),
+    Providers(ContentHash, oneshot::Sender<Vec<Provider>>),
     /// Announce that this node holds a blob.
     Provide(ContentHash),
     /// Ask one peer for a range of a blob.
@@ -62,6 +62,15 @@ pub enum Command {
     },
     /// The addresses the swarm listens on.
     ListenAddrs(oneshot::Sender<Vec<String>>),
+}
+
+/// A peer that may hold a blob, with its iroh address if it announced one.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub peer: PeerId,
+    /// The peer's node key (= its iroh endpoint id).
+    pub key: Option<[u8; 32]>,
+    pub iroh_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// A connected peer as `packfed peers` shows it.
@@ -97,7 +106,7 @@ impl NetHandle {
         rx.await.unwrap_or_default()
     }
 
-    pub async fn providers(&self, hash: ContentHash) -> Vec<PeerId> {
+    pub async fn providers(&self, hash: ContentHash) -> Vec<Provider> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Providers(hash, tx)).await;
         rx.await.unwrap_or_default()
@@ -241,6 +250,9 @@ struct PeerState {
     name: String,
     role: String,
     federation_ok: bool,
+    /// From its signed announcement.
+    key: Option<[u8; 32]>,
+    iroh_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// An outgoing registry sync session with one peer.
@@ -258,14 +270,17 @@ pub struct Reactor {
     handle: NetHandle,
     peers: HashMap<PeerId, PeerState>,
     refused: HashSet<PeerId>,
-    sessions: HashMap<PeerId, SyncSession>,
+    sessions: HashMap<(PeerId, u32), SyncSession>,
     /// Responder-side sync states, kept while connected.
-    responder_states: HashMap<PeerId, sync::State>,
+    responder_states: HashMap<(PeerId, u32), sync::State>,
     blob_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<pb::BlobResponse, String>>>,
-    provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    /// Which document each outstanding sync request is about.
+    sync_requests: HashMap<OutboundRequestId, u32>,
+    provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<Provider>>)>,
+    last_announce: std::time::Instant,
 }
 
-const SYNC_STATE_PREFIX: &str = "sync/public/";
+const SYNC_STATE_PREFIX: &str = "sync/";
 /// Most round trips in one sync session (automerge converges in a few).
 const MAX_SYNC_ROUNDS: u32 = 64;
 
@@ -306,7 +321,9 @@ impl Reactor {
             sessions: HashMap::new(),
             responder_states: HashMap::new(),
             blob_requests: HashMap::new(),
+            sync_requests: HashMap::new(),
             provider_queries: HashMap::new(),
+            last_announce: std::time::Instant::now(),
         })
     }
 
@@ -352,6 +369,7 @@ impl Reactor {
     }
 
     fn announce(&mut self) {
+        self.last_announce = std::time::Instant::now();
         let ann = pb::NodeAnnouncement {
             name: self.node.config.node.name.clone(),
             role: self.node.config.node.role.as_str().to_string(),
@@ -359,6 +377,12 @@ impl Reactor {
             org: self.node.config.org.peers.clone(),
             announced_at_ms: crate::packing::now_ms(),
             blobs: self.node.store.blob_count() as u64,
+            iroh_addrs: self
+                .node
+                .iroh
+                .get()
+                .map(|ep| ep.bound_sockets().into_iter().map(|a| a.to_string()).collect())
+                .unwrap_or_default(),
         };
         let env = Signed::sign(&ann, &self.node.key, self.node.federation());
         let topic = self.names.nodes_topic.clone();
@@ -470,8 +494,8 @@ impl Reactor {
                 ..
             } => {
                 self.peers.remove(&peer_id);
-                self.sessions.remove(&peer_id);
-                self.responder_states.remove(&peer_id);
+                self.sessions.retain(|(p, _), _| *p != peer_id);
+                self.responder_states.retain(|(p, _), _| *p != peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 self.on_identify(peer_id, info)
@@ -481,6 +505,13 @@ impl Reactor {
                 message_id,
                 message,
             })) => self.on_gossip(propagation_source, message_id, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { topic, .. }))
+                if topic == self.names.nodes_topic.hash() && self.last_announce.elapsed() > Duration::from_secs(1) =>
+            {
+                // A new listener: tell it where our iroh endpoint is (at most
+                // once a second, however many peers subscribe).
+                self.announce();
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Blob(ev)) => self.on_blob_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -526,7 +557,7 @@ impl Reactor {
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
-        let outcome = self.node.ingest(&message.data);
+        let outcome = self.node.ingest(&message.data, Channel::Public);
         let acceptance = match outcome {
             Ingested::Invalid(reason) => {
                 tracing::warn!(peer = %source, %reason, "rejected a gossiped record");
@@ -541,6 +572,8 @@ impl Reactor {
                 {
                     p.name = ann.record().name.clone();
                     p.role = ann.record().role.clone();
+                    p.key = Some(ann.signer().0);
+                    p.iroh_addrs = ann.record().iroh_addrs.iter().filter_map(|a| a.parse().ok()).collect();
                 }
                 MessageAcceptance::Accept
             }
@@ -565,45 +598,63 @@ impl Reactor {
         }
     }
 
-    fn state_key(peer: &PeerId) -> Vec<u8> {
-        format!("{SYNC_STATE_PREFIX}{peer}").into_bytes()
+    fn state_key(peer: &PeerId, doc: u32) -> Vec<u8> {
+        format!("{SYNC_STATE_PREFIX}{doc}/{peer}").into_bytes()
     }
 
-    fn load_state(&self, peer: &PeerId) -> sync::State {
+    fn load_state(&self, peer: &PeerId, doc: u32) -> sync::State {
         self.node
             .store
             .crdt
-            .get(Self::state_key(peer))
+            .get(Self::state_key(peer, doc))
             .ok()
             .flatten()
             .and_then(|b| sync::State::decode(&b).ok())
             .unwrap_or_default()
     }
 
-    fn save_state(&self, peer: &PeerId, state: &sync::State) {
-        if let Err(e) = self.node.store.crdt.insert(Self::state_key(peer), state.encode()) {
+    fn save_state(&self, peer: &PeerId, doc: u32, state: &sync::State) {
+        if let Err(e) = self.node.store.crdt.insert(Self::state_key(peer, doc), state.encode()) {
             tracing::warn!(error = %e, "cannot persist sync state");
         }
     }
 
     /// Only the peer with the smaller id initiates, so one session carries
-    /// both directions.
+    /// both directions. Org peers also sync the org document.
     fn start_sync(&mut self, peer: PeerId) {
-        if *self.swarm.local_peer_id() > peer || self.sessions.contains_key(&peer) {
+        if *self.swarm.local_peer_id() > peer {
             return;
         }
-        let mut state = self.load_state(&peer);
-        let message = self.node.replica.lock().ok().and_then(|mut r| r.generate(&mut state));
-        self.swarm
+        self.start_doc_sync(peer, Channel::Public);
+        if self.node.is_org_peer(&peer) {
+            self.start_doc_sync(peer, Channel::Org);
+        }
+    }
+
+    fn start_doc_sync(&mut self, peer: PeerId, channel: Channel) {
+        let doc = channel.doc();
+        if self.sessions.contains_key(&(peer, doc)) {
+            return;
+        }
+        let mut state = self.load_state(&peer, doc);
+        let message = self
+            .node
+            .replica_for(channel)
+            .lock()
+            .ok()
+            .and_then(|mut r| r.generate(&mut state));
+        let id = self
+            .swarm
             .behaviour_mut()
             .sync
-            .send_request(&peer, pb::SyncRequest { doc: 0, message });
-        self.sessions.insert(peer, SyncSession { state, rounds: 1 });
+            .send_request(&peer, pb::SyncRequest { doc, message });
+        self.sync_requests.insert(id, doc);
+        self.sessions.insert((peer, doc), SyncSession { state, rounds: 1 });
     }
 
     /// Feeds a peer's sync message to the document and ingests what is new.
-    fn absorb(&mut self, peer: &PeerId, state: &mut sync::State, msg: &[u8]) {
-        let received = match self.node.replica.lock() {
+    fn absorb(&mut self, peer: &PeerId, channel: Channel, state: &mut sync::State, msg: &[u8]) {
+        let received = match self.node.replica_for(channel).lock() {
             Ok(mut r) => r.receive(state, msg),
             Err(_) => return,
         };
@@ -617,14 +668,11 @@ impl Reactor {
                         .fetch_add(got.garbage as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 for (_, bytes) in got.candidates {
-                    match self.node.ingest(&bytes) {
+                    match self.node.ingest(&bytes, channel) {
                         Ingested::New(fetch) => self.after_new_record(fetch),
                         Ingested::Invalid(reason) => {
                             tracing::warn!(%peer, %reason, "ignored an invalid record from registry sync");
-                            self.node
-                                .stats
-                                .crdt_garbage
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.node.stats.crdt_garbage.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         _ => {}
                     }
@@ -638,26 +686,32 @@ impl Reactor {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    let mut state = self
-                        .responder_states
-                        .remove(&peer)
-                        .unwrap_or_else(|| self.load_state(&peer));
-                    if request.doc != 0 {
+                    let doc = request.doc;
+                    // The org document goes only to org peers.
+                    let allowed = match Channel::from_doc(doc) {
+                        Some(Channel::Org) => self.node.is_org_peer(&peer).then_some(Channel::Org),
+                        other => other,
+                    };
+                    let Some(ch) = allowed else {
                         let _ = self.swarm.behaviour_mut().sync.send_response(
                             channel,
                             pb::SyncResponse {
                                 message: None,
-                                error: "unknown document".into(),
+                                error: "document not shared with this peer".into(),
                             },
                         );
                         return;
-                    }
+                    };
+                    let mut state = self
+                        .responder_states
+                        .remove(&(peer, doc))
+                        .unwrap_or_else(|| self.load_state(&peer, doc));
                     if let Some(m) = &request.message {
-                        self.absorb(&peer, &mut state, m);
+                        self.absorb(&peer, ch, &mut state, m);
                     }
-                    let reply = self.node.replica.lock().ok().and_then(|mut r| r.generate(&mut state));
-                    self.save_state(&peer, &state);
-                    self.responder_states.insert(peer, state);
+                    let reply = self.node.replica_for(ch).lock().ok().and_then(|mut r| r.generate(&mut state));
+                    self.save_state(&peer, doc, &state);
+                    self.responder_states.insert((peer, doc), state);
                     let _ = self.swarm.behaviour_mut().sync.send_response(
                         channel,
                         pb::SyncResponse {
@@ -666,34 +720,48 @@ impl Reactor {
                         },
                     );
                 }
-                request_response::Message::Response { response, .. } => {
-                    let Some(mut session) = self.sessions.remove(&peer) else {
+                request_response::Message::Response { request_id, response } => {
+                    let Some(doc) = self.sync_requests.remove(&request_id) else {
                         return;
                     };
+                    let Some(mut session) = self.sessions.remove(&(peer, doc)) else {
+                        return;
+                    };
+                    let Some(ch) = Channel::from_doc(doc) else { return };
+                    if !response.error.is_empty() {
+                        tracing::debug!(%peer, error = %response.error, "peer declined registry sync");
+                        return;
+                    }
                     if let Some(m) = &response.message {
-                        self.absorb(&peer, &mut session.state, m);
+                        self.absorb(&peer, ch, &mut session.state, m);
                     }
                     let next = self
                         .node
-                        .replica
+                        .replica_for(ch)
                         .lock()
                         .ok()
                         .and_then(|mut r| r.generate(&mut session.state));
                     if (next.is_some() || response.message.is_some()) && session.rounds < MAX_SYNC_ROUNDS {
                         session.rounds += 1;
-                        self.swarm
+                        let id = self
+                            .swarm
                             .behaviour_mut()
                             .sync
-                            .send_request(&peer, pb::SyncRequest { doc: 0, message: next });
-                        self.sessions.insert(peer, session);
+                            .send_request(&peer, pb::SyncRequest { doc, message: next });
+                        self.sync_requests.insert(id, doc);
+                        self.sessions.insert((peer, doc), session);
                     } else {
-                        self.save_state(&peer, &session.state);
+                        self.save_state(&peer, doc, &session.state);
                     }
                 }
             },
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer, request_id, error, ..
+            } => {
                 tracing::debug!(%peer, %error, "registry sync request failed");
-                self.sessions.remove(&peer);
+                if let Some(doc) = self.sync_requests.remove(&request_id) {
+                    self.sessions.remove(&(peer, doc));
+                }
             }
             _ => {}
         }
@@ -733,7 +801,18 @@ impl Reactor {
         }
         let done = last || matches!(result, kad::QueryResult::GetProviders(Err(_)));
         if done && let Some((list, reply)) = self.provider_queries.remove(&id) {
-            let _ = reply.send(list);
+            let providers = list
+                .into_iter()
+                .map(|peer| {
+                    let p = self.peers.get(&peer);
+                    Provider {
+                        peer,
+                        key: p.and_then(|p| p.key),
+                        iroh_addrs: p.map(|p| p.iroh_addrs.clone()).unwrap_or_default(),
+                    }
+                })
+                .collect();
+            let _ = reply.send(providers);
         }
     }
 }

@@ -72,6 +72,11 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Bytes written so far (where a resumed download continues).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Writes the last chunk; the bytes are staged under their hash.
     pub fn finish(mut self) -> io::Result<StagedBlob> {
         self.flush_chunk()?;
@@ -257,6 +262,34 @@ impl Store {
             .blob_meta(hash)?
             .ok_or_else(|| StoreError::MissingBlob(hash.to_string()))?;
         Ok(self.reader_at(&self.outboards, meta.seq, meta.outboard_len))
+    }
+
+    /// Reads `len` bytes at `offset` (fewer at the end of the blob).
+    pub fn read_at(&self, hash: &ContentHash, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let meta = self
+            .blob_meta(hash)?
+            .ok_or_else(|| StoreError::MissingBlob(hash.to_string()))?;
+        if offset > meta.size {
+            return Err(StoreError::Corrupt(format!("read at {offset} past the end of {hash}")));
+        }
+        let len = len.min((meta.size - offset) as usize);
+        let mut out = Vec::with_capacity(len);
+        let mut pos = offset;
+        while out.len() < len {
+            let index = (pos / CHUNK_SIZE as u64) as u32;
+            let within = (pos % CHUNK_SIZE as u64) as usize;
+            let chunk = self
+                .chunks
+                .get(chunk_key(meta.seq, index))?
+                .ok_or_else(|| StoreError::Corrupt(format!("chunk {index} of {hash} is missing")))?;
+            if within >= chunk.len() {
+                return Err(StoreError::Corrupt(format!("chunk {index} of {hash} is short")));
+            }
+            let take = (chunk.len() - within).min(len - out.len());
+            out.extend_from_slice(&chunk[within..within + take]);
+            pos += take as u64;
+        }
+        Ok(out)
     }
 
     pub fn blob_count(&self) -> usize {
