@@ -251,6 +251,72 @@ fn forged_gossip_is_rejected_and_the_sender_penalized() {
     let _ = published;
 }
 
+#[test]
+fn org_packs_reach_org_peers_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let genesis = Federation::genesis(&bin(), root, 3, &[]).unwrap();
+    let mut fed = Federation {
+        bin: bin(),
+        root: root.to_path_buf(),
+        genesis,
+        nodes: Vec::new(),
+    };
+    let homes: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|n| fed.init_home(n, "company", None, &[]).unwrap())
+        .collect();
+    // Learn each node's peer id by starting it once.
+    let mut ids = Vec::new();
+    for h in &homes {
+        let n = TestNode::start(&bin(), h).unwrap();
+        ids.push(n.json(&["status"]).unwrap()["peer_id"].as_str().unwrap().to_string());
+    }
+    // a and b form an org; c is outside; b and c bootstrap to a.
+    let set_org = |h: &PathBuf, peers: &[&str]| {
+        let cfg = std::fs::read_to_string(h.join("config.toml")).unwrap();
+        let list = peers.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
+        std::fs::write(h.join("config.toml"), cfg.replacen("peers = []", &format!("peers = [{list}]"), 1)).unwrap();
+    };
+    set_org(&homes[0], &[&ids[1]]);
+    set_org(&homes[1], &[&ids[0]]);
+    fed.nodes.push(TestNode::start(&bin(), &homes[0]).unwrap());
+    let boot = fed.nodes[0].p2p_addr().unwrap();
+    for h in &homes[1..] {
+        let cfg = std::fs::read_to_string(h.join("config.toml")).unwrap();
+        std::fs::write(h.join("config.toml"), cfg.replace("bootstrap = []", &format!("bootstrap = [\"{boot}\"]"))).unwrap();
+    }
+    fed.nodes.push(TestNode::start(&bin(), &homes[1]).unwrap());
+    fed.nodes.push(TestNode::start_with_env(&bin(), &homes[2], &[("PACKFED_TEST_HOOKS", "1")]).unwrap());
+    fed.wait_connected(DEADLINE).unwrap();
+
+    // A public pack too, so we know C is in sync when it sees that one.
+    let public = root.join("public");
+    make_pack(&public, "acme/open", "1.0.0", &[], 0).unwrap();
+    let secret = root.join("secret");
+    make_pack(&secret, "acme/secret", "1.0.0", &[], 30_000).unwrap();
+    let p = fed.nodes[0]
+        .json(&["publish", &secret.to_string_lossy(), "--key", "k0", "--visibility", "org"])
+        .unwrap();
+    let hash = p["hash"].as_str().unwrap().to_string();
+    fed.nodes[0].json(&["publish", &public.to_string_lossy(), "--key", "k0"]).unwrap();
+
+    // B (org) sees and installs it.
+    wait_for(DEADLINE, "B to see the org pack", || fed.nodes[1].json(&["info", "acme/secret"]).ok()).unwrap();
+    let t = root.join("b-install").to_string_lossy().to_string();
+    fed.nodes[1].json(&["install", "acme/secret", "--to", &t]).unwrap();
+    assert_eq!(fed.nodes[1].json(&["verify", &t]).unwrap()["ok"], true);
+
+    // C sees the public pack but never the org one, and cannot fetch its bytes.
+    wait_for(DEADLINE, "C to see the public pack", || fed.nodes[2].json(&["info", "acme/open"]).ok()).unwrap();
+    assert!(search_ids(&fed.nodes[2], "secret").is_empty());
+    assert!(fed.nodes[2].json(&["info", "acme/secret"]).is_err());
+    let body = format!("{{\"hash\":\"{hash}\",\"size\":{}}}", p["size"].as_u64().unwrap());
+    let resp = post_json(&fed.nodes[2], "/v1/test/fetch", &body).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 502"), "C must not be able to fetch the org blob: {resp}");
+    assert_eq!(status(&fed.nodes[2])["blobs"], 0);
+}
+
 /// A minimal authenticated HTTP POST to a node's API.
 fn post_json(node: &TestNode, path: &str, body: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};

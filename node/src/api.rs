@@ -89,6 +89,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/publish", post(publish))
         .route("/v1/yank", post(yank))
         .route("/v1/test/gossip", post(gossip_raw))
+        .route("/v1/test/fetch", post(fetch_raw))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/status", get(status))
@@ -152,6 +153,28 @@ async fn peers(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         None => Vec::new(),
     };
     Json(json!(peers))
+}
+
+#[derive(Deserialize)]
+struct RawFetch {
+    hash: String,
+    size: u64,
+}
+
+/// Test hook (PACKFED_TEST_HOOKS=1): fetch a blob by hash from the
+/// federation, as a node that learnt the hash out of band would.
+async fn fetch_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawFetch>) -> ApiResult<Json<serde_json::Value>> {
+    if std::env::var_os("PACKFED_TEST_HOOKS").is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
+    }
+    let hash: ContentHash = body.hash.parse().map_err(|e| ApiError::bad("bad_hash", format!("{e}")))?;
+    let Some(net) = s.node.net.get() else {
+        return Err(ApiError::bad("offline", "no network"));
+    };
+    crate::fetch::fetch_blob(&s.node, net, hash, body.size)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", format!("{e:#}")))?;
+    Ok(Json(json!({"fetched": true})))
 }
 
 #[derive(Deserialize)]
@@ -254,6 +277,7 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
         "name": published.facts.id.name.to_string(),
         "version": published.facts.id.version.to_string(),
         "hash": published.facts.hash.to_hex(),
+        "size": declared,
         "record_id": published.record_id.to_hex(),
         "quality": q,
         "status": "accepted",
