@@ -60,7 +60,10 @@ fn publish_on_one_node_install_on_another_mirror_and_catch_up() {
     assert_eq!(done["installed"][0]["hash"], hash.as_str());
     assert_eq!(fed.nodes[2].json(&["verify", &t]).unwrap()["ok"], true);
     let log = std::fs::read_to_string(fed.nodes[2].home.join("node.log")).unwrap();
-    assert!(log.contains("fetched blob") && log.contains("via=\"iroh\""), "C should fetch over iroh:\n{log}");
+    assert!(
+        log.contains("fetched blob") && log.contains("via=\"iroh\""),
+        "C should fetch over iroh:\n{log}"
+    );
 
     // A node started after the publish catches up through registry sync.
     let boot = fed.nodes[1].p2p_addr().unwrap();
@@ -276,7 +279,11 @@ fn org_packs_reach_org_peers_only() {
     let set_org = |h: &PathBuf, peers: &[&str]| {
         let cfg = std::fs::read_to_string(h.join("config.toml")).unwrap();
         let list = peers.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
-        std::fs::write(h.join("config.toml"), cfg.replacen("peers = []", &format!("peers = [{list}]"), 1)).unwrap();
+        std::fs::write(
+            h.join("config.toml"),
+            cfg.replacen("peers = []", &format!("peers = [{list}]"), 1),
+        )
+        .unwrap();
     };
     set_org(&homes[0], &[&ids[1]]);
     set_org(&homes[1], &[&ids[0]]);
@@ -284,10 +291,15 @@ fn org_packs_reach_org_peers_only() {
     let boot = fed.nodes[0].p2p_addr().unwrap();
     for h in &homes[1..] {
         let cfg = std::fs::read_to_string(h.join("config.toml")).unwrap();
-        std::fs::write(h.join("config.toml"), cfg.replace("bootstrap = []", &format!("bootstrap = [\"{boot}\"]"))).unwrap();
+        std::fs::write(
+            h.join("config.toml"),
+            cfg.replace("bootstrap = []", &format!("bootstrap = [\"{boot}\"]")),
+        )
+        .unwrap();
     }
     fed.nodes.push(TestNode::start(&bin(), &homes[1]).unwrap());
-    fed.nodes.push(TestNode::start_with_env(&bin(), &homes[2], &[("PACKFED_TEST_HOOKS", "1")]).unwrap());
+    fed.nodes
+        .push(TestNode::start_with_env(&bin(), &homes[2], &[("PACKFED_TEST_HOOKS", "1")]).unwrap());
     fed.wait_connected(DEADLINE).unwrap();
 
     // A public pack too, so we know C is in sync when it sees that one.
@@ -296,24 +308,42 @@ fn org_packs_reach_org_peers_only() {
     let secret = root.join("secret");
     make_pack(&secret, "acme/secret", "1.0.0", &[], 30_000).unwrap();
     let p = fed.nodes[0]
-        .json(&["publish", &secret.to_string_lossy(), "--key", "k0", "--visibility", "org"])
+        .json(&[
+            "publish",
+            &secret.to_string_lossy(),
+            "--key",
+            "k0",
+            "--visibility",
+            "org",
+        ])
         .unwrap();
     let hash = p["hash"].as_str().unwrap().to_string();
-    fed.nodes[0].json(&["publish", &public.to_string_lossy(), "--key", "k0"]).unwrap();
+    fed.nodes[0]
+        .json(&["publish", &public.to_string_lossy(), "--key", "k0"])
+        .unwrap();
 
     // B (org) sees and installs it.
-    wait_for(DEADLINE, "B to see the org pack", || fed.nodes[1].json(&["info", "acme/secret"]).ok()).unwrap();
+    wait_for(DEADLINE, "B to see the org pack", || {
+        fed.nodes[1].json(&["info", "acme/secret"]).ok()
+    })
+    .unwrap();
     let t = root.join("b-install").to_string_lossy().to_string();
     fed.nodes[1].json(&["install", "acme/secret", "--to", &t]).unwrap();
     assert_eq!(fed.nodes[1].json(&["verify", &t]).unwrap()["ok"], true);
 
     // C sees the public pack but never the org one, and cannot fetch its bytes.
-    wait_for(DEADLINE, "C to see the public pack", || fed.nodes[2].json(&["info", "acme/open"]).ok()).unwrap();
+    wait_for(DEADLINE, "C to see the public pack", || {
+        fed.nodes[2].json(&["info", "acme/open"]).ok()
+    })
+    .unwrap();
     assert!(search_ids(&fed.nodes[2], "secret").is_empty());
     assert!(fed.nodes[2].json(&["info", "acme/secret"]).is_err());
     let body = format!("{{\"hash\":\"{hash}\",\"size\":{}}}", p["size"].as_u64().unwrap());
     let resp = post_json(&fed.nodes[2], "/v1/test/fetch", &body).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 502"), "C must not be able to fetch the org blob: {resp}");
+    assert!(
+        resp.starts_with("HTTP/1.1 502"),
+        "C must not be able to fetch the org blob: {resp}"
+    );
     assert_eq!(status(&fed.nodes[2])["blobs"], 0);
 }
 

@@ -167,7 +167,10 @@ async fn fetch_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawFetch>) -
     if std::env::var_os("PACKFED_TEST_HOOKS").is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
     }
-    let hash: ContentHash = body.hash.parse().map_err(|e| ApiError::bad("bad_hash", format!("{e}")))?;
+    let hash: ContentHash = body
+        .hash
+        .parse()
+        .map_err(|e| ApiError::bad("bad_hash", format!("{e}")))?;
     let Some(net) = s.node.net.get() else {
         return Err(ApiError::bad("offline", "no network"));
     };

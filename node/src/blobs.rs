@@ -15,11 +15,7 @@
 //!   a chunk group that fails verification never reaches the sink.
 //! - [`SledSource`]: the `ChunkSource` of a node's store.
 
-use std::{
-    collections::HashMap,
-    fmt, io,
-    sync::Arc,
-};
+use std::{collections::HashMap, fmt, io, sync::Arc};
 
 use bao_tree::{
     BaoTree, ChunkNum, ChunkRanges,
@@ -47,8 +43,7 @@ use iroh_blobs::{
     get::fsm::{self, BlobContentNext, ConnectedNext, DecodeError, EndBlobNext},
     protocol::{ChunkRangesExt, GetRequest},
     provider::events::{
-        AbortReason, ConnectMode, EventMask, EventSender, ObserveMode, ProviderMessage,
-        RequestMode, ThrottleMode,
+        AbortReason, ConnectMode, EventMask, EventSender, ObserveMode, ProviderMessage, RequestMode, ThrottleMode,
     },
     store::{IROH_BLOCK_SIZE, mem::MemStore},
 };
@@ -95,9 +90,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            validate_on_send: true,
-        }
+        Self { validate_on_send: true }
     }
 }
 
@@ -247,10 +240,7 @@ impl Actor {
                     .ok();
             }
             Command::ExportPath(cmd) => {
-                cmd.tx
-                    .send(api_unsupported("ExportPath").into())
-                    .await
-                    .ok();
+                cmd.tx.send(api_unsupported("ExportPath").into()).await.ok();
             }
             Command::ImportBao(cmd) => {
                 cmd.tx.send(Err(api_unsupported("ImportBao"))).await.ok();
@@ -331,13 +321,17 @@ async fn export_bao(
     // NotFound/UnexpectedEof are treated as "don't have it" (not a local failure) by
     // the provider; any error makes the provider reset the QUIC stream.
     let Some(size) = source.size(&hash) else {
-        tx.0.send(fail(io::ErrorKind::NotFound, format!("{hash} not found"))).await.ok();
+        tx.0.send(fail(io::ErrorKind::NotFound, format!("{hash} not found")))
+            .await
+            .ok();
         return;
     };
     let outboard = match source.outboard(&hash) {
         Ok(Some(ob)) => ob,
         Ok(None) => {
-            tx.0.send(fail(io::ErrorKind::NotFound, format!("no outboard for {hash}"))).await.ok();
+            tx.0.send(fail(io::ErrorKind::NotFound, format!("no outboard for {hash}")))
+                .await
+                .ok();
             return;
         }
         Err(e) => {
@@ -364,9 +358,7 @@ async fn export_bao(
     if validate {
         // Emits Size, then Parent/Leaf items, then Done or Error. Validation covers
         // the outboard (root == hash) and every leaf (before it is sent).
-        traverse_ranges_validated(reader, outboard, &ranges, &mut tx)
-            .await
-            .ok();
+        traverse_ranges_validated(reader, outboard, &ranges, &mut tx).await.ok();
     } else {
         traverse_unvalidated(reader, outboard, &ranges, &mut tx).await.ok();
     }
@@ -389,12 +381,21 @@ async fn traverse_unvalidated(
                 Ok(None) => EncodedItem::Error(EncodeError::Io(io::Error::other("missing node"))),
                 Err(e) => EncodedItem::Error(EncodeError::Io(e)),
             },
-            BaoChunk::Leaf { start_chunk, size, ranges, .. } => {
+            BaoChunk::Leaf {
+                start_chunk,
+                size,
+                ranges,
+                ..
+            } => {
                 if !ranges.is_all() {
                     EncodedItem::Error(EncodeError::Io(unsupported("partial chunk group")))
                 } else {
                     match data.read_bytes_at(start_chunk.to_bytes(), size) {
-                        Ok(b) => Leaf { offset: start_chunk.to_bytes(), data: b }.into(),
+                        Ok(b) => Leaf {
+                            offset: start_chunk.to_bytes(),
+                            data: b,
+                        }
+                        .into(),
                         Err(e) => EncodedItem::Error(EncodeError::Io(e)),
                     }
                 }
@@ -649,11 +650,7 @@ pub async fn fetch_on_conn<W: io::Write>(
         .next()
         .await
         .map_err(|e| FetchError::Connect(e.to_string()))?;
-    let ConnectedNext::StartRoot(root) = connected
-        .next()
-        .await
-        .map_err(|e| FetchError::Connect(e.to_string()))?
-    else {
+    let ConnectedNext::StartRoot(root) = connected.next().await.map_err(|e| FetchError::Connect(e.to_string()))? else {
         return Err(FetchError::Other("unexpected response shape".into()));
     };
     let (mut content, size) = root.next().next().await.map_err(|e| {
@@ -708,10 +705,7 @@ pub async fn fetch_on_conn<W: io::Write>(
     let EndBlobNext::Closing(closing) = end.next() else {
         return Err(FetchError::Other("unexpected children".into()));
     };
-    let stats = closing
-        .next()
-        .await
-        .map_err(|e| FetchError::Other(e.to_string()))?;
+    let stats = closing.next().await.map_err(|e| FetchError::Other(e.to_string()))?;
     if written_to != size {
         return Err(FetchError::Other(format!(
             "incomplete: wrote up to {written_to} of {size}"
@@ -725,7 +719,6 @@ pub async fn fetch_on_conn<W: io::Write>(
         elapsed: stats.elapsed,
     })
 }
-
 
 // ---------------------------------------------------------------------------
 // 6. The node's store as a ChunkSource
@@ -748,7 +741,12 @@ pub fn peer_of(remote: &EndpointId) -> Option<libp2p::PeerId> {
 
 impl ChunkSource for SledSource {
     fn size(&self, hash: &Hash) -> Option<u64> {
-        self.node.store.blob_meta(&content_hash(hash)).ok().flatten().map(|m| m.size)
+        self.node
+            .store
+            .blob_meta(&content_hash(hash))
+            .ok()
+            .flatten()
+            .map(|m| m.size)
     }
 
     fn read_at(&self, hash: &Hash, offset: u64, len: usize) -> io::Result<Bytes> {

@@ -14,8 +14,8 @@ use libp2p::PeerId;
 use packfed_protocol::{ContentHash, pb};
 
 use crate::net::{MAX_BLOB_RANGE, NetHandle, Provider};
-use crate::store::BlobWriter;
 use crate::node::Node;
+use crate::store::BlobWriter;
 
 const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
@@ -61,7 +61,13 @@ pub fn serve_range(node: &Node, peer: &PeerId, req: &pb::BlobRequest) -> pb::Blo
 
 /// Fetches `[writer.size..size)` of `hash` from one peer over the libp2p
 /// range protocol (the fallback when the peer announced no iroh address).
-async fn fetch_ranges(net: &NetHandle, peer: PeerId, hash: ContentHash, size: u64, writer: &mut BlobWriter) -> Result<()> {
+async fn fetch_ranges(
+    net: &NetHandle,
+    peer: PeerId,
+    hash: ContentHash,
+    size: u64,
+    writer: &mut BlobWriter,
+) -> Result<()> {
     let mut offset = writer.size();
     while offset < size {
         let length = (size - offset).min(u64::from(MAX_BLOB_RANGE)) as u32;
@@ -78,7 +84,11 @@ async fn fetch_ranges(net: &NetHandle, peer: PeerId, hash: ContentHash, size: u6
             bail!("peer does not have it (status {})", resp.status);
         }
         if resp.size != size || resp.data.len() != length as usize {
-            bail!("peer answered {} bytes of a {}-byte blob where {length} of {size} were asked", resp.data.len(), resp.size);
+            bail!(
+                "peer answered {} bytes of a {}-byte blob where {length} of {size} were asked",
+                resp.data.len(),
+                resp.size
+            );
         }
         tokio::task::block_in_place(|| writer.write_all(&resp.data))?;
         offset += u64::from(length);
@@ -89,7 +99,13 @@ async fn fetch_ranges(net: &NetHandle, peer: PeerId, hash: ContentHash, size: u6
 /// Fetches the rest of `hash` from one peer over iroh-blobs: every 16 KiB
 /// group is BLAKE3-verified before it reaches the writer, and the request
 /// starts where the writer stands (resume).
-async fn fetch_iroh(node: &Node, provider: &Provider, hash: ContentHash, writer: &mut BlobWriter, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
+async fn fetch_iroh(
+    node: &Node,
+    provider: &Provider,
+    hash: ContentHash,
+    writer: &mut BlobWriter,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
     let (Some(ep), Some(key)) = (node.iroh.get(), provider.key) else {
         bail!("no iroh endpoint");
     };
@@ -99,7 +115,14 @@ async fn fetch_iroh(node: &Node, provider: &Provider, hash: ContentHash, writer:
         addr = addr.with_ip_addr(*a);
     }
     let from = writer.size();
-    let fut = crate::blobs::fetch_blob(ep, addr, iroh_blobs::Hash::from_bytes(*hash.as_bytes()), from, writer, |p| progress(p.offset));
+    let fut = crate::blobs::fetch_blob(
+        ep,
+        addr,
+        iroh_blobs::Hash::from_bytes(*hash.as_bytes()),
+        from,
+        writer,
+        |p| progress(p.offset),
+    );
     match tokio::time::timeout(STALL * 10, fut).await {
         Err(_) => bail!("peer stalled"),
         Ok(Err(crate::blobs::FetchError::Verification(e))) => bail!("peer served corrupted bytes ({e})"),
@@ -152,7 +175,11 @@ pub async fn fetch_blob_with_progress(
                 if staged.hash != hash {
                     // Only the range fallback can get here: iroh verifies as it goes.
                     store.discard(staged.seq)?;
-                    bail!("{}: peer served corrupted bytes (BLAKE3 {} instead of {hash})", provider.peer, staged.hash);
+                    bail!(
+                        "{}: peer served corrupted bytes (BLAKE3 {} instead of {hash})",
+                        provider.peer,
+                        staged.hash
+                    );
                 }
                 tokio::task::block_in_place(|| -> Result<()> {
                     store.commit_blob(staged)?;
@@ -163,7 +190,11 @@ pub async fn fetch_blob_with_progress(
                 net.send(crate::net::Command::Provide(hash)).await;
                 return Ok(());
             }
-            Ok(()) => errors.push(format!("{}: stopped at {} of {size} bytes", provider.peer, writer.size())),
+            Ok(()) => errors.push(format!(
+                "{}: stopped at {} of {size} bytes",
+                provider.peer,
+                writer.size()
+            )),
             Err(e) => {
                 tracing::warn!(%hash, peer = %provider.peer, via, error = %e, resume_at = writer.size(), "provider failed; trying the next");
                 errors.push(format!("{}: {e:#}", provider.peer));

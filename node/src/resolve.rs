@@ -76,7 +76,10 @@ impl ResolveError {
 /// from the dependencies of each picked version, holds. Prefers newer
 /// versions; never picks a yanked one. The result names every pack needed,
 /// including `root`'s.
-pub fn resolve(root: &[(PackName, VersionReq)], catalog: &Catalog) -> Result<BTreeMap<PackName, Version>, ResolveError> {
+pub fn resolve(
+    root: &[(PackName, VersionReq)],
+    catalog: &Catalog,
+) -> Result<BTreeMap<PackName, Version>, ResolveError> {
     let provider = Provider::new(root, catalog);
     match pubgrub::resolve(&provider, Node::Root, root_version()) {
         Ok(solution) => Ok(solution
@@ -313,7 +316,11 @@ impl<'a> Provider<'a> {
     fn requirement_text(&self, node: &Node, set: &VSet, dep: &PackName, dep_set: &VSet) -> Option<String> {
         let versions: Vec<Version> = match node {
             Node::Root => vec![root_version()],
-            Node::Pack(name) => self.known_in(name, set).into_iter().map(|c| c.version.clone()).collect(),
+            Node::Pack(name) => self
+                .known_in(name, set)
+                .into_iter()
+                .map(|c| c.version.clone())
+                .collect(),
         };
         let mut fallback = None;
         for v in versions.iter().rev() {
@@ -368,9 +375,15 @@ impl DependencyProvider for Provider<'_> {
         })
     }
 
-    fn get_dependencies(&self, package: &Node, version: &Version) -> Result<Dependencies<Node, VSet, String>, Infallible> {
+    fn get_dependencies(
+        &self,
+        package: &Node,
+        version: &Version,
+    ) -> Result<Dependencies<Node, VSet, String>, Infallible> {
         let Some(reqs) = self.requirements(package, version) else {
-            return Ok(Dependencies::Unavailable("this version is not known to this node".into()));
+            return Ok(Dependencies::Unavailable(
+                "this version is not known to this node".into(),
+            ));
         };
         let mut out = Vec::with_capacity(reqs.len());
         for (dep, dep_reqs) in reqs {
@@ -605,7 +618,10 @@ impl<'p, 'a> Explainer<'p, 'a> {
             return name.to_string();
         }
         match versions.len() {
-            1 => format!("{name}@{}", versions.iter().next().map(Version::to_string).unwrap_or_default()),
+            1 => format!(
+                "{name}@{}",
+                versions.iter().next().map(Version::to_string).unwrap_or_default()
+            ),
             _ => format!("{name} {}", self.span(name, set)),
         }
     }
@@ -898,7 +914,10 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("your request needs acme/a ^1"), "{msg}");
-        assert!(msg.contains("available versions of acme/core: 2.0.0, 1.1.0, 1.0.0"), "{msg}");
+        assert!(
+            msg.contains("available versions of acme/core: 2.0.0, 1.1.0, 1.0.0"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -915,7 +934,10 @@ mod tests {
         assert_eq!(err.code(), "unresolvable");
         let msg = err.to_string();
         assert!(msg.contains("1.1.0 (yanked)"), "{msg}");
-        assert!(msg.contains("available versions of acme/lib: 1.1.0 (yanked), 1.0.0"), "{msg}");
+        assert!(
+            msg.contains("available versions of acme/lib: 1.1.0 (yanked), 1.0.0"),
+            "{msg}"
+        );
 
         // A dependency that only a yanked version satisfies fails as well.
         let err = resolve(&roots(&[("acme/app", "*")]), &cat.0).unwrap_err();
@@ -943,12 +965,19 @@ mod tests {
         // Asked for directly.
         let err = resolve(&roots(&[("acme/nope", "^1")]), &cat.0).unwrap_err();
         assert_eq!(err.code(), "not_found");
-        assert!(err.to_string().starts_with("acme/nope (required by your request) is not known"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("acme/nope (required by your request) is not known"),
+            "{err}"
+        );
 
         // A pack known with no versions counts as unknown.
         let mut empty = cat.0.clone();
         empty.insert(name("acme/missing"), Vec::new());
-        assert_eq!(resolve(&roots(&[("acme/lib", "*")]), &empty).unwrap_err().code(), "not_found");
+        assert_eq!(
+            resolve(&roots(&[("acme/lib", "*")]), &empty).unwrap_err().code(),
+            "not_found"
+        );
 
         // When an older version avoids the unknown pack, it is used.
         let cat = cat.pack("acme/lib", "0.9.0", &[]);
@@ -1027,9 +1056,28 @@ mod tests {
             cat = cat.pack("acme/lib", v, &[]);
         }
         let reqs = [
-            "^1.2", "^0.1", "^0", "~1.2.3", "~1", "=1.2.3", "1.2.3", ">1.2.3", ">=1.2.4-beta.1", "<2", "<2.0.0-rc.1",
-            "<=1.2.3", "*", "1.*", "1.2.*", "0.*", ">=1, <1.2.4", ">1.0.0-alpha.0, <1.0.0", "^2.0.0-rc.1", "=1.2.4-beta.1",
-            ">=3.2", "~0.1.2",
+            "^1.2",
+            "^0.1",
+            "^0",
+            "~1.2.3",
+            "~1",
+            "=1.2.3",
+            "1.2.3",
+            ">1.2.3",
+            ">=1.2.4-beta.1",
+            "<2",
+            "<2.0.0-rc.1",
+            "<=1.2.3",
+            "*",
+            "1.*",
+            "1.2.*",
+            "0.*",
+            ">=1, <1.2.4",
+            ">1.0.0-alpha.0, <1.0.0",
+            "^2.0.0-rc.1",
+            "=1.2.4-beta.1",
+            ">=3.2",
+            "~0.1.2",
         ];
         for r in reqs {
             let r = req(r);
@@ -1044,9 +1092,11 @@ mod tests {
 
     #[test]
     fn resolve_self_dependency_is_honoured() {
-        let cat = Cat::default()
-            .pack("acme/loop", "1.0.0", &[("acme/loop", "^1")])
-            .pack("acme/loop", "2.0.0", &[("acme/loop", "^1")]);
+        let cat = Cat::default().pack("acme/loop", "1.0.0", &[("acme/loop", "^1")]).pack(
+            "acme/loop",
+            "2.0.0",
+            &[("acme/loop", "^1")],
+        );
         let got = resolve(&roots(&[("acme/loop", "*")]), &cat.0).unwrap();
         assert_eq!(picked(&got), ["acme/loop@1.0.0"]);
     }

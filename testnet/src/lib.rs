@@ -1,7 +1,10 @@
 //! Local federation harness: starts real `packfed` node processes on
 //! 127.0.0.1 with their own homes, runs CLI commands against them, and makes
 //! pack directories to publish. Used by the end-to-end tests in `tests/` and
-//! by the benches; the `testnet` command builds on it.
+//! by the benches; the `testnet` command (`src/main.rs`) builds on it, and
+//! [`sim`] is the in-process large-N gossip simulation.
+
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -55,6 +58,75 @@ pub fn packfed_json(bin: &Path, home: &Path, args: &[&str]) -> Result<Value> {
     Ok(v)
 }
 
+/// What a running daemon writes to `HOME/node.json`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeJson {
+    pub peer_id: String,
+    pub api: String,
+    pub pid: u32,
+    pub listen_addrs: Vec<String>,
+}
+
+impl NodeJson {
+    /// Reads `HOME/node.json`; None while it is missing or half written.
+    pub fn read(home: &Path) -> Option<NodeJson> {
+        let v: Value = serde_json::from_slice(&std::fs::read(home.join("node.json")).ok()?).ok()?;
+        Some(NodeJson {
+            peer_id: v["peer_id"].as_str()?.to_string(),
+            api: v["api"].as_str()?.to_string(),
+            pid: u32::try_from(v["pid"].as_u64()?).ok()?,
+            listen_addrs: v["listen_addrs"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Spawns `packfed node run` on an initialized home, stdout and stderr to
+/// `HOME/node.log`. With `detach` the node gets its own process group, so
+/// it outlives the caller and a Ctrl-C in the caller's terminal.
+pub fn spawn_node(bin: &Path, home: &Path, env: &[(&str, &str)], detach: bool) -> Result<Child> {
+    let _ = std::fs::remove_file(home.join("node.json")); // stale after a kill -9
+    let log = std::fs::File::create(home.join("node.log"))
+        .with_context(|| format!("creating {}", home.join("node.log").display()))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--home")
+        .arg(home)
+        .args(["node", "run"])
+        .env_remove("PACKFED_HOME")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if detach {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    cmd.spawn()
+        .with_context(|| format!("spawning {} node run", bin.display()))
+}
+
+/// Waits until `HOME/node.json` is written by process `pid` and names a
+/// listening API; on timeout the error carries the node log.
+pub fn wait_node_json(home: &Path, pid: u32, deadline: Duration) -> Result<NodeJson> {
+    wait_for(deadline, "node.json", || {
+        NodeJson::read(home).filter(|n| n.pid == pid && !n.api.is_empty())
+    })
+    .map_err(|e| {
+        let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+        anyhow::anyhow!("{e}; node log:\n{log}")
+    })
+}
+
+/// The first libp2p listen address in `HOME/node.json` (waits until the
+/// network has written it).
+pub fn p2p_addr(home: &Path, deadline: Duration) -> Result<String> {
+    wait_for(deadline, "libp2p listen address", || {
+        NodeJson::read(home)?.listen_addrs.into_iter().next()
+    })
+}
+
 /// A node process with its own home.
 pub struct TestNode {
     pub bin: PathBuf,
@@ -72,20 +144,7 @@ impl TestNode {
 
     /// Starts with extra environment variables (test hooks).
     pub fn start_with_env(bin: &Path, home: &Path, env: &[(&str, &str)]) -> Result<TestNode> {
-        let node_json = home.join("node.json");
-        let _ = std::fs::remove_file(&node_json); // stale after a kill -9
-        let log = std::fs::File::create(home.join("node.log"))?;
-        let child = Command::new(bin)
-            .arg("--home")
-            .arg(home)
-            .args(["node", "run"])
-            .env_remove("PACKFED_HOME")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning packfed node run")?;
+        let child = spawn_node(bin, home, env, false)?;
         let pid = child.id();
         let mut node = TestNode {
             bin: bin.to_path_buf(),
@@ -93,27 +152,13 @@ impl TestNode {
             child: Some(child),
             api: String::new(),
         };
-        let api = wait_for(Duration::from_secs(30), "node.json", || {
-            let v: Value = serde_json::from_slice(&std::fs::read(&node_json).ok()?).ok()?;
-            (v["pid"].as_u64() == Some(u64::from(pid))).then(|| v["api"].as_str().map(str::to_string))?
-        });
-        match api {
-            Ok(a) => node.api = a,
-            Err(e) => {
-                let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
-                bail!("{e}; node log:\n{log}");
-            }
-        }
+        node.api = wait_node_json(home, pid, Duration::from_secs(30))?.api;
         Ok(node)
     }
 
     /// The libp2p address to bootstrap from (waits until it is known).
     pub fn p2p_addr(&self) -> Result<String> {
-        let path = self.home.join("node.json");
-        wait_for(Duration::from_secs(30), "libp2p listen address", || {
-            let v: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-            v["listen_addrs"].as_array()?.first()?.as_str().map(str::to_string)
-        })
+        p2p_addr(&self.home, Duration::from_secs(30))
     }
 
     pub fn json(&self, args: &[&str]) -> Result<Value> {

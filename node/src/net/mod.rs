@@ -188,9 +188,10 @@ fn scoring(names: &Names) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreTh
     (params, thresholds)
 }
 
-/// Builds the behaviour for `key` (shared with the in-process simulation).
-pub fn behaviour(key: &libp2p::identity::Keypair, names: &Names, mdns_on: bool) -> Result<Behaviour> {
-    let peer_id = key.public().to_peer_id();
+/// The node's gossipsub: strict signing, application validation, content
+/// ids, peer scoring, both topics subscribed. The in-process simulation
+/// builds its swarms with this same function.
+pub fn gossipsub_behaviour(key: &libp2p::identity::Keypair, names: &Names) -> Result<gossipsub::Behaviour> {
     let gs_config = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Strict)
         .validate_messages()
@@ -207,6 +208,13 @@ pub fn behaviour(key: &libp2p::identity::Keypair, names: &Names, mdns_on: bool) 
         .map_err(|e| anyhow::anyhow!("peer score: {e}"))?;
     gossipsub.subscribe(&names.records_topic)?;
     gossipsub.subscribe(&names.nodes_topic)?;
+    Ok(gossipsub)
+}
+
+/// Builds the behaviour for `key`.
+pub fn behaviour(key: &libp2p::identity::Keypair, names: &Names, mdns_on: bool) -> Result<Behaviour> {
+    let peer_id = key.public().to_peer_id();
+    let gossipsub = gossipsub_behaviour(key, names)?;
 
     let kad_proto = StreamProtocol::try_from_owned(format!("/packfed/{}/kad/1", names.fed_tag))?;
     let mut kad_cfg = kad::Config::new(kad_proto);
@@ -672,7 +680,10 @@ impl Reactor {
                         Ingested::New(fetch) => self.after_new_record(fetch),
                         Ingested::Invalid(reason) => {
                             tracing::warn!(%peer, %reason, "ignored an invalid record from registry sync");
-                            self.node.stats.crdt_garbage.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.node
+                                .stats
+                                .crdt_garbage
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         _ => {}
                     }
@@ -709,7 +720,12 @@ impl Reactor {
                     if let Some(m) = &request.message {
                         self.absorb(&peer, ch, &mut state, m);
                     }
-                    let reply = self.node.replica_for(ch).lock().ok().and_then(|mut r| r.generate(&mut state));
+                    let reply = self
+                        .node
+                        .replica_for(ch)
+                        .lock()
+                        .ok()
+                        .and_then(|mut r| r.generate(&mut state));
                     self.save_state(&peer, doc, &state);
                     self.responder_states.insert((peer, doc), state);
                     let _ = self.swarm.behaviour_mut().sync.send_response(
@@ -756,7 +772,10 @@ impl Reactor {
                 }
             },
             request_response::Event::OutboundFailure {
-                peer, request_id, error, ..
+                peer,
+                request_id,
+                error,
+                ..
             } => {
                 tracing::debug!(%peer, %error, "registry sync request failed");
                 if let Some(doc) = self.sync_requests.remove(&request_id) {

@@ -1,0 +1,385 @@
+//! Federation measurements for `scripts/bench`, each beside a baseline from
+//! the same run:
+//! (a) publish-to-visible latency on every node of a 10-process testnet;
+//! (b) the same in the in-process simulation with 200 nodes (testnet::sim);
+//! (c) a fresh node's registry sync of 50,000 releases from one peer;
+//! (d) a 1 GiB pack transfer between two nodes into the receiver's store,
+//!     beside raw loopback TCP and a bare sled write of the same bytes, with
+//!     the receiver's peak RSS;
+//! (e) install of a pack with 50 dependencies from a peer.
+//! PACKFED_BENCH_QUICK=1 shrinks every size (smoke runs).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use packfed_node::config::Home;
+use packfed_node::ingest::Channel;
+use packfed_node::node::Node;
+use packfed_protocol::{FederationId, KeyPair, Signed, pb};
+use packfed_testnet::{Federation, TestNode, make_pack, pseudo_random_bytes, wait_for};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+struct Row(String, String, String);
+
+/// One HTTP GET round trip on a node's API (the polling baseline).
+fn http_get(api: &str, path: &str) -> Option<String> {
+    let mut c = std::net::TcpStream::connect(api).ok()?;
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut s = String::new();
+    c.read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+fn visible(api: &str, name: &str, version: &str) -> bool {
+    http_get(api, &format!("/v1/info/{name}?version={version}")).is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+}
+
+fn bench_a(rows: &mut Vec<Row>, nodes: usize, publishes: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let roles: Vec<&str> = (0..nodes).map(|i| if i == 1 { "regional" } else { "public" }).collect();
+    let fed = Federation::up(&bin(), tmp.path(), &roles).unwrap();
+    let mut samples = Vec::new();
+    let dir = tmp.path().join("p");
+    for i in 0..publishes {
+        let version = format!("1.0.{i}");
+        make_pack(&dir, "bench/latency", &version, &[], 0).unwrap();
+        let apis: Vec<String> = fed.nodes[1..].iter().map(|n| n.api.clone()).collect();
+        let start = Instant::now();
+        fed.nodes[0]
+            .json(&["publish", &dir.to_string_lossy(), "--key", "k0"])
+            .unwrap();
+        let handles: Vec<_> = apis
+            .into_iter()
+            .map(|api| {
+                let version = version.clone();
+                std::thread::spawn(move || {
+                    while start.elapsed() < Duration::from_secs(20) {
+                        if visible(&api, "bench/latency", &version) {
+                            return Some(start.elapsed());
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    None
+                })
+            })
+            .collect();
+        for h in handles {
+            samples.push(h.join().unwrap().unwrap_or(Duration::from_secs(20)));
+        }
+    }
+    samples.sort();
+    // Baseline: one API round trip (the polling granularity).
+    let api = fed.nodes[0].api.clone();
+    let mut rtt: Vec<Duration> = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            http_get(&api, "/v1/status");
+            t.elapsed()
+        })
+        .collect();
+    rtt.sort();
+    rows.push(Row(
+        format!(
+            "(a) publish-to-visible, {nodes}-process testnet, {} samples",
+            samples.len()
+        ),
+        format!("p50 {} p99 {}", ms(pct(&samples, 0.5)), ms(pct(&samples, 0.99))),
+        format!("API round trip p50 {} (floor p99 < 1 s)", ms(pct(&rtt, 0.5))),
+    ));
+}
+
+fn bench_b(rows: &mut Vec<Row>, n: usize) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(packfed_testnet::sim::run(n, 7)).unwrap();
+    rows.push(Row(
+        format!("(b) publish-to-visible, in-process simulation, {n} nodes"),
+        format!("p50 {} p99 {} max {}", ms(report.p50), ms(report.p99), ms(report.max)),
+        format!("connect all {} (floor p99 < 2 s)", ms(report.connect_time)),
+    ));
+}
+
+/// Fills `home`'s store with `n` signed releases (and their claims) without
+/// a daemon, as if they had been published over time.
+fn preload(home: &Path, n: usize) {
+    let node = Node::open(Home {
+        root: home.to_path_buf(),
+    })
+    .unwrap();
+    let fed: FederationId = *node.federation();
+    let key = KeyPair::generate().unwrap();
+    for ns in 0..(n / 100).max(1) {
+        let claim = pb::NamespaceClaim {
+            namespace: format!("ns{ns}"),
+            claimed_at_ms: 1,
+        };
+        node.ingest(Signed::sign(&claim, &key, &fed).encoded(), Channel::Public);
+    }
+    for i in 0..n {
+        let r = pb::Release {
+            name: format!("ns{}/pack-{i}", i / 100),
+            version: "1.0.0".into(),
+            content_hash: blake3::hash(&i.to_le_bytes()).as_bytes().to_vec(),
+            size: 1000 + i as u64,
+            description: format!(
+                "generated pack number {i} with some words {}",
+                hex::encode(pseudo_random_bytes(24, i as u64))
+            ),
+            license: "MIT".into(),
+            keywords: vec!["bench".into(), format!("k{}", i % 50)],
+            category: "web".into(),
+            ..Default::default()
+        };
+        node.ingest(Signed::sign(&r, &key, &fed).encoded(), Channel::Public);
+    }
+    node.save_replica().unwrap();
+    node.store.flush().unwrap();
+}
+
+fn bench_c(rows: &mut Vec<Row>, n: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = Federation::genesis(&bin(), tmp.path(), 1, &[]).unwrap();
+    let mut fed = Federation {
+        bin: bin(),
+        root: tmp.path().to_path_buf(),
+        genesis,
+        nodes: Vec::new(),
+    };
+    let a = fed.init_home("a", "public", None, &[]).unwrap();
+    let t = Instant::now();
+    preload(&a, n);
+    let preload_time = t.elapsed();
+    fed.nodes.push(TestNode::start(&bin(), &a).unwrap());
+    let boot = fed.nodes[0].p2p_addr().unwrap();
+    let b = fed.init_home("b", "public", Some(&boot), &[]).unwrap();
+    let start = Instant::now();
+    let node_b = TestNode::start(&bin(), &b).unwrap();
+    let api = node_b.api.clone();
+    wait_for(Duration::from_secs(120), "the fresh node to sync", || {
+        let s = http_get(&api, "/v1/status")?;
+        let body = &s[s.find("\r\n\r\n")? + 4..];
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        (v["releases"].as_u64()? >= n as u64).then_some(())
+    })
+    .unwrap();
+    let took = start.elapsed();
+    rows.push(Row(
+        format!("(c) fresh node's registry sync of {n} releases"),
+        format!(
+            "{:.2} s ({:.0} releases/s)",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        ),
+        format!(
+            "offline ingest of the same into the source: {:.2} s (floor < 10 s)",
+            preload_time.as_secs_f64()
+        ),
+    ));
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = Federation::genesis(&bin(), tmp.path(), 1, &[]).unwrap();
+    let mut fed = Federation {
+        bin: bin(),
+        root: tmp.path().to_path_buf(),
+        genesis,
+        nodes: Vec::new(),
+    };
+    let a = fed.init_home("a", "company", None, &[]).unwrap();
+    fed.nodes.push(TestNode::start(&bin(), &a).unwrap());
+    let dir = tmp.path().join("big");
+    make_pack(&dir, "bench/big", "1.0.0", &[], 0).unwrap();
+    {
+        // Written in pieces: the bench itself never holds the pack whole.
+        let mut f = std::fs::File::create(dir.join("templates/data.bin")).unwrap();
+        let piece = pseudo_random_bytes(8 << 20, 99);
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(piece.len());
+            f.write_all(&piece[..n]).unwrap();
+            // Vary each piece so zstd cannot find long repeats.
+            left -= n;
+            f.write_all(&(left as u64).to_le_bytes()).unwrap();
+        }
+    }
+    let p = fed.nodes[0]
+        .json(&["publish", &dir.to_string_lossy(), "--key", "k0"])
+        .unwrap();
+    let hash = p["hash"].as_str().unwrap().to_string();
+    let size = p["size"].as_u64().unwrap();
+    let boot = fed.nodes[0].p2p_addr().unwrap();
+    let b = fed.init_home("b", "public", Some(&boot), &[]).unwrap();
+    let node_b = TestNode::start_with_env(&bin(), &b, &[("PACKFED_TEST_HOOKS", "1")]).unwrap();
+    fed.nodes.push(node_b);
+    fed.wait_connected(Duration::from_secs(30)).unwrap();
+    let pid = fed.nodes[1].child.as_ref().unwrap().id();
+    let token = std::fs::read_to_string(b.join("api-token")).unwrap();
+    let body = format!("{{\"hash\":\"{hash}\",\"size\":{size}}}");
+    // Announcements carry the iroh address; wait until B has A's.
+    std::thread::sleep(Duration::from_millis(1500));
+    let start = Instant::now();
+    let mut c = std::net::TcpStream::connect(&fed.nodes[1].api).unwrap();
+    write!(
+        c,
+        "POST /v1/test/fetch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        token.trim(),
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let took = start.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let rss = peak_rss_kib(pid);
+    let mbps = size as f64 / 1e6 / took.as_secs_f64();
+
+    // Baselines: raw loopback TCP and a bare sled write of the same bytes.
+    let tcp = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let total = size;
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut got = 0u64;
+            while got < total {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+        });
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let buf = pseudo_random_bytes(1 << 20, 5);
+        let t = Instant::now();
+        let mut sent = 0u64;
+        while sent < size {
+            let n = (size - sent).min(buf.len() as u64) as usize;
+            s.write_all(&buf[..n]).unwrap();
+            sent += n as u64;
+        }
+        drop(s);
+        h.join().unwrap();
+        size as f64 / 1e6 / t.elapsed().as_secs_f64()
+    };
+    let sled_rate = {
+        let db = sled::open(tmp.path().join("bare")).unwrap();
+        let buf = pseudo_random_bytes(64 * 1024, 3);
+        let t = Instant::now();
+        let mut i = 0u64;
+        let mut written = 0u64;
+        while written < size {
+            db.insert(i.to_be_bytes(), buf.as_slice()).unwrap();
+            written += buf.len() as u64;
+            i += 1;
+        }
+        db.flush().unwrap();
+        size as f64 / 1e6 / t.elapsed().as_secs_f64()
+    };
+    rows.push(Row(
+        format!(
+            "(d) {:.0} MiB pack transfer A -> B, verified, into B's store",
+            size as f64 / 1048576.0
+        ),
+        format!("{mbps:.0} MB/s, receiver peak RSS {:.0} MB", rss as f64 / 1024.0),
+        format!(
+            "raw loopback TCP {tcp:.0} MB/s; bare sled write {sled_rate:.0} MB/s (floor >= 150 MB/s, RSS < 200 MB)"
+        ),
+    ));
+}
+
+fn bench_e(rows: &mut Vec<Row>, deps: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Federation::up(&bin(), tmp.path(), &["company", "public"]).unwrap();
+    let mut dep_specs = Vec::new();
+    for i in 0..deps {
+        let d = tmp.path().join(format!("d{i}"));
+        let name = format!("bench/dep-{i}");
+        make_pack(&d, &name, "1.0.0", &[], 4096).unwrap();
+        fed.nodes[0]
+            .json(&["publish", &d.to_string_lossy(), "--key", "k0"])
+            .unwrap();
+        dep_specs.push(name);
+    }
+    let reqs: Vec<(&str, &str)> = dep_specs.iter().map(|n| (n.as_str(), "^1")).collect();
+    let root = tmp.path().join("root");
+    make_pack(&root, "bench/app", "1.0.0", &reqs, 4096).unwrap();
+    fed.nodes[0]
+        .json(&["publish", &root.to_string_lossy(), "--key", "k0"])
+        .unwrap();
+    wait_for(Duration::from_secs(30), "B to know every release", || {
+        (fed.nodes[1].json(&["status"]).ok()?["releases"].as_u64()? as usize > deps).then_some(())
+    })
+    .unwrap();
+    let time_install = |node: &TestNode, to: &Path| {
+        let t = Instant::now();
+        let v = node
+            .json(&["install", "bench/app", "--to", &to.to_string_lossy()])
+            .unwrap();
+        assert_eq!(v["installed"].as_array().unwrap().len(), deps + 1);
+        t.elapsed()
+    };
+    let from_peer = time_install(&fed.nodes[1], &tmp.path().join("b-install"));
+    let local = time_install(&fed.nodes[0], &tmp.path().join("a-install"));
+    fed.nodes.clear();
+    rows.push(Row(
+        format!("(e) install of a pack with {deps} dependencies from a peer"),
+        ms(from_peer),
+        format!("same install where the blobs are local: {} (floor < 2 s)", ms(local)),
+    ));
+}
+
+fn main() {
+    let quick = std::env::var_os("PACKFED_BENCH_QUICK").is_some();
+    let only = std::env::var("PACKFED_BENCH_ONLY").unwrap_or_default();
+    let want = |k: &str| only.is_empty() || only.contains(k);
+    let mut rows = Vec::new();
+    if want("a") {
+        bench_a(&mut rows, if quick { 4 } else { 10 }, if quick { 3 } else { 10 });
+    }
+    if want("b") {
+        bench_b(&mut rows, if quick { 50 } else { 200 });
+    }
+    if want("c") {
+        bench_c(&mut rows, if quick { 2_000 } else { 50_000 });
+    }
+    if want("d") {
+        bench_d(&mut rows, if quick { 64 << 20 } else { 1 << 30 });
+    }
+    if want("e") {
+        bench_e(&mut rows, if quick { 10 } else { 50 });
+    }
+    println!("\n| federation measurement | result | baseline (same run) |");
+    println!("|---|---|---|");
+    for Row(a, b, c) in rows {
+        println!("| {a} | {b} | {c} |");
+    }
+}
