@@ -242,8 +242,12 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     let pid = fed.nodes[1].child.as_ref().unwrap().id();
     let token = std::fs::read_to_string(b.join("api-token")).unwrap();
     let body = format!("{{\"hash\":\"{hash}\",\"size\":{size}}}");
-    // Announcements carry the iroh address; wait until B has A's.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Announcements carry the iroh address (and the name): wait for A's.
+    wait_for(Duration::from_secs(60), "A's announcement to reach B", || {
+        let peers = fed.nodes[1].json(&["peers"]).ok()?;
+        peers.as_array()?.iter().any(|p| p["name"] == "a").then_some(())
+    })
+    .unwrap();
     let start = Instant::now();
     let mut c = std::net::TcpStream::connect(&fed.nodes[1].api).unwrap();
     write!(
@@ -258,6 +262,7 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     let took = start.elapsed();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let rss = peak_rss_kib(pid);
+    let via_iroh = std::fs::read_to_string(b.join("node.log")).unwrap_or_default().contains("via=\"iroh\"");
     let mbps = size as f64 / 1e6 / took.as_secs_f64();
 
     // Baselines: raw loopback TCP and a bare sled write of the same bytes.
@@ -309,7 +314,11 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
             "(d) {:.0} MiB pack transfer A -> B, verified, into B's store",
             size as f64 / 1048576.0
         ),
-        format!("{mbps:.0} MB/s, receiver peak RSS {:.0} MB", rss as f64 / 1024.0),
+        format!(
+            "{mbps:.0} MB/s over {}, receiver peak RSS {:.0} MB",
+            if via_iroh { "iroh" } else { "libp2p" },
+            rss as f64 / 1024.0
+        ),
         format!(
             "raw loopback TCP {tcp:.0} MB/s; bare sled write {sled_rate:.0} MB/s (floor >= 150 MB/s, RSS < 200 MB)"
         ),
@@ -372,7 +381,8 @@ fn main() {
         bench_c(&mut rows, if quick { 2_000 } else { 50_000 });
     }
     if want("d") {
-        bench_d(&mut rows, if quick { 64 << 20 } else { 1 << 30 });
+        let mb: usize = std::env::var("PACKFED_BENCH_D_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(if quick { 64 } else { 1024 });
+        bench_d(&mut rows, mb << 20);
     }
     if want("e") {
         bench_e(&mut rows, if quick { 10 } else { 50 });

@@ -251,7 +251,7 @@ async fn download(
             c.release.size
         );
     }
-    file.sync_all()?;
+    // No fsync: this is a temporary file, unpacked and deleted right away.
     Ok(())
 }
 

@@ -16,6 +16,9 @@ use super::{Store, StoreError};
 /// this size, so no blob is ever held whole in memory.
 pub const CHUNK_SIZE: usize = 64 * 1024;
 
+/// Chunks between intermediate flushes of a large import (16 MiB).
+const FLUSH_EVERY_CHUNKS: u32 = 256;
+
 /// iroh-blobs' block size: chunk groups of 2^4 BLAKE3 chunks (16 KiB).
 pub const IROH_BLOCK_SIZE: BlockSize = BlockSize::from_chunk_log(4);
 
@@ -69,6 +72,11 @@ impl BlobWriter {
             .map_err(to_io)?;
         self.index += 1;
         self.buf.clear();
+        // Flush every few MiB so sled's dirty buffers stay bounded: a 1 GiB
+        // import must not pile up in memory until the final flush.
+        if self.index.is_multiple_of(FLUSH_EVERY_CHUNKS) {
+            self.store.db.flush().map_err(to_io)?;
+        }
         Ok(())
     }
 

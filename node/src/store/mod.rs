@@ -54,7 +54,7 @@ impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
 /// The sled database and its trees.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     blob_meta: sled::Tree,
     chunks: sled::Tree,
     outboards: sled::Tree,
