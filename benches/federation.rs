@@ -262,7 +262,9 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     let took = start.elapsed();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let rss = peak_rss_kib(pid);
-    let via_iroh = std::fs::read_to_string(b.join("node.log")).unwrap_or_default().contains("via=\"iroh\"");
+    let via_iroh = std::fs::read_to_string(b.join("node.log"))
+        .unwrap_or_default()
+        .contains("via=\"iroh\"");
     let mbps = size as f64 / 1e6 / took.as_secs_f64();
 
     // Baselines: raw loopback TCP and a bare sled write of the same bytes.
@@ -381,7 +383,10 @@ fn main() {
         bench_c(&mut rows, if quick { 2_000 } else { 50_000 });
     }
     if want("d") {
-        let mb: usize = std::env::var("PACKFED_BENCH_D_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(if quick { 64 } else { 1024 });
+        let mb: usize = std::env::var("PACKFED_BENCH_D_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { 64 } else { 1024 });
         bench_d(&mut rows, mb << 20);
     }
     if want("e") {
