@@ -136,82 +136,86 @@ async fn candidates(client: &Client, fed: &FederationId, name: &PackName) -> Res
     Ok(out)
 }
 
-/// Picks one version per pack so that every requirement holds: the newest
-/// non-yanked version satisfying all requirements seen so far, repeated until
-/// nothing changes. Conflicts are explained by who required what.
+/// At most this many packs are fetched while gathering what resolution may
+/// need.
+const MAX_CATALOG_PACKS: usize = 10_000;
+
+/// How many packs' versions are fetched at once while gathering.
+const CATALOG_FETCHES_IN_FLIGHT: usize = 8;
+
+/// Picks one version per pack so that every requirement holds, with
+/// PubGrub (see [`crate::resolve`]): first fetches and verifies every version
+/// of every pack reachable from `specs` through the dependencies of any
+/// non-yanked version, then resolves without further I/O. Prefers newer
+/// versions, never picks a yanked one, backtracks on conflicts, and explains
+/// failures by who required what.
 pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Result<Vec<Candidate>> {
-    let mut reqs: BTreeMap<PackName, Vec<(semver::VersionReq, String)>> = BTreeMap::new();
-    for s in specs {
-        reqs.entry(s.name.clone())
-            .or_default()
-            .push((s.req.clone(), "the command line".into()));
-    }
+    use futures_util::StreamExt;
+
+    // Breadth-first over dependency names, one wave at a time.
     let mut known: BTreeMap<PackName, Vec<Candidate>> = BTreeMap::new();
-    let mut chosen: BTreeMap<PackName, Candidate> = BTreeMap::new();
-    for _round in 0..1000 {
-        let mut changed = false;
-        let names: Vec<PackName> = reqs.keys().cloned().collect();
-        for name in names {
-            if !known.contains_key(&name) {
-                known.insert(name.clone(), candidates(client, fed, &name).await?);
+    let mut seen: BTreeSet<PackName> = specs.iter().map(|s| s.name.clone()).collect();
+    let mut wave: Vec<PackName> = seen.iter().cloned().collect();
+    while !wave.is_empty() {
+        let fetched: Vec<(PackName, Result<Vec<Candidate>>)> = futures_util::stream::iter(wave)
+            .map(|name| async move {
+                let found = candidates(client, fed, &name).await;
+                (name, found)
+            })
+            .buffered(CATALOG_FETCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut next = Vec::new();
+        for (name, found) in fetched {
+            let found = found?;
+            // Yanked versions are never chosen, so what they need is moot.
+            for (dep, _) in found.iter().filter(|c| !c.yanked).flat_map(|c| &c.deps) {
+                if seen.insert(dep.clone()) {
+                    if seen.len() > MAX_CATALOG_PACKS {
+                        return Err(UserError::new(
+                            "unresolvable",
+                            format!(
+                                "the dependencies of {} reach more than {MAX_CATALOG_PACKS} packs; \
+                                 install fewer packs at once",
+                                specs.iter().map(|s| s.name.to_string()).collect::<Vec<_>>().join(", ")
+                            ),
+                        )
+                        .into());
+                    }
+                    next.push(dep.clone());
+                }
             }
-            let cands = &known[&name];
-            let rs = &reqs[&name];
-            if cands.is_empty() {
-                let who = rs.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>().join(", ");
-                return Err(UserError::new(
-                    "not_found",
-                    format!(
-                        "{name} (required by {who}) is not known to this node; check the name with `packfed search`"
-                    ),
-                )
-                .into());
-            }
-            let pick = cands
-                .iter()
-                .find(|c| !c.yanked && rs.iter().all(|(r, _)| r.matches(&c.version)));
-            let Some(pick) = pick else {
-                let wants = rs
-                    .iter()
-                    .map(|(r, w)| format!("{w} needs {name} {r}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let have = cands
-                    .iter()
-                    .map(|c| format!("{}{}", c.version, if c.yanked { " (yanked)" } else { "" }))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(UserError::new(
-                    "unresolvable",
-                    format!("no version of {name} satisfies every requirement: {wants}; available: {have}"),
-                )
-                .into());
-            };
-            if chosen.get(&name).map(|c| &c.version) != Some(&pick.version) {
-                chosen.insert(name.clone(), pick.clone());
-                changed = true;
-            }
+            known.insert(name, found);
         }
-        if !changed {
-            return Ok(chosen.into_values().collect());
-        }
-        // Recompute requirements from the command line and the current picks.
-        reqs.clear();
-        for s in specs {
-            reqs.entry(s.name.clone())
-                .or_default()
-                .push((s.req.clone(), "the command line".into()));
-        }
-        for c in chosen.values() {
-            for (dep, req) in &c.deps {
-                reqs.entry(dep.clone())
-                    .or_default()
-                    .push((req.clone(), format!("{}@{}", c.release.name, c.version)));
-            }
-        }
-        chosen.retain(|n, _| reqs.contains_key(n));
+        wave = next;
     }
-    bail!("dependency resolution did not settle; the requirements form a cycle that keeps changing")
+
+    let catalog: crate::resolve::Catalog = known
+        .iter()
+        .map(|(name, versions)| {
+            let infos = versions
+                .iter()
+                .map(|c| crate::resolve::CandidateInfo {
+                    version: c.version.clone(),
+                    yanked: c.yanked,
+                    deps: c.deps.clone(),
+                })
+                .collect();
+            (name.clone(), infos)
+        })
+        .collect();
+    let root: Vec<(PackName, semver::VersionReq)> = specs.iter().map(|s| (s.name.clone(), s.req.clone())).collect();
+    let picks = crate::resolve::resolve(&root, &catalog).map_err(|e| UserError::new(e.code(), e.message()))?;
+    picks
+        .into_iter()
+        .map(|(name, version)| {
+            known
+                .get(&name)
+                .and_then(|versions| versions.iter().find(|c| c.version == version))
+                .cloned()
+                .with_context(|| format!("resolution picked {name}@{version}, which was not fetched"))
+        })
+        .collect()
 }
 
 /// Downloads a blob into `file`, checking its BLAKE3 as it streams.

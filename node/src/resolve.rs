@@ -5,12 +5,16 @@
 //! names), then calls [`resolve`], which does no I/O at all.
 //!
 //! Requirements are translated exactly: a requirement on a pack becomes the
-//! explicit set of that pack's known versions that `VersionReq::matches`
-//! accepts, so `^`, `~`, `=`, comparators, wildcards, comma-joined
-//! comparators and pre-release rules are the `semver` crate's own. A version
-//! outside the catalog can never be chosen, so nothing is lost by leaving it
-//! out of the sets. Yanked versions stay in the sets (a requirement still
+//! set of that pack's known versions that `VersionReq::matches` accepts, so
+//! `^`, `~`, `=`, comparators, wildcards, comma-joined comparators and
+//! pre-release rules are the `semver` crate's own. Only known versions can be
+//! chosen, so the set only has to be right about those: each run of
+//! consecutive known versions it holds becomes one closed interval of a
+//! PubGrub `Ranges`. Yanked versions stay in the sets (a requirement still
 //! matches them, and messages say so) but are never chosen.
+//!
+//! The solver gives up after [`MAX_RETRIES`] backtracks, so an adversarial
+//! graph cannot keep it busy for hours.
 //!
 //! Several root requirements hang off a synthetic root package. Among the
 //! versions allowed, the newest non-yanked one is tried first, and PubGrub
@@ -18,17 +22,17 @@
 //! derivation PubGrub returns is turned into sentences that name packs,
 //! versions and the requirements as their publishers wrote them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::convert::Infallible;
 use std::fmt;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use packfed_protocol::records::PackName;
 use pubgrub::{
     DefaultStringReporter, Dependencies, DependencyProvider, Derived, External, Map, PackageResolutionStatistics,
-    PubGrubError, ReportFormatter, Reporter, Term, VersionSet,
+    PubGrubError, Ranges, ReportFormatter, Reporter, Term,
 };
 use semver::{Version, VersionReq};
 
@@ -80,7 +84,17 @@ pub fn resolve(
     root: &[(PackName, VersionReq)],
     catalog: &Catalog,
 ) -> Result<BTreeMap<PackName, Version>, ResolveError> {
-    let provider = Provider::new(root, catalog);
+    resolve_within(root, catalog, MAX_RETRIES)
+}
+
+/// [`resolve`], giving up once the solver has gone back on its choices
+/// `max_retries` times.
+pub fn resolve_within(
+    root: &[(PackName, VersionReq)],
+    catalog: &Catalog,
+    max_retries: u64,
+) -> Result<BTreeMap<PackName, Version>, ResolveError> {
+    let provider = Provider::new(root, catalog, max_retries);
     match pubgrub::resolve(&provider, Node::Root, root_version()) {
         Ok(solution) => Ok(solution
             .into_iter()
@@ -90,13 +104,32 @@ pub fn resolve(
             })
             .collect()),
         Err(PubGrubError::NoSolution(tree)) => Err(explain(&provider, &tree)),
-        // The provider cannot fail (its error type is `Infallible`), so these
-        // are not reachable; keep a readable message all the same.
+        Err(PubGrubError::ErrorInShouldCancel(GaveUp)) => Err(ResolveError::Unresolvable {
+            message: format!(
+                "dependency resolution gave up after reconsidering its choices {max_retries} times: the requirements leave too many \
+                 combinations of versions to try; narrow them, e.g. with exact versions (NAME@=VERSION)"
+            ),
+        }),
+        // The provider fails in no other way; keep a readable message all
+        // the same.
         Err(e) => Err(ResolveError::Unresolvable {
             message: format!("dependency resolution failed: {e}"),
         }),
     }
 }
+
+/// How many times [`resolve`] may choose a version for a pack it already
+/// chose one for (after backtracking), or find no version left for a pack,
+/// before giving up. A graph without conflicts needs none, however large;
+/// adversarial graphs could otherwise keep the solver busy for hours (the
+/// cost of a step grows with the conflicts learned so far). In release
+/// builds, 10,000 retries take well under a second on hard random graphs.
+pub const MAX_RETRIES: u64 = 10_000;
+
+/// The error a provider returns once its step budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the step budget is spent")]
+struct GaveUp;
 
 /// The most versions listed for one pack in an error message.
 const MAX_LISTED_VERSIONS: usize = 20;
@@ -125,94 +158,11 @@ impl fmt::Display for Node {
     }
 }
 
-/// A set of versions: either exactly these, or every version except these.
-/// The representation is canonical (equal sets compare equal), because the
-/// universe of versions is infinite and an `Only` set is always finite.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum VSet {
-    Only(BTreeSet<Version>),
-    AllBut(BTreeSet<Version>),
-}
-
-impl fmt::Display for VSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |s: &BTreeSet<Version>| s.iter().map(Version::to_string).collect::<Vec<_>>().join(", ");
-        match self {
-            VSet::Only(s) if s.is_empty() => f.write_str("no version"),
-            VSet::Only(s) => write!(f, "{{{}}}", list(s)),
-            VSet::AllBut(s) if s.is_empty() => f.write_str("any version"),
-            VSet::AllBut(s) => write!(f, "any version except {{{}}}", list(s)),
-        }
-    }
-}
-
-impl VersionSet for VSet {
-    type V = Version;
-
-    fn empty() -> Self {
-        VSet::Only(BTreeSet::new())
-    }
-
-    fn singleton(v: Version) -> Self {
-        VSet::Only(BTreeSet::from([v]))
-    }
-
-    fn complement(&self) -> Self {
-        match self {
-            VSet::Only(s) => VSet::AllBut(s.clone()),
-            VSet::AllBut(s) => VSet::Only(s.clone()),
-        }
-    }
-
-    fn intersection(&self, other: &Self) -> Self {
-        match (self, other) {
-            (VSet::Only(a), VSet::Only(b)) => VSet::Only(a.intersection(b).cloned().collect()),
-            (VSet::Only(a), VSet::AllBut(b)) | (VSet::AllBut(b), VSet::Only(a)) => {
-                VSet::Only(a.difference(b).cloned().collect())
-            }
-            (VSet::AllBut(a), VSet::AllBut(b)) => VSet::AllBut(a.union(b).cloned().collect()),
-        }
-    }
-
-    fn contains(&self, v: &Version) -> bool {
-        match self {
-            VSet::Only(s) => s.contains(v),
-            VSet::AllBut(s) => !s.contains(v),
-        }
-    }
-
-    fn full() -> Self {
-        VSet::AllBut(BTreeSet::new())
-    }
-
-    fn union(&self, other: &Self) -> Self {
-        match (self, other) {
-            (VSet::Only(a), VSet::Only(b)) => VSet::Only(a.union(b).cloned().collect()),
-            (VSet::Only(a), VSet::AllBut(b)) | (VSet::AllBut(b), VSet::Only(a)) => {
-                VSet::AllBut(b.difference(a).cloned().collect())
-            }
-            (VSet::AllBut(a), VSet::AllBut(b)) => VSet::AllBut(a.intersection(b).cloned().collect()),
-        }
-    }
-
-    fn is_disjoint(&self, other: &Self) -> bool {
-        match (self, other) {
-            (VSet::Only(a), VSet::Only(b)) => a.is_disjoint(b),
-            (VSet::Only(a), VSet::AllBut(b)) | (VSet::AllBut(b), VSet::Only(a)) => a.is_subset(b),
-            // Two co-finite sets of an infinite universe always meet.
-            (VSet::AllBut(_), VSet::AllBut(_)) => false,
-        }
-    }
-
-    fn subset_of(&self, other: &Self) -> bool {
-        match (self, other) {
-            (VSet::Only(a), VSet::Only(b)) => a.is_subset(b),
-            (VSet::Only(a), VSet::AllBut(b)) => a.is_disjoint(b),
-            (VSet::AllBut(_), VSet::Only(_)) => false,
-            (VSet::AllBut(a), VSet::AllBut(b)) => b.is_subset(a),
-        }
-    }
-}
+/// A set of versions. Requirements become unions of closed intervals whose
+/// ends are known versions: each run of consecutive known versions that a
+/// requirement matches becomes one interval. That is exact for every known
+/// version (and only known versions can be chosen), and keeps sets small.
+type VSet = Ranges<Version>;
 
 /// Requirements on one pack, grouped: a release (or the root) may name the
 /// same pack more than once, and then all of them must hold.
@@ -247,10 +197,14 @@ struct Provider<'a> {
     root: Grouped<'a>,
     /// Per pack, one entry per version, newest first.
     packs: HashMap<&'a PackName, Vec<&'a CandidateInfo>>,
+    /// Packs a version was chosen for at least once.
+    chosen: RefCell<HashSet<Node>>,
+    retries: Cell<u64>,
+    max_retries: u64,
 }
 
 impl<'a> Provider<'a> {
-    fn new(root: &'a [(PackName, VersionReq)], catalog: &'a Catalog) -> Self {
+    fn new(root: &'a [(PackName, VersionReq)], catalog: &'a Catalog, max_retries: u64) -> Self {
         let packs = catalog
             .iter()
             .map(|(name, versions)| {
@@ -264,6 +218,9 @@ impl<'a> Provider<'a> {
         Provider {
             root: group(root),
             packs,
+            chosen: RefCell::new(HashSet::new()),
+            retries: Cell::new(0),
+            max_retries,
         }
     }
 
@@ -291,15 +248,25 @@ impl<'a> Provider<'a> {
             .collect()
     }
 
-    /// The exact set of known versions of `name` that satisfy all of `reqs`.
+    /// The known versions of `name` that satisfy all of `reqs`, as runs of
+    /// consecutive known versions.
     fn matching(&self, name: &PackName, reqs: &[&VersionReq]) -> VSet {
-        VSet::Only(
-            self.versions(name)
-                .iter()
-                .filter(|c| reqs.iter().all(|r| r.matches(&c.version)))
-                .map(|c| c.version.clone())
-                .collect(),
-        )
+        let mut runs: Vec<(&Version, &Version)> = Vec::new();
+        let mut open = false;
+        for c in self.versions(name).iter().rev() {
+            if reqs.iter().all(|r| r.matches(&c.version)) {
+                match runs.last_mut() {
+                    Some(run) if open => run.1 = &c.version,
+                    _ => runs.push((&c.version, &c.version)),
+                }
+                open = true;
+            } else {
+                open = false;
+            }
+        }
+        runs.into_iter()
+            .map(|(low, high)| (Bound::Included(low.clone()), Bound::Included(high.clone())))
+            .collect()
     }
 
     /// What `node` at `version` requires, grouped by pack; `None` when that
@@ -344,7 +311,7 @@ impl DependencyProvider for Provider<'_> {
     type VS = VSet;
     type Priority = (u32, Reverse<usize>);
     type M = String;
-    type Err = Infallible;
+    type Err = GaveUp;
 
     /// Packs that caused conflicts first, then those with fewer choices left;
     /// a pack with no choice left goes first of all, to fail fast.
@@ -364,22 +331,22 @@ impl DependencyProvider for Provider<'_> {
     }
 
     /// The newest non-yanked version in `range`.
-    fn choose_version(&self, package: &Node, range: &VSet) -> Result<Option<Version>, Infallible> {
-        Ok(match package {
+    fn choose_version(&self, package: &Node, range: &VSet) -> Result<Option<Version>, GaveUp> {
+        let choice = match package {
             Node::Root => Some(root_version()).filter(|v| range.contains(v)),
             Node::Pack(name) => self
                 .versions(name)
                 .iter()
                 .find(|c| !c.yanked && range.contains(&c.version))
                 .map(|c| c.version.clone()),
-        })
+        };
+        if choice.is_none() || !self.chosen.borrow_mut().insert(package.clone()) {
+            self.retries.set(self.retries.get() + 1);
+        }
+        Ok(choice)
     }
 
-    fn get_dependencies(
-        &self,
-        package: &Node,
-        version: &Version,
-    ) -> Result<Dependencies<Node, VSet, String>, Infallible> {
+    fn get_dependencies(&self, package: &Node, version: &Version) -> Result<Dependencies<Node, VSet, String>, GaveUp> {
         let Some(reqs) = self.requirements(package, version) else {
             return Ok(Dependencies::Unavailable(
                 "this version is not known to this node".into(),
@@ -403,6 +370,15 @@ impl DependencyProvider for Provider<'_> {
             out.push((Node::Pack(dep.clone()), self.matching(dep, &dep_reqs)));
         }
         Ok(Dependencies::Available(out.into_iter().collect()))
+    }
+
+    /// Called once per solver step.
+    fn should_cancel(&self) -> Result<(), GaveUp> {
+        if self.retries.get() > self.max_retries {
+            Err(GaveUp)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -1091,6 +1067,29 @@ mod tests {
     }
 
     #[test]
+    fn resolve_gives_up_past_its_step_budget() {
+        let cat = Cat::default()
+            .pack("acme/a", "1.0.0", &[("acme/core", "^1")])
+            .pack("acme/a", "2.0.0", &[("acme/core", "^2")])
+            .pack("acme/b", "1.0.0", &[("acme/core", "^1")])
+            .pack("acme/core", "1.0.0", &[])
+            .pack("acme/core", "2.0.0", &[]);
+        let specs = roots(&[("acme/a", "*"), ("acme/b", "*")]);
+        // The newest acme/a conflicts, so acme/a is chosen a second time.
+        let err = resolve_within(&specs, &cat.0, 0).unwrap_err();
+        assert_eq!(err.code(), "unresolvable");
+        assert!(
+            err.to_string()
+                .contains("gave up after reconsidering its choices 0 times"),
+            "{err}"
+        );
+        assert_eq!(
+            picked(&resolve_within(&specs, &cat.0, 10).unwrap()),
+            ["acme/a@1.0.0", "acme/b@1.0.0", "acme/core@1.0.0"]
+        );
+    }
+
+    #[test]
     fn resolve_self_dependency_is_honoured() {
         let cat = Cat::default().pack("acme/loop", "1.0.0", &[("acme/loop", "^1")]).pack(
             "acme/loop",
@@ -1102,28 +1101,49 @@ mod tests {
     }
 
     #[test]
-    fn resolve_version_set_operations_agree_with_their_definitions() {
-        let s = |vs: &[&str]| vs.iter().map(|v| ver(v)).collect::<BTreeSet<_>>();
-        let sets = [
-            VSet::empty(),
-            VSet::full(),
-            VSet::Only(s(&["1.0.0", "2.0.0"])),
-            VSet::Only(s(&["2.0.0", "3.0.0"])),
-            VSet::AllBut(s(&["1.0.0"])),
-            VSet::AllBut(s(&["1.0.0", "3.0.0"])),
+    fn resolve_requirement_sets_hold_exactly_the_matching_known_versions() {
+        let versions = [
+            "0.9.0",
+            "1.0.0-rc.1",
+            "1.0.0",
+            "1.1.0",
+            "1.2.0-beta",
+            "1.2.0",
+            "2.0.0",
+            "2.1.0",
         ];
-        for a in &sets {
-            assert_eq!(a.complement().complement(), *a);
-            for b in &sets {
-                let union = a.complement().intersection(&b.complement()).complement();
-                assert_eq!(a.union(b), union, "{a} ∪ {b}");
-                assert_eq!(a.is_disjoint(b), a.intersection(b) == VSet::empty(), "{a} ∩ {b}");
-                assert_eq!(a.subset_of(b), a.intersection(b) == *a, "{a} ⊆ {b}");
-                for v in ["1.0.0", "2.0.0", "3.0.0", "4.0.0"].map(ver) {
-                    assert_eq!(a.intersection(b).contains(&v), a.contains(&v) && b.contains(&v));
-                    assert_eq!(a.union(b).contains(&v), a.contains(&v) || b.contains(&v));
-                }
-            }
+        let mut cat = Cat::default();
+        for v in versions {
+            cat = cat.pack("acme/lib", v, &[]);
         }
+        let provider = Provider::new(&[], &cat.0, MAX_RETRIES);
+        for r in [
+            "^1",
+            ">=1.0.0-rc.1, <1.2.0",
+            "=1.1.0",
+            ">1.1.0, <2.0.0",
+            "~1.2.0-beta",
+            "*",
+            "<1",
+            "^3",
+            "2.*",
+        ] {
+            let r = req(r);
+            let set = provider.matching(&name("acme/lib"), &[&r]);
+            for v in versions.map(ver) {
+                assert_eq!(set.contains(&v), r.matches(&v), "{r} vs {v}");
+            }
+            // Canonical: the same known versions give the same set.
+            let again: Vec<&VersionReq> = vec![&r, &r];
+            assert_eq!(provider.matching(&name("acme/lib"), &again), set);
+        }
+        // Runs of consecutive known versions collapse into one interval.
+        let set = provider.matching(&name("acme/lib"), &[&req(">=1.0.0, <1.2.0-beta")]);
+        assert_eq!(set.iter().count(), 1, "{set}");
+        // semver leaves 1.2.0-beta out of this one, which splits the run.
+        let set = provider.matching(&name("acme/lib"), &[&req(">=1.0.0-rc.1, <2.0.0")]);
+        assert_eq!(set.iter().count(), 2, "{set}");
+        assert!(!set.contains(&ver("1.2.0-beta")) && set.contains(&ver("1.2.0")));
+        assert!(provider.matching(&name("acme/lib"), &[&req("^3")]).is_empty());
     }
 }
