@@ -153,13 +153,7 @@ fn preload(home: &Path, n: usize) {
 
 fn bench_c(rows: &mut Vec<Row>, n: usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let genesis = Federation::genesis(&bin(), tmp.path(), 1, &[]).unwrap();
-    let mut fed = Federation {
-        bin: bin(),
-        root: tmp.path().to_path_buf(),
-        genesis,
-        nodes: Vec::new(),
-    };
+    let mut fed = Federation::empty(&bin(), tmp.path(), 1).unwrap();
     let a = fed.init_home("a", "public", None, &[]).unwrap();
     let t = Instant::now();
     preload(&a, n);
@@ -205,13 +199,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let genesis = Federation::genesis(&bin(), tmp.path(), 1, &[]).unwrap();
-    let mut fed = Federation {
-        bin: bin(),
-        root: tmp.path().to_path_buf(),
-        genesis,
-        nodes: Vec::new(),
-    };
+    let mut fed = Federation::empty(&bin(), tmp.path(), 1).unwrap();
     let a = fed.init_home("a", "company", None, &[]).unwrap();
     fed.nodes.push(TestNode::start(&bin(), &a).unwrap());
     let dir = tmp.path().join("big");

@@ -103,13 +103,7 @@ fn publish_on_one_node_install_on_another_mirror_and_catch_up() {
 fn concurrent_namespace_claims_converge_on_one_owner() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let genesis = Federation::genesis(&bin(), root, 3, &[]).unwrap();
-    let mut fed = Federation {
-        bin: bin(),
-        root: root.to_path_buf(),
-        genesis,
-        nodes: Vec::new(),
-    };
+    let mut fed = Federation::empty(&bin(), root, 3).unwrap();
     // Two isolated nodes each take `shared/` with a different key.
     let a = fed.init_home("a", "company", None, &[]).unwrap();
     let b = fed.init_home("b", "company", None, &[]).unwrap();
@@ -192,13 +186,7 @@ fn corrupt_provider_is_detected_and_another_one_serves() {
 fn forged_gossip_is_rejected_and_the_sender_penalized() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let genesis = Federation::genesis(&bin(), root, 3, &[]).unwrap();
-    let fed = Federation {
-        bin: bin(),
-        root: root.to_path_buf(),
-        genesis,
-        nodes: Vec::new(),
-    };
+    let fed = Federation::empty(&bin(), root, 3).unwrap();
     let victim_home = fed.init_home("victim", "public", None, &[]).unwrap();
     let victim = TestNode::start(&bin(), &victim_home).unwrap();
     let boot = victim.p2p_addr().unwrap();
@@ -258,13 +246,7 @@ fn forged_gossip_is_rejected_and_the_sender_penalized() {
 fn org_packs_reach_org_peers_only() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let genesis = Federation::genesis(&bin(), root, 3, &[]).unwrap();
-    let mut fed = Federation {
-        bin: bin(),
-        root: root.to_path_buf(),
-        genesis,
-        nodes: Vec::new(),
-    };
+    let mut fed = Federation::empty(&bin(), root, 3).unwrap();
     let homes: Vec<PathBuf> = ["a", "b", "c"]
         .iter()
         .map(|n| fed.init_home(n, "company", None, &[]).unwrap())

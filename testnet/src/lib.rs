@@ -311,6 +311,17 @@ impl Federation {
         Ok(genesis)
     }
 
+    /// A federation with a fresh genesis (`members` keys) and no node yet.
+    pub fn empty(bin: &Path, root: &Path, members: usize) -> Result<Federation> {
+        let genesis = Self::genesis(bin, root, members, &[])?;
+        Ok(Federation {
+            bin: bin.to_path_buf(),
+            root: root.to_path_buf(),
+            genesis,
+            nodes: Vec::new(),
+        })
+    }
+
     /// Initializes a node home; copies every member key into it so tests
     /// can publish from any node.
     pub fn init_home(&self, name: &str, role: &str, bootstrap: Option<&str>, org: &[String]) -> Result<PathBuf> {
