@@ -230,14 +230,8 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
     let req = PublishRequest::decode(&prefix)?;
     let req_copy = req.clone();
     // Refuse bad signatures before reading a byte of the archive.
-    let (_, facts, _) = publish::verify_release(s.node.federation(), &req)?;
-    let declared = {
-        let r = req
-            .release
-            .verify::<packfed_protocol::pb::Release>(s.node.federation())
-            .map_err(PublishError::from)?;
-        r.record().size
-    };
+    let (release, facts, _) = publish::verify_release(s.node.federation(), &req)?;
+    let declared = release.record().size;
     if declared > packfed_protocol::limits::MAX_ARCHIVE_BYTES {
         return Err(ApiError::bad("too_large", "the archive is over the node's size limit"));
     }

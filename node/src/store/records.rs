@@ -282,29 +282,26 @@ impl Store {
         Ok(by_version.into_values().collect())
     }
 
-    /// Every visible version of `name`, in no particular order.
-    pub fn releases_of(&self, fed: &FederationId, name: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
-        let mut prefix = name.as_bytes().to_vec();
-        prefix.push(0);
+    /// The visible releases among index keys under `prefix`.
+    fn visible_under(&self, fed: &FederationId, prefix: &[u8]) -> Result<Vec<ReleaseEntry>, StoreError> {
         let keys = self
             .releases
-            .scan_prefix(&prefix)
+            .scan_prefix(prefix)
             .keys()
             .collect::<Result<Vec<_>, _>>()?;
         self.visible(fed, keys)
     }
 
+    /// Every visible version of `name`, in no particular order.
+    pub fn releases_of(&self, fed: &FederationId, name: &str) -> Result<Vec<ReleaseEntry>, StoreError> {
+        self.visible_under(fed, format!("{name}\0").as_bytes())
+    }
+
     pub fn release(&self, fed: &FederationId, name: &str, version: &str) -> Result<Option<ReleaseEntry>, StoreError> {
-        let mut prefix = name.as_bytes().to_vec();
-        prefix.push(0);
-        prefix.extend_from_slice(version.as_bytes());
-        prefix.push(0);
-        let keys = self
-            .releases
-            .scan_prefix(&prefix)
-            .keys()
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(self.visible(fed, keys)?.into_iter().next())
+        Ok(self
+            .visible_under(fed, format!("{name}\0{version}\0").as_bytes())?
+            .into_iter()
+            .next())
     }
 
     /// Every visible release.
