@@ -287,7 +287,7 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     };
     let sled_rate = {
         let db = sled::open(tmp.path().join("bare")).unwrap();
-        let buf = pseudo_random_bytes(64 * 1024, 3);
+        let buf = pseudo_random_bytes(packfed_node::store::CHUNK_SIZE, 3);
         let t = Instant::now();
         let mut i = 0u64;
         let mut written = 0u64;

@@ -219,7 +219,7 @@ fn forged_gossip_is_rejected_and_the_sender_penalized() {
                 .to_be_bytes(),
         );
         let body = format!("{{\"hex\":\"{}\"}}", hex::encode(&garbage));
-        let _ = post_json(&evil, "/v1/test/gossip", &body);
+        let _ = evil.post_json("/v1/test/gossip", &body);
         (status(&victim)["rejected_records"].as_u64()? > before["rejected_records"].as_u64()?).then_some(())
     })
     .unwrap();
@@ -321,27 +321,10 @@ fn org_packs_reach_org_peers_only() {
     assert!(search_ids(&fed.nodes[2], "secret").is_empty());
     assert!(fed.nodes[2].json(&["info", "acme/secret"]).is_err());
     let body = format!("{{\"hash\":\"{hash}\",\"size\":{}}}", p["size"].as_u64().unwrap());
-    let resp = post_json(&fed.nodes[2], "/v1/test/fetch", &body).unwrap();
+    let resp = fed.nodes[2].post_json("/v1/test/fetch", &body).unwrap();
     assert!(
         resp.starts_with("HTTP/1.1 502"),
         "C must not be able to fetch the org blob: {resp}"
     );
     assert_eq!(status(&fed.nodes[2])["blobs"], 0);
-}
-
-/// A minimal authenticated HTTP POST to a node's API.
-fn post_json(node: &TestNode, path: &str, body: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let token = std::fs::read_to_string(node.home.join("api-token"))?;
-    let api = &node.api;
-    let mut c = std::net::TcpStream::connect(api)?;
-    write!(
-        c,
-        "POST {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        token.trim(),
-        body.len()
-    )?;
-    let mut out = String::new();
-    c.read_to_string(&mut out)?;
-    Ok(out)
 }

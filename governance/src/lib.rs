@@ -2,12 +2,18 @@
 //! (time is always an argument).
 //!
 //! Today: the genesis file ([`genesis`]) that founds a federation, with its
-//! members, parameters and initial acceptance policy ([`policy`]). Proposals,
-//! votes and the tally build on these.
+//! members, parameters and initial acceptance policy ([`policy`]); the engine
+//! that evaluates acceptance policies against a release ([`evaluate`]); and
+//! the per-user install trust policy ([`trust`]). Proposals, votes and the
+//! tally build on these.
 
 pub mod duration;
+pub mod evaluate;
 pub mod genesis;
 pub mod policy;
+pub mod trust;
 
+pub use evaluate::{AttestationFact, Evaluation, Failure, ReleaseFacts, current, evaluate, evaluate_all};
 pub use genesis::{Genesis, GenesisError, Member, Parameters, Role};
-pub use policy::Policy;
+pub use policy::{Accept, AttestationKind, Denial, Policy, Requirement, Verdict};
+pub use trust::{TrustPolicy, TrustRequirement};

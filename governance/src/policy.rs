@@ -16,6 +16,55 @@ pub enum AttestationKind {
     VulnScan,
     Review,
     Benchmark,
+    /// Signed by nodes with the quality score they recomputed.
+    Quality,
+}
+
+impl AttestationKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [AttestationKind; 7] = [
+        AttestationKind::Audit,
+        AttestationKind::ReproducibleBuild,
+        AttestationKind::License,
+        AttestationKind::VulnScan,
+        AttestationKind::Review,
+        AttestationKind::Benchmark,
+        AttestationKind::Quality,
+    ];
+
+    /// The name used in TOML and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttestationKind::Audit => "audit",
+            AttestationKind::ReproducibleBuild => "reproducible-build",
+            AttestationKind::License => "license",
+            AttestationKind::VulnScan => "vuln-scan",
+            AttestationKind::Review => "review",
+            AttestationKind::Benchmark => "benchmark",
+            AttestationKind::Quality => "quality",
+        }
+    }
+}
+
+impl std::fmt::Display for AttestationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AttestationKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AttestationKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "attestation kind {s:?} must be one of audit, reproducible-build, license, vuln-scan, review, \
+                 benchmark, quality"
+                )
+            })
+    }
 }
 
 /// An attestation's verdict.
@@ -24,6 +73,33 @@ pub enum AttestationKind {
 pub enum Verdict {
     Pass,
     Fail,
+}
+
+impl Verdict {
+    /// The name used in TOML and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pass" => Ok(Verdict::Pass),
+            "fail" => Ok(Verdict::Fail),
+            _ => Err(format!("attestation result {s:?} must be pass or fail")),
+        }
+    }
 }
 
 /// Every entry must hold for a release to be accepted.
@@ -128,5 +204,23 @@ result = "fail"
         let e = Policy::parse("[accept]\nmin_quality = \"high\"\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
         assert!(e.contains("min_quality"), "{e}");
+    }
+
+    #[test]
+    fn kind_and_verdict_names_round_trip_with_serde() {
+        for k in AttestationKind::ALL {
+            assert_eq!(k.as_str().parse::<AttestationKind>().unwrap(), k);
+            let d: Denial = toml::from_str(&format!("kind = \"{k}\"\nresult = \"fail\"")).unwrap();
+            assert_eq!(d.kind, k);
+        }
+        for v in [Verdict::Pass, Verdict::Fail] {
+            assert_eq!(v.as_str().parse::<Verdict>().unwrap(), v);
+        }
+        let e = "sbom".parse::<AttestationKind>().unwrap_err();
+        assert!(
+            e.contains("audit, reproducible-build, license, vuln-scan, review, benchmark, quality"),
+            "{e}"
+        );
+        assert!("ok".parse::<Verdict>().unwrap_err().contains("pass or fail"));
     }
 }

@@ -88,6 +88,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let mutating = Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/yank", post(yank))
+        .route("/v1/attest", post(attest))
         .route("/v1/test/gossip", post(gossip_raw))
         .route("/v1/test/fetch", post(fetch_raw))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -97,6 +98,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/search", get(search))
         .route("/v1/packages/{ns}/{name}", get(package))
         .route("/v1/info/{ns}/{name}", get(info))
+        .route("/v1/attestations/{ns}/{name}", get(attestations))
+        .route("/v1/policy", get(policy))
         .route("/v1/blobs/{hash}", get(blob))
         .route("/metrics", get(metrics))
         .merge(mutating)
@@ -183,6 +186,9 @@ async fn fetch_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawFetch>) -
 #[derive(Deserialize)]
 struct RawGossip {
     hex: String,
+    /// "attestations" for the attestations topic; the records topic otherwise.
+    #[serde(default)]
+    topic: String,
 }
 
 /// Test hook, enabled only with PACKFED_TEST_HOOKS=1: gossip raw bytes as
@@ -193,7 +199,12 @@ async fn gossip_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawGossip>)
     }
     let bytes = hex::decode(&body.hex).map_err(|_| ApiError::bad("bad_hex", "not hex"))?;
     if let Some(net) = s.node.net.get() {
-        net.send(crate::net::Command::GossipRaw(bytes)).await;
+        let cmd = if body.topic == "attestations" {
+            crate::net::Command::GossipAttestation(bytes)
+        } else {
+            crate::net::Command::GossipRaw(bytes)
+        };
+        net.send(cmd).await;
     }
     Ok(Json(json!({"sent": true})))
 }
@@ -267,6 +278,12 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
             .map_err(ApiError::internal)??;
     s.publishes.fetch_add(1, Ordering::Relaxed);
     s.node.announce_publish(&req_copy);
+    {
+        let node = s.node.clone();
+        let (name, version) = (facts.id.name.to_string(), facts.id.version.to_string());
+        let _ = tokio::task::spawn_blocking(move || node.reevaluate(&name, &version)).await;
+    }
+    s.node.spawn_self_attest(facts.hash);
     tracing::info!(id = %facts.id, hash = %facts.hash, new = published.new, "published");
     let q = crate::node::quality_view(Some(&published.quality));
     Ok(Json(json!({
@@ -310,6 +327,8 @@ struct SearchQuery {
     limit: Option<usize>,
     #[serde(default)]
     all_versions: bool,
+    #[serde(default)]
+    include_quarantined: bool,
 }
 
 /// Most results a search returns.
@@ -324,9 +343,11 @@ async fn search(
     }
     let limit = q.limit.unwrap_or(20).min(MAX_SEARCH_RESULTS);
     let node = s.node.clone();
-    let resp = tokio::task::spawn_blocking(move || search::search_local(&node, &q.q, limit, q.all_versions))
-        .await
-        .map_err(ApiError::internal)??;
+    let resp = tokio::task::spawn_blocking(move || {
+        search::search_local(&node, &q.q, limit, q.all_versions, q.include_quarantined)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(Json(resp))
 }
 
@@ -342,7 +363,12 @@ async fn package(
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let full = pack_name(&ns, &name)?;
-    let versions: Vec<ReleaseView> = s.node.versions(&full)?.iter().map(ReleaseView::from_entry).collect();
+    let versions: Vec<ReleaseView> = s
+        .node
+        .versions(&full)?
+        .iter()
+        .map(|e| ReleaseView::judged(&s.node, e))
+        .collect();
     if versions.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -364,23 +390,84 @@ async fn info(
     Query(q): Query<InfoQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let full = pack_name(&ns, &name)?;
-    let entry = s.node.info(&full, q.version.as_deref())?.ok_or_else(|| {
-        let what = match &q.version {
+    let entry = release_or_404(&s, &full, q.version.as_deref())?;
+    let view = ReleaseView::judged(&s.node, &entry);
+    let have_blob = s.node.store.has_blob(&view.hash)?;
+    let mut v = serde_json::to_value(&view).map_err(ApiError::internal)?;
+    v["attestations"] = json!(s.node.attestation_views(&entry)?);
+    v["providers"] = if have_blob { json!([s.node.peer_id]) } else { json!([]) };
+    Ok(Json(v))
+}
+
+/// The release `ns/name@version` or a 404 naming it.
+fn release_or_404(s: &ApiState, full: &str, version: Option<&str>) -> ApiResult<crate::store::ReleaseEntry> {
+    s.node.info(full, version)?.ok_or_else(|| {
+        let what = match version {
             Some(v) => format!("{full}@{v}"),
-            None => full.clone(),
+            None => full.to_string(),
         };
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("{what} is not known to this node; check the name with `packfed search`"),
         )
-    })?;
-    let view = ReleaseView::from_entry(&entry);
-    let have_blob = s.node.store.has_blob(&view.hash)?;
-    let mut v = serde_json::to_value(&view).map_err(ApiError::internal)?;
-    v["attestations"] = json!([]);
-    v["providers"] = if have_blob { json!([s.node.peer_id]) } else { json!([]) };
-    Ok(Json(v))
+    })
+}
+
+/// Every attestation of a release, with the signed envelopes so clients
+/// can check them themselves.
+async fn attestations(
+    State(s): State<Arc<ApiState>>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<InfoQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let full = pack_name(&ns, &name)?;
+    let entry = release_or_404(&s, &full, q.version.as_deref())?;
+    let mut out = Vec::new();
+    for view in s.node.attestation_views(&entry)? {
+        let id: packfed_protocol::RecordId = view.id.parse().map_err(ApiError::internal)?;
+        let envelope = s.node.store.record(&id)?.map(|e| hex::encode(e.encoded()));
+        let mut v = serde_json::to_value(&view).map_err(ApiError::internal)?;
+        v["envelope"] = json!(envelope);
+        out.push(v);
+    }
+    Ok(Json(json!(out)))
+}
+
+#[derive(Deserialize)]
+struct AttestBody {
+    /// The signed attestation, hex.
+    envelope: String,
+}
+
+async fn attest(State(s): State<Arc<ApiState>>, Json(body): Json<AttestBody>) -> ApiResult<Json<serde_json::Value>> {
+    let bytes = hex::decode(&body.envelope).map_err(|_| ApiError::bad("bad_hex", "envelope is not hex"))?;
+    let env = packfed_protocol::Signed::decode(&bytes).map_err(|e| ApiError::bad("bad_attestation", e.to_string()))?;
+    let node = s.node.clone();
+    let id = tokio::task::spawn_blocking(move || node.attest_local(&env))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            crate::trust::AttestError::Store(e) => ApiError::internal(e),
+            other => ApiError::bad("bad_attestation", other.to_string()),
+        })?;
+    Ok(Json(json!({"attestation_id": id.to_hex()})))
+}
+
+/// The policy in force: each rule set and where it comes from.
+async fn policy(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let sets = s.node.rule_sets();
+    let source = sets.iter().map(|r| r.source.clone()).collect::<Vec<_>>().join(" + ");
+    let rules: serde_json::Map<String, serde_json::Value> = sets
+        .iter()
+        .map(|r| (r.source.clone(), json!({"accept": r.rules})))
+        .collect();
+    Json(json!({
+        "version": 0,
+        "source": source,
+        "rules": rules,
+        "fingerprint": hex::encode(s.node.policy_fingerprint()),
+    }))
 }
 
 async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiResult<Response> {

@@ -107,6 +107,9 @@ enum Command {
         /// List every version, not only the newest.
         #[arg(long)]
         all_versions: bool,
+        /// Also list releases the acceptance policy quarantines.
+        #[arg(long)]
+        include_quarantined: bool,
     },
     /// Show a release.
     Info {
@@ -119,9 +122,42 @@ enum Command {
         specs: Vec<String>,
         #[arg(long)]
         to: PathBuf,
+        /// Install trust policy (TOML, `[trust]`): M-of-N attestations,
+        /// trusted publishers, licenses. Default: `[trust] file` in config.
+        #[arg(long)]
+        trust: Option<PathBuf>,
     },
     /// Check an installed tree against its lockfile.
     Verify { dir: PathBuf },
+    /// Sign and gossip an attestation about a release.
+    Attest {
+        /// NAME@VERSION
+        id: String,
+        /// audit, reproducible-build, license, vuln-scan, review, benchmark or quality.
+        #[arg(long)]
+        kind: String,
+        /// pass or fail.
+        #[arg(long)]
+        result: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// The attestations of a release.
+    Attestations {
+        /// NAME@VERSION
+        id: String,
+    },
+    /// The acceptance policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// The rules in force and where each set comes from.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -445,6 +481,7 @@ async fn run(cli: Cli) -> Result<()> {
             limit,
             local: _,
             all_versions,
+            include_quarantined,
         } => {
             let client = Client::connect(&home)?;
             let resp = client
@@ -454,6 +491,7 @@ async fn run(cli: Cli) -> Result<()> {
                     ("q", query.as_str()),
                     ("limit", &limit.to_string()),
                     ("all_versions", &all_versions.to_string()),
+                    ("include_quarantined", &include_quarantined.to_string()),
                 ])
                 .send()
                 .await
@@ -467,10 +505,15 @@ async fn run(cli: Cli) -> Result<()> {
                 rows.iter()
                     .map(|r| {
                         format!(
-                            "{:<40} {:>6.2}  {}",
+                            "{:<40} {:>6.2}  {}{}",
                             r["id"].as_str().unwrap_or(""),
                             r["score"].as_f64().unwrap_or(0.0),
-                            r["description"].as_str().unwrap_or("")
+                            r["description"].as_str().unwrap_or(""),
+                            if r["status"] == "quarantined" {
+                                "  [quarantined]"
+                            } else {
+                                ""
+                            }
                         )
                     })
                     .collect::<Vec<_>>()
@@ -491,7 +534,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let v: Value = client.get(&path).await?;
             output(j, &v, || {
-                format!(
+                let mut out = format!(
                     "{}\n  {}\n  hash      {}\n  license   {}\n  status    {}{}\n  quality   {} ({})\n  publisher {}",
                     v["id"].as_str().unwrap_or(""),
                     v["description"].as_str().unwrap_or(""),
@@ -506,10 +549,95 @@ async fn run(cli: Cli) -> Result<()> {
                     v["quality"]["score"],
                     v["quality"]["tier"].as_str().unwrap_or(""),
                     v["publisher"].as_str().unwrap_or("")
+                );
+                for r in v["reasons"].as_array().into_iter().flatten() {
+                    out.push_str(&format!("\n  failed    {}", r.as_str().unwrap_or("")));
+                }
+                for d in v["quality_disputes"].as_array().into_iter().flatten() {
+                    out.push_str(&format!("\n  disputed  {}", d.as_str().unwrap_or("")));
+                }
+                for a in v["attestations"].as_array().into_iter().flatten() {
+                    out.push_str(&format!("\n  attested  {}", attestation_line(a)));
+                }
+                out
+            });
+        }
+        Command::Attest {
+            id,
+            kind,
+            result,
+            key,
+            note,
+        } => {
+            let pid: PackId = id
+                .parse()
+                .map_err(|e| UserError::new("bad_id", format!("{id:?}: {e}; write NAME@VERSION")))?;
+            kind.parse::<packfed_governance::policy::AttestationKind>()
+                .map_err(|e| UserError::new("bad_kind", e))?;
+            let pass = match result.as_str() {
+                "pass" => true,
+                "fail" => false,
+                other => {
+                    return Err(
+                        UserError::new("bad_result", format!("--result {other:?} must be pass or fail")).into(),
+                    );
+                }
+            };
+            let key = keys::load_key(&home, &key)?;
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let info: Value = client
+                .get(&format!("/v1/info/{}?version={}", pid.name, pid.version))
+                .await?;
+            let release = verified_release(&info, &fed)?;
+            let env = crate::trust::sign_attestation(
+                &release,
+                &crate::trust::Statement {
+                    kind: &kind,
+                    pass,
+                    note: &note,
+                    score: 0,
+                },
+                &key,
+                &fed,
+                packing::now_ms(),
+            );
+            let v: Value = client
+                .post_json("/v1/attest", &json!({"envelope": hex::encode(env.encoded())}))
+                .await?;
+            output(j, &v, || {
+                format!(
+                    "attested {pid}: {kind} {result} ({})",
+                    v["attestation_id"].as_str().unwrap_or("")
                 )
             });
         }
-        Command::Install { specs, to } => {
+        Command::Attestations { id } => {
+            let pid: PackId = id
+                .parse()
+                .map_err(|e| UserError::new("bad_id", format!("{id:?}: {e}; write NAME@VERSION")))?;
+            let client = Client::connect(&home)?;
+            let v: Value = client
+                .get(&format!("/v1/attestations/{}?version={}", pid.name, pid.version))
+                .await?;
+            output(j, &v, || match v.as_array() {
+                Some(a) if !a.is_empty() => a.iter().map(attestation_line).collect::<Vec<_>>().join("\n"),
+                _ => format!("no attestations of {pid}"),
+            });
+        }
+        Command::Policy(PolicyCommand::Show) => {
+            let client = Client::connect(&home)?;
+            let v: Value = client.get("/v1/policy").await?;
+            output(j, &v, || {
+                format!(
+                    "policy v{} from {}\n{}",
+                    v["version"],
+                    v["source"].as_str().unwrap_or(""),
+                    serde_json::to_string_pretty(&v["rules"]).unwrap_or_default()
+                )
+            });
+        }
+        Command::Install { specs, to, trust } => {
             let specs: Vec<Spec> = specs
                 .iter()
                 .map(|s| {
@@ -520,7 +648,8 @@ async fn run(cli: Cli) -> Result<()> {
             let fed = read_federation_id(&home)?;
             let client = Client::connect(&home)?;
             let show = !j && std::io::stderr().is_terminal();
-            let done = install::install(&client, &fed, &specs, &to, show).await?;
+            let trust = install::load_trust(&home, trust.as_deref())?;
+            let done = install::install(&client, &fed, &specs, &to, show, trust.as_ref()).await?;
             let v = serde_json::to_value(&done)?;
             output(j, &v, || {
                 let mut s: Vec<String> = done
@@ -561,6 +690,34 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One attestation as a line of text.
+fn attestation_line(a: &Value) -> String {
+    format!(
+        "{} {} by {}{}{}{}",
+        a["kind"].as_str().unwrap_or(""),
+        a["result"].as_str().unwrap_or(""),
+        &a["attester"].as_str().unwrap_or("")[..16.min(a["attester"].as_str().unwrap_or("").len())],
+        a["role"].as_str().map(|r| format!(" ({r})")).unwrap_or_default(),
+        if a["current"] == false { " [superseded]" } else { "" },
+        a["note"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default()
+    )
+}
+
+/// The release in an info answer, its signature checked here.
+fn verified_release(info: &Value, fed: &FederationId) -> Result<pb::Release> {
+    let bytes =
+        hex::decode(info["envelope"].as_str().unwrap_or_default()).context("node sent a release that is not hex")?;
+    let env = Signed::decode(&bytes)?;
+    let v = env
+        .verify::<pb::Release>(fed)
+        .context("the node sent a release whose signature does not verify")?;
+    Ok(v.record().clone())
 }
 
 /// `PUBKEY:ROLE:WEIGHT`, where PUBKEY may be the name of a key in the home.

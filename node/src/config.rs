@@ -88,6 +88,17 @@ pub struct Config {
     pub org: OrgSection,
     #[serde(default)]
     pub policy: PolicySection,
+    #[serde(default)]
+    pub trust: TrustSection,
+}
+
+/// `[trust]`: the install trust policy `packfed install` applies by default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// A trust policy file (relative to the home).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 impl Config {

@@ -33,6 +33,12 @@ pub async fn run(home: Home) -> Result<()> {
         );
     }
     let node = Arc::new(Node::open(home.clone())?);
+    // Verdicts from other rules (a changed policy) are recomputed at once.
+    match node.reevaluate_stale() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(releases = n, "re-evaluated releases under the policy in force"),
+        Err(e) => tracing::warn!(error = %e, "re-evaluating releases failed"),
+    }
     let token = std::fs::read_to_string(home.api_token())
         .with_context(|| format!("reading {}", home.api_token().display()))?
         .trim()

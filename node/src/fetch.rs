@@ -187,6 +187,7 @@ pub async fn fetch_blob_with_progress(
                     Ok(())
                 })?;
                 tracing::info!(%hash, peer = %provider.peer, via, "fetched blob");
+                node.spawn_self_attest(hash);
                 net.send(crate::net::Command::Provide(hash)).await;
                 return Ok(());
             }

@@ -210,6 +210,13 @@ impl Node {
                 }
                 Err(e) => return Ingested::Invalid(e.to_string()),
             },
+            Some(Domain::Attestation) => {
+                let v = match env.verify::<pb::Attestation>(&fed) {
+                    Ok(v) => v,
+                    Err(e) => return Ingested::Invalid(e.to_string()),
+                };
+                return self.ingest_attestations(&[v], channel).pop().unwrap_or(Ingested::Known);
+            }
             Some(Domain::NodeAnnouncement) => {
                 return match env.verify::<pb::NodeAnnouncement>(&fed) {
                     Ok(v) => Ingested::Announcement(Box::new(v)),
@@ -227,6 +234,15 @@ impl Node {
                     Channel::Public
                 };
                 self.replicate_to(target, &env.id(), env.encoded());
+                // A release is judged on arrival; a mirror fetches only what
+                // the policy accepts (it fetches later if attestations come).
+                let fetch = match (fetch, self.release_subject(&env)) {
+                    (Some(f), Some((name, version))) => match self.reevaluate(&name, &version) {
+                        Ok(Some(_)) => Some(f),
+                        _ => None,
+                    },
+                    (f, _) => f,
+                };
                 Ingested::New(fetch)
             }
             Err(e) => {
@@ -234,6 +250,74 @@ impl Node {
                 Ingested::Invalid(format!("store: {e}"))
             }
         }
+    }
+}
+
+impl Node {
+    /// `(name, version)` of a release envelope.
+    fn release_subject(&self, env: &Signed) -> Option<(String, String)> {
+        let r = <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice()).ok()?;
+        Some((r.name, r.version))
+    }
+
+    /// Stores signature-checked attestations and says what became of each.
+    fn ingest_attestations(&self, batch: &[Verified<pb::Attestation>], channel: Channel) -> Vec<Ingested> {
+        let crate::trust::StoredAttestations { results, fetch } = self.store_attestations(batch, channel);
+        let mut fetch = fetch.into_iter();
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(true) => Ingested::New(fetch.next()),
+                Ok(false) => Ingested::Known,
+                Err(e) => Ingested::Invalid(e.to_string()),
+            })
+            .collect()
+    }
+
+    /// Ingests many records at once (registry sync): attestations, the bulk
+    /// of a large registry, get one batched signature check; every other
+    /// record goes through [`Node::ingest`]. Results are in input order.
+    pub fn ingest_batch(&self, records: &[Vec<u8>], channel: Channel) -> Vec<Ingested> {
+        let mut out: Vec<Option<Ingested>> = Vec::with_capacity(records.len());
+        let mut attest_idx = Vec::new();
+        let mut attest_envs = Vec::new();
+        for bytes in records {
+            match Signed::decode(bytes) {
+                Ok(env) if env.domain() == Some(Domain::Attestation) => {
+                    if self.store.has_record(&env.id()).unwrap_or(false) {
+                        out.push(Some(Ingested::Known));
+                        continue;
+                    }
+                    attest_idx.push(out.len());
+                    attest_envs.push(env);
+                    out.push(None);
+                }
+                _ => out.push(Some(self.ingest(bytes, channel))),
+            }
+        }
+        if !attest_envs.is_empty() {
+            let verified = packfed_protocol::verify_batch::<pb::Attestation>(&attest_envs, self.federation());
+            let mut good = Vec::new();
+            let mut good_idx = Vec::new();
+            for (i, v) in attest_idx.iter().zip(verified) {
+                match v {
+                    Ok(v) => {
+                        good.push(v);
+                        good_idx.push(*i);
+                    }
+                    Err(e) => out[*i] = Some(Ingested::Invalid(e.to_string())),
+                }
+            }
+            for (i, r) in good_idx.into_iter().zip(self.ingest_attestations(&good, channel)) {
+                match &r {
+                    Ingested::New(_) => self.stats.accepted.fetch_add(1, Ordering::Relaxed),
+                    Ingested::Invalid(_) => self.stats.rejected.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter().map(|o| o.unwrap_or(Ingested::Known)).collect()
     }
 }
 

@@ -41,6 +41,9 @@ pub struct LockedPack {
     pub record: String,
     /// Relative to the target directory.
     pub path: String,
+    /// Attestations that satisfied the install trust policy (record ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<String>,
     #[serde(default, rename = "file")]
     pub files: Vec<LockedFile>,
 }
@@ -87,6 +90,8 @@ pub struct Candidate {
     pub publisher: String,
     pub record: String,
     pub yanked: bool,
+    /// Why the acceptance policy quarantines it (empty: accepted).
+    pub quarantine: Vec<String>,
     pub deps: Vec<(PackName, semver::VersionReq)>,
 }
 
@@ -100,6 +105,8 @@ struct VersionEntry {
     envelope: String,
     yanked: bool,
     status: String,
+    #[serde(default)]
+    reasons: Vec<String>,
 }
 
 /// Fetches and verifies every version of a pack the node knows.
@@ -110,9 +117,11 @@ async fn candidates(client: &Client, fed: &FederationId, name: &PackName) -> Res
     };
     let mut out = Vec::new();
     for v in resp.versions {
-        if v.status != "accepted" {
-            continue;
-        }
+        let quarantine = match (v.status.as_str(), v.reasons.is_empty()) {
+            ("accepted", _) => Vec::new(),
+            (_, false) => v.reasons,
+            (other, true) => vec![format!("status {other}")],
+        };
         let bytes = hex::decode(&v.envelope).context("node sent a release that is not hex")?;
         let env = Signed::decode(&bytes)?;
         let verified = env
@@ -128,6 +137,7 @@ async fn candidates(client: &Client, fed: &FederationId, name: &PackName) -> Res
             publisher: verified.signer().to_hex(),
             record: verified.id().to_hex(),
             yanked: v.yanked,
+            quarantine,
             deps: facts.dependencies,
             release: verified.record().clone(),
         });
@@ -197,7 +207,8 @@ pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Res
                 .iter()
                 .map(|c| crate::resolve::CandidateInfo {
                     version: c.version.clone(),
-                    yanked: c.yanked,
+                    // Quarantined releases are never chosen, like yanked ones.
+                    yanked: c.yanked || !c.quarantine.is_empty(),
                     deps: c.deps.clone(),
                 })
                 .collect();
@@ -205,7 +216,31 @@ pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Res
         })
         .collect();
     let root: Vec<(PackName, semver::VersionReq)> = specs.iter().map(|s| (s.name.clone(), s.req.clone())).collect();
-    let picks = crate::resolve::resolve(&root, &catalog).map_err(|e| UserError::new(e.code(), e.message()))?;
+    let picks = crate::resolve::resolve(&root, &catalog).map_err(|e| {
+        // Say which policy rule refused a release the user asked for.
+        let refused: Vec<String> = specs
+            .iter()
+            .flat_map(|s| {
+                known
+                    .get(&s.name)
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| !c.yanked && !c.quarantine.is_empty() && s.req.matches(&c.version))
+                    .map(|c| format!("{}@{} is quarantined: {}", s.name, c.version, c.quarantine.join("; ")))
+            })
+            .collect();
+        if refused.is_empty() {
+            UserError::new(e.code(), e.message())
+        } else {
+            UserError::new(
+                "quarantined",
+                format!(
+                    "{}. The acceptance policy refuses it until it satisfies those rules (see `packfed info`).",
+                    refused.join(". ")
+                ),
+            )
+        }
+    })?;
     picks
         .into_iter()
         .map(|(name, version)| {
@@ -216,6 +251,96 @@ pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Res
                 .with_context(|| format!("resolution picked {name}@{version}, which was not fetched"))
         })
         .collect()
+}
+
+/// A user's install trust policy and the membership it reads roles from.
+pub struct TrustContext {
+    pub file: PathBuf,
+    pub policy: packfed_governance::trust::TrustPolicy,
+    pub genesis: packfed_governance::Genesis,
+}
+
+/// The trust policy from `--trust FILE`, else `[trust] file` in the config.
+pub fn load_trust(home: &crate::config::Home, flag: Option<&Path>) -> Result<Option<TrustContext>> {
+    let file = match flag {
+        Some(f) => f.to_path_buf(),
+        None => match home.load_config()?.trust.file {
+            Some(f) => home.root.join(f),
+            None => return Ok(None),
+        },
+    };
+    let text = fs::read_to_string(&file).with_context(|| format!("reading the trust policy {}", file.display()))?;
+    let policy = packfed_governance::trust::TrustPolicy::parse(&text)
+        .map_err(|e| UserError::new("bad_trust_policy", format!("{}: {e}", file.display())))?;
+    let genesis = packfed_governance::Genesis::parse(&fs::read(home.genesis())?)?;
+    Ok(Some(TrustContext { file, policy, genesis }))
+}
+
+#[derive(Deserialize)]
+struct AttestationEnvelope {
+    envelope: Option<String>,
+}
+
+/// Checks a pick against the trust policy with attestations verified here
+/// (signature, federation, subject): the node is not trusted to filter them.
+/// Returns the ids of the attestations that satisfied it.
+async fn check_trust(client: &Client, fed: &FederationId, t: &TrustContext, c: &Candidate) -> Result<Vec<String>> {
+    use packfed_governance::evaluate::{AttestationFact, ReleaseFacts};
+    let listed: Vec<AttestationEnvelope> = client
+        .get(&format!("/v1/attestations/{}?version={}", c.release.name, c.version))
+        .await?;
+    let mut facts = Vec::new();
+    for a in listed {
+        let Some(hex_env) = a.envelope else { continue };
+        let Ok(bytes) = hex::decode(&hex_env) else { continue };
+        let Ok(env) = Signed::decode(&bytes) else { continue };
+        let Ok(v) = env.verify::<pb::Attestation>(fed) else {
+            continue;
+        };
+        let r = v.record();
+        if r.name != c.release.name || r.version != c.release.version || r.content_hash != c.release.content_hash {
+            continue;
+        }
+        let Ok(kind) = r.kind.parse() else { continue };
+        facts.push(AttestationFact {
+            id: v.id().0,
+            attester: v.signer(),
+            kind,
+            result: if r.result == "pass" {
+                packfed_governance::policy::Verdict::Pass
+            } else {
+                packfed_governance::policy::Verdict::Fail
+            },
+            time_ms: r.attested_at_ms,
+        });
+    }
+    let publisher: packfed_protocol::PublicKey = c.publisher.parse()?;
+    let release = ReleaseFacts {
+        license: &c.release.license,
+        quality: c.release.quality.as_ref().map(|q| q.score).unwrap_or(0),
+        size: c.release.size,
+        publisher,
+    };
+    let role_of = |k: &packfed_protocol::PublicKey| t.genesis.member(k).map(|m| m.role);
+    let ev = t.policy.check(&release, &facts, &role_of);
+    if !ev.failures.is_empty() {
+        return Err(UserError::new(
+            "untrusted",
+            format!(
+                "{}@{} does not satisfy the trust policy {}: {}",
+                c.release.name,
+                c.version,
+                t.file.display(),
+                ev.failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.rule, f.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+        .into());
+    }
+    Ok(ev.satisfied_by.iter().map(hex::encode).collect())
 }
 
 /// Downloads a blob into `file`, checking its BLAKE3 as it streams.
@@ -292,8 +417,15 @@ pub async fn install(
     specs: &[Spec],
     target: &Path,
     show_progress: bool,
+    trust: Option<&TrustContext>,
 ) -> Result<Installed> {
     let picks = resolve(client, fed, specs).await?;
+    let mut trusted_by = BTreeMap::new();
+    if let Some(t) = trust {
+        for c in &picks {
+            trusted_by.insert(c.record.clone(), check_trust(client, fed, t, c).await?);
+        }
+    }
     fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
     let target = target.canonicalize()?;
     let staging = tempfile::Builder::new()
@@ -319,6 +451,7 @@ pub async fn install(
             publisher: c.publisher.clone(),
             record: c.record.clone(),
             path: rel,
+            attestations: trusted_by.remove(&c.record).unwrap_or_default(),
             files: entries
                 .iter()
                 .filter(|e| e.kind != EntryKind::Dir)

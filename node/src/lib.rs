@@ -8,6 +8,7 @@
 //! - [`packing`]: the publisher side (pack, assess, sign)
 //! - [`node`]: the running node's state and operations
 //! - [`search`]: local search
+//! - [`trust`]: attestations and the acceptance policy applied to releases
 //! - [`api`]: the HTTP/JSON API; [`daemon`]: `packfed node run`
 //! - [`client`]: the CLI's connection to a daemon
 //! - [`install`]: resolve, fetch, verify, install, and `verify`
@@ -32,3 +33,4 @@ pub mod registry;
 pub mod resolve;
 pub mod search;
 pub mod store;
+pub mod trust;

@@ -33,6 +33,8 @@ pub struct Node {
     pub net: std::sync::OnceLock<crate::net::NetHandle>,
     /// The iroh endpoint that moves pack bytes, once started.
     pub iroh: std::sync::OnceLock<iroh::Endpoint>,
+    /// Restrictions this node adds to the federation policy (`[policy] local`).
+    pub local_policy: Option<crate::trust::RuleSet>,
 }
 
 /// A release as the API shows it.
@@ -52,6 +54,9 @@ pub struct ReleaseView {
     pub visibility: &'static str,
     pub yanked: bool,
     pub status: &'static str,
+    /// What nodes that recomputed the quality found, when it differs from the claim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quality_disputes: Vec<String>,
     pub reasons: Vec<String>,
     pub quality: QualityView,
     pub dependencies: Vec<DependencyView>,
@@ -100,6 +105,38 @@ pub fn quality_view(q: Option<&pb::QualityReport>) -> QualityView {
 }
 
 impl ReleaseView {
+    /// The view with the node's verdict on it under the policy in force.
+    pub fn judged(node: &Node, e: &ReleaseEntry) -> ReleaseView {
+        let mut v = ReleaseView::from_entry(e);
+        match node.status_of(e) {
+            Ok(s) if s.accepted() => {}
+            Ok(s) => {
+                v.status = "quarantined";
+                v.reasons = s.reasons;
+            }
+            Err(err) => {
+                v.status = "quarantined";
+                v.reasons = vec![format!("cannot evaluate: {err}")];
+            }
+        }
+        let claimed = v.quality.score;
+        if let Ok(atts) = node.attestation_entries(&e.release) {
+            v.quality_disputes = atts
+                .iter()
+                .filter(|a| a.kind == "quality" && a.score != claimed)
+                .map(|a| {
+                    format!(
+                        "{} recomputed quality {} (publisher claims {claimed})",
+                        &packfed_protocol::PublicKey(a.attester).to_hex()[..16],
+                        a.score
+                    )
+                })
+                .collect();
+        }
+        v
+    }
+
+    /// The view of a release's own content, without a verdict.
     pub fn from_entry(e: &ReleaseEntry) -> ReleaseView {
         let r = &e.release;
         ReleaseView {
@@ -116,10 +153,9 @@ impl ReleaseView {
             record_id: e.record_id,
             visibility: Visibility::from_pb(r.visibility).as_str(),
             yanked: e.yanked,
-            // Acceptance policy enforcement arrives with the trust work; until
-            // then every verified release is accepted.
             status: "accepted",
             reasons: Vec::new(),
+            quality_disputes: Vec::new(),
             quality: quality_view(r.quality.as_ref()),
             dependencies: r
                 .dependencies
@@ -169,7 +205,9 @@ impl Node {
         let store = Store::open(&home.store())?;
         let replica = crate::ingest::load_replica(&store, crate::ingest::Channel::Public)?;
         let org_replica = crate::ingest::load_replica(&store, crate::ingest::Channel::Org)?;
+        let local_policy = crate::trust::load_local_policy(&home, config.policy.local.as_deref())?;
         Ok(Node {
+            local_policy,
             home,
             config,
             genesis,
@@ -263,6 +301,12 @@ impl Node {
             let Ok(v) = env.verify::<pb::Release>(self.federation()) else {
                 continue;
             };
+            // Quarantined releases are kept but not served.
+            let r = v.record();
+            match self.store.release(self.federation(), &r.name, &r.version) {
+                Ok(Some(entry)) if entry.record_id == id && self.is_accepted(&entry) => {}
+                _ => continue,
+            }
             any = true;
             if Visibility::from_pb(v.record().visibility) == Visibility::Public {
                 return true;

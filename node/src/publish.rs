@@ -158,7 +158,7 @@ fn check_against_archive(
 
 /// Reads a staged archive's manifest and recomputes its quality.
 pub fn assess_archive(store: &Store, staged: &StagedBlob) -> Result<(Manifest, pb::QualityReport), PublishError> {
-    let inspection = archive::inspect(store.staged_reader(staged), ReadLimits::for_archive(staged.size))?;
+    let inspection = archive::inspect(store.staged_reader(staged)?, ReadLimits::for_archive(staged.size))?;
     let text = inspection.manifest_text.ok_or(PublishError::NoManifest)?;
     let manifest = Manifest::parse(&text).map_err(|e| PublishError::Manifest(e.to_string()))?;
     let q = quality::assess(&manifest, &inspection.entries);

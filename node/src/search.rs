@@ -74,7 +74,13 @@ fn score(view: &ReleaseView, terms: &[String]) -> f64 {
 
 /// Searches the local catalog: the newest non-yanked version of each
 /// matching package, best first.
-pub fn search_local(node: &Node, query: &str, limit: usize, all_versions: bool) -> Result<SearchResponse, StoreError> {
+pub fn search_local(
+    node: &Node,
+    query: &str,
+    limit: usize,
+    all_versions: bool,
+    include_quarantined: bool,
+) -> Result<SearchResponse, StoreError> {
     let terms = terms(query);
     let mut best: BTreeMap<String, (semver::Version, SearchHit)> = BTreeMap::new();
     let mut all = Vec::new();
@@ -82,7 +88,10 @@ pub fn search_local(node: &Node, query: &str, limit: usize, all_versions: bool) 
         if entry.yanked {
             continue;
         }
-        let view = ReleaseView::from_entry(&entry);
+        let view = ReleaseView::judged(node, &entry);
+        if view.status != "accepted" && !include_quarantined {
+            continue;
+        }
         let s = if terms.is_empty() { 1.0 } else { score(&view, &terms) };
         if s == 0.0 {
             continue;
@@ -95,7 +104,10 @@ pub fn search_local(node: &Node, query: &str, limit: usize, all_versions: bool) 
             hash: view.hash.to_hex(),
             score: s,
             source: node.peer_id.clone(),
-            attestations: 0,
+            attestations: node
+                .attestation_entries(&entry.release)
+                .map(|a| a.iter().filter(|a| a.pass).count() as u32)
+                .unwrap_or(0),
             status: view.status,
             tier: view.quality.tier.clone(),
             quality: view.quality.score,

@@ -21,6 +21,9 @@ impl Record for pb::NodeAnnouncement {
 impl Record for pb::Yank {
     const DOMAIN: Domain = Domain::Yank;
 }
+impl Record for pb::Attestation {
+    const DOMAIN: Domain = Domain::Attestation;
+}
 
 /// Problems with a record's content (its signature being fine).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,6 +42,12 @@ pub enum RecordError {
     TooLong { field: &'static str, limit: usize },
     #[error("id {0:?} must be namespace/name@version")]
     Id(String),
+    #[error(
+        "attestation kind {0:?} must be audit, reproducible-build, license, vuln-scan, review, benchmark or quality"
+    )]
+    Kind(String),
+    #[error("attestation result {0:?} must be pass or fail")]
+    Result(String),
 }
 
 fn valid_part(p: &str) -> bool {
@@ -168,6 +177,49 @@ pub fn check_release(r: &pb::Release) -> Result<ReleaseFacts, RecordError> {
         id: PackId { name, version },
         hash,
         dependencies,
+    })
+}
+
+/// The predicate kinds an attestation may carry (the policy file's names).
+pub const ATTESTATION_KINDS: [&str; 7] = [
+    "audit",
+    "reproducible-build",
+    "license",
+    "vuln-scan",
+    "review",
+    "benchmark",
+    "quality",
+];
+
+/// An attestation's content, checked.
+#[derive(Debug, Clone)]
+pub struct AttestationFacts {
+    pub id: PackId,
+    pub hash: ContentHash,
+}
+
+/// Checks a decoded attestation's fields: subject, kind, result, sizes.
+pub fn check_attestation(a: &pb::Attestation) -> Result<AttestationFacts, RecordError> {
+    check_len("version", &a.version, MAX_VERSION_BYTES)?;
+    check_len("note", &a.note, MAX_DESCRIPTION_BYTES)?;
+    if !ATTESTATION_KINDS.contains(&a.kind.as_str()) {
+        return Err(RecordError::Kind(a.kind.chars().take(32).collect()));
+    }
+    if a.result != "pass" && a.result != "fail" {
+        return Err(RecordError::Result(a.result.chars().take(32).collect()));
+    }
+    if a.score > 100 {
+        return Err(RecordError::TooLong {
+            field: "score",
+            limit: 100,
+        });
+    }
+    let name: PackName = a.name.parse()?;
+    let version: semver::Version = a.version.parse().map_err(|_| RecordError::Version(a.version.clone()))?;
+    let hash = ContentHash::from_slice(&a.content_hash).map_err(RecordError::Hash)?;
+    Ok(AttestationFacts {
+        id: PackId { name, version },
+        hash,
     })
 }
 

@@ -165,6 +165,23 @@ impl TestNode {
         packfed_json(&self.bin, &self.home, args)
     }
 
+    /// POSTs JSON to this node's API with its token; the raw HTTP answer.
+    pub fn post_json(&self, path: &str, body: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let token = std::fs::read_to_string(self.home.join("api-token"))?;
+        let api = &self.api;
+        let mut c = std::net::TcpStream::connect(api)?;
+        write!(
+            c,
+            "POST {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            token.trim(),
+            body.len()
+        )?;
+        let mut out = String::new();
+        c.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
     pub fn run(&self, args: &[&str]) -> Result<Output> {
         packfed(&self.bin, &self.home, args)
     }
@@ -294,7 +311,7 @@ pub struct Federation {
 impl Federation {
     /// Writes the genesis with `members` keys (created in `root/keys-home`).
     pub fn genesis(bin: &Path, root: &Path, members: usize, extra: &[&str]) -> Result<PathBuf> {
-        let keys_home = root.join("keys-home");
+        let keys_home = Self::keys_home(root);
         let mut args: Vec<String> = vec!["federation".into(), "new".into(), "--name".into(), "testnet".into()];
         for i in 0..members {
             let name = format!("k{i}");
@@ -311,9 +328,20 @@ impl Federation {
         Ok(genesis)
     }
 
+    /// Where the member keys live before nodes exist (extra members named in
+    /// `extra` genesis arguments must be created here first).
+    pub fn keys_home(root: &Path) -> PathBuf {
+        root.join("keys-home")
+    }
+
     /// A federation with a fresh genesis (`members` keys) and no node yet.
     pub fn empty(bin: &Path, root: &Path, members: usize) -> Result<Federation> {
-        let genesis = Self::genesis(bin, root, members, &[])?;
+        Self::empty_with(bin, root, members, &[])
+    }
+
+    /// Same, with extra `federation new` arguments (members, policy).
+    pub fn empty_with(bin: &Path, root: &Path, members: usize, extra: &[&str]) -> Result<Federation> {
+        let genesis = Self::genesis(bin, root, members, extra)?;
         Ok(Federation {
             bin: bin.to_path_buf(),
             root: root.to_path_buf(),
@@ -359,13 +387,12 @@ impl Federation {
     /// N nodes, the first one the bootstrap of the others; `roles[i]` per
     /// node. Waits until every node sees every other.
     pub fn up(bin: &Path, root: &Path, roles: &[&str]) -> Result<Federation> {
-        let genesis = Self::genesis(bin, root, 3, &[])?;
-        let mut fed = Federation {
-            bin: bin.to_path_buf(),
-            root: root.to_path_buf(),
-            genesis,
-            nodes: Vec::new(),
-        };
+        Self::up_with(bin, root, roles, &[])
+    }
+
+    /// Same, with extra `federation new` arguments (members, policy).
+    pub fn up_with(bin: &Path, root: &Path, roles: &[&str], extra: &[&str]) -> Result<Federation> {
+        let mut fed = Self::empty_with(bin, root, 3, extra)?;
         let first = fed.init_home("n0", roles[0], None, &[])?;
         fed.nodes.push(TestNode::start(bin, &first)?);
         let boot = fed.nodes[0].p2p_addr()?;
@@ -388,4 +415,36 @@ impl Federation {
         }
         Ok(())
     }
+}
+
+/// A signed attestation, hex, for tests that play a hostile peer:
+/// `corrupt_signature` flips a signature bit; the federation id is any hex.
+pub fn sign_attestation_hex(
+    key_file_text: &str,
+    federation_hex: &str,
+    name: &str,
+    version: &str,
+    hash_hex: &str,
+    corrupt_signature: bool,
+) -> String {
+    use packfed_protocol::{FederationId, KeyPair, Signed, pb};
+    let key = KeyPair::from_file_text(key_file_text).expect("key file");
+    let mut fed = [0u8; 32];
+    fed.copy_from_slice(&hex::decode(federation_hex).expect("federation hex"));
+    let a = pb::Attestation {
+        name: name.into(),
+        version: version.into(),
+        content_hash: hex::decode(hash_hex).expect("hash hex"),
+        kind: "audit".into(),
+        result: "pass".into(),
+        note: format!("{:?}", std::time::SystemTime::now()),
+        attested_at_ms: 1,
+        score: 0,
+    };
+    let env = Signed::sign(&a, &key, &FederationId(fed));
+    let mut pbs = env.to_pb();
+    if corrupt_signature {
+        pbs.signature[0] ^= 1;
+    }
+    hex::encode(prost::Message::encode_to_vec(&pbs))
 }

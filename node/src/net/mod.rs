@@ -49,6 +49,10 @@ pub enum Command {
     /// Gossip raw bytes on the records topic (test hook: lets a test node
     /// play a hostile peer).
     GossipRaw(Vec<u8>),
+    /// Gossip an attestation on the attestations topic.
+    GossipAttestation(Vec<u8>),
+    /// Fetch a blob if this node's role mirrors accepted packs.
+    Mirror(ContentHash, u64),
     Peers(oneshot::Sender<Vec<PeerView>>),
     /// Peers that may hold a blob, best first.
     Providers(ContentHash, oneshot::Sender<Vec<Provider>>),
@@ -146,6 +150,7 @@ pub struct Names {
     pub fed_tag: String,
     pub records_topic: IdentTopic,
     pub nodes_topic: IdentTopic,
+    pub attestations_topic: IdentTopic,
 }
 
 impl Names {
@@ -156,6 +161,7 @@ impl Names {
             fed_tag: hex[..16].to_string(),
             records_topic: IdentTopic::new(format!("packfed/{hex}/releases")),
             nodes_topic: IdentTopic::new(format!("packfed/{hex}/nodes")),
+            attestations_topic: IdentTopic::new(format!("packfed/{hex}/attestations")),
         }
     }
 }
@@ -175,7 +181,8 @@ fn scoring(names: &Names) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreTh
         ..Default::default()
     };
     params.topics.insert(names.records_topic.hash(), topic.clone());
-    params.topics.insert(names.nodes_topic.hash(), topic);
+    params.topics.insert(names.nodes_topic.hash(), topic.clone());
+    params.topics.insert(names.attestations_topic.hash(), topic);
     params.app_specific_weight = 0.0;
     params.ip_colocation_factor_weight = 0.0; // every test node is on 127.0.0.1
     let thresholds = gossipsub::PeerScoreThresholds {
@@ -208,6 +215,7 @@ pub fn gossipsub_behaviour(key: &libp2p::identity::Keypair, names: &Names) -> Re
         .map_err(|e| anyhow::anyhow!("peer score: {e}"))?;
     gossipsub.subscribe(&names.records_topic)?;
     gossipsub.subscribe(&names.nodes_topic)?;
+    gossipsub.subscribe(&names.attestations_topic)?;
     Ok(gossipsub)
 }
 
@@ -418,6 +426,13 @@ impl Reactor {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
+            Command::Mirror(hash, size) => self.after_new_record(Some((hash, size))),
+            Command::GossipAttestation(bytes) => {
+                let topic = self.names.attestations_topic.clone();
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                    tracing::debug!(error = %e, "attestation not gossiped");
+                }
+            }
             Command::Gossip(bytes) | Command::GossipRaw(bytes) => {
                 let topic = self.names.records_topic.clone();
                 if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
@@ -675,8 +690,9 @@ impl Reactor {
                         .crdt_garbage
                         .fetch_add(got.garbage as u64, std::sync::atomic::Ordering::Relaxed);
                 }
-                for (_, bytes) in got.candidates {
-                    match self.node.ingest(&bytes, channel) {
+                let bytes: Vec<Vec<u8>> = got.candidates.into_iter().map(|(_, b)| b).collect();
+                for outcome in self.node.ingest_batch(&bytes, channel) {
+                    match outcome {
                         Ingested::New(fetch) => self.after_new_record(fetch),
                         Ingested::Invalid(reason) => {
                             tracing::warn!(%peer, %reason, "ignored an invalid record from registry sync");

@@ -1,12 +1,13 @@
-//! The node's storage: one sled database per home.
+//! The node's storage: one sled database per home, and pack bytes in
+//! `packs/SEQ.pack` files beside it (see [`blobs`] for why).
 //!
 //! Trees:
 //! - `blob_meta`: content hash -> [`BlobMeta`] (postcard). A blob exists only
-//!   once its meta is written, after all its chunks and its outboard.
-//! - `blob_chunks`, `blob_outboards`: `seq (u64 BE) || index (u32 BE)` ->
-//!   up to [`CHUNK_SIZE`] bytes. Keyed by a sequence number rather than the
-//!   hash so bytes can stream in before their hash is known; chunks whose seq
-//!   has no meta (an interrupted import) are swept at open.
+//!   once its meta is written, after its file is synced and its outboard stored.
+//! - `blob_outboards`: `seq (u64 BE) || index (u32 BE)` -> up to
+//!   [`CHUNK_SIZE`] bytes. Blobs are keyed by a sequence number rather than
+//!   the hash so bytes can stream in before their hash is known; files and
+//!   pieces whose seq has no meta (an interrupted import) are swept at open.
 //! - `records`: record id -> `Signed` envelope bytes, as received.
 //! - `releases`: `name \0 version \0 record id` -> () (every verified release,
 //!   visible only if signed by the namespace owner).
@@ -14,14 +15,17 @@
 //! - `namespaces`: namespace -> the winning claim ([`NamespaceOwner`]).
 //! - `crdt`: automerge documents and per-peer sync states.
 //! - `yanks`: `name \0 version \0 content hash` -> yank record id || signer.
+//! - `attestations`, `status`: see [`trust`].
 //!
 //! Writes that a caller acknowledges are flushed first ([`Store::flush`]).
 
-mod blobs;
+pub mod blobs;
 mod records;
+pub mod trust;
 
 pub use blobs::{BlobMeta, BlobReader, BlobWriter, CHUNK_SIZE, StagedBlob};
 pub use records::{InsertRelease, NamespaceOwner, ReleaseEntry};
+pub use trust::{AttestationEntry, ReleaseStatus};
 
 use std::path::Path;
 
@@ -56,13 +60,16 @@ impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
 pub struct Store {
     pub(crate) db: sled::Db,
     blob_meta: sled::Tree,
-    chunks: sled::Tree,
+    /// Directory of blob files (`packs/` inside the sled directory).
+    packs: std::path::PathBuf,
     outboards: sled::Tree,
     records: sled::Tree,
     releases: sled::Tree,
     by_hash: sled::Tree,
     namespaces: sled::Tree,
     yanks: sled::Tree,
+    attestations: sled::Tree,
+    status: sled::Tree,
     /// Replication state (automerge documents, per-peer sync states).
     pub(crate) crdt: sled::Tree,
     publish_lock: std::sync::Arc<std::sync::Mutex<()>>,
@@ -85,20 +92,26 @@ impl Store {
             })?;
         let store = Store {
             blob_meta: db.open_tree("blob_meta")?,
-            chunks: db.open_tree("blob_chunks")?,
+            packs: {
+                let dir = path.join("packs");
+                std::fs::create_dir_all(&dir)?;
+                dir
+            },
             outboards: db.open_tree("blob_outboards")?,
             records: db.open_tree("records")?,
             releases: db.open_tree("releases")?,
             by_hash: db.open_tree("by_hash")?,
             namespaces: db.open_tree("namespaces")?,
             yanks: db.open_tree("yanks")?,
+            attestations: db.open_tree("attestations")?,
+            status: db.open_tree("status")?,
             crdt: db.open_tree("crdt")?,
             publish_lock: Default::default(),
             db,
         };
         let swept = store.sweep_orphan_chunks()?;
         if swept > 0 {
-            tracing::info!(chunks = swept, "removed chunks of interrupted imports");
+            tracing::info!(files = swept, "removed leftovers of interrupted imports");
         }
         Ok(store)
     }

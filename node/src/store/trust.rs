@@ -1,0 +1,129 @@
+//! Attestations and policy verdicts.
+//!
+//! - `attestations`: `name \0 version \0 record id` -> [`AttestationEntry`]
+//!   (postcard): the facts the policy engine needs, so evaluating a release
+//!   reads one prefix and verifies nothing again. The signed envelope is in
+//!   `records` like every other record.
+//! - `status`: release record id -> [`ReleaseStatus`]: the last verdict and
+//!   the policy it was computed under.
+
+use packfed_protocol::{ContentHash, RecordId, Verified, pb};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+
+use super::{Store, StoreError};
+
+/// A stored attestation's facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestationEntry {
+    pub id: [u8; 32],
+    pub attester: [u8; 32],
+    pub content_hash: [u8; 32],
+    pub kind: String,
+    pub pass: bool,
+    pub time_ms: u64,
+    pub score: u32,
+    pub note: String,
+}
+
+/// A release's verdict under a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseStatus {
+    /// `rule: reason` for each failed rule; empty means accepted.
+    pub reasons: Vec<String>,
+    /// Fingerprint of the rules it was computed under.
+    pub policy: [u8; 32],
+}
+
+impl ReleaseStatus {
+    pub fn accepted(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+fn subject_prefix(name: &str, version: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + version.len() + 34);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(version.as_bytes());
+    k.push(0);
+    k
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl AttestationEntry {
+    pub fn from_verified(a: &Verified<pb::Attestation>, hash: &ContentHash) -> AttestationEntry {
+        let r = a.record();
+        AttestationEntry {
+            id: a.id().0,
+            attester: a.signer().0,
+            content_hash: hash.0,
+            kind: r.kind.clone(),
+            pass: r.result == "pass",
+            time_ms: r.attested_at_ms,
+            score: r.score,
+            note: r.note.clone(),
+        }
+    }
+}
+
+impl Store {
+    /// Stores verified attestations (envelope and index) in one batch per
+    /// tree pair; returns how many were new. Not durable until flushed.
+    pub fn insert_attestations(
+        &self,
+        items: &[(&Verified<pb::Attestation>, AttestationEntry)],
+    ) -> Result<usize, StoreError> {
+        let mut records = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        let mut new = 0;
+        for (a, entry) in items {
+            let r = a.record();
+            let mut key = subject_prefix(&r.name, &r.version);
+            key.extend_from_slice(a.id().as_bytes());
+            if self.attestations.contains_key(&key)? {
+                continue;
+            }
+            let value = postcard::to_stdvec(entry).map_err(|e| corrupt("attestation", e))?;
+            records.insert(a.id().as_bytes(), a.envelope().encoded());
+            index.insert(key, value);
+            new += 1;
+        }
+        (&self.records, &self.attestations).transaction(|(r, i)| {
+            r.apply_batch(&records)?;
+            i.apply_batch(&index)?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(new)
+    }
+
+    /// Every attestation stored for `name@version`, whatever hash it names.
+    pub fn attestations_of(&self, name: &str, version: &str) -> Result<Vec<AttestationEntry>, StoreError> {
+        self.attestations
+            .scan_prefix(subject_prefix(name, version))
+            .values()
+            .map(|v| postcard::from_bytes(&v?).map_err(|e| corrupt("attestation index", e)))
+            .collect()
+    }
+
+    pub fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError> {
+        match self.status.get(release.as_bytes())? {
+            None => Ok(None),
+            Some(v) => postcard::from_bytes(&v)
+                .map(Some)
+                .map_err(|e| corrupt("release status", e)),
+        }
+    }
+
+    /// Stores a verdict; returns the previous one.
+    pub fn set_status(&self, release: &RecordId, status: &ReleaseStatus) -> Result<Option<ReleaseStatus>, StoreError> {
+        let value = postcard::to_stdvec(status).map_err(|e| corrupt("release status", e))?;
+        match self.status.insert(release.as_bytes(), value)? {
+            None => Ok(None),
+            Some(old) => Ok(postcard::from_bytes(&old).ok()),
+        }
+    }
+}
