@@ -13,10 +13,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use packfed_node::config::Home;
-use packfed_node::ingest::Channel;
-use packfed_node::node::Node;
-use packfed_protocol::{FederationId, KeyPair, Signed, pb};
 use packfed_testnet::{Federation, TestNode, make_pack, pseudo_random_bytes, wait_for};
 
 fn bin() -> PathBuf {
@@ -114,49 +110,12 @@ fn bench_b(rows: &mut Vec<Row>, n: usize) {
     ));
 }
 
-/// Fills `home`'s store with `n` signed releases (and their claims) without
-/// a daemon, as if they had been published over time.
-fn preload(home: &Path, n: usize) {
-    let node = Node::open(Home {
-        root: home.to_path_buf(),
-    })
-    .unwrap();
-    let fed: FederationId = *node.federation();
-    let key = KeyPair::generate().unwrap();
-    for ns in 0..(n / 100).max(1) {
-        let claim = pb::NamespaceClaim {
-            namespace: format!("ns{ns}"),
-            claimed_at_ms: 1,
-        };
-        node.ingest(Signed::sign(&claim, &key, &fed).encoded(), Channel::Public);
-    }
-    for i in 0..n {
-        let r = pb::Release {
-            name: format!("ns{}/pack-{i}", i / 100),
-            version: "1.0.0".into(),
-            content_hash: blake3::hash(&i.to_le_bytes()).as_bytes().to_vec(),
-            size: 1000 + i as u64,
-            description: format!(
-                "generated pack number {i} with some words {}",
-                hex::encode(pseudo_random_bytes(24, i as u64))
-            ),
-            license: "MIT".into(),
-            keywords: vec!["bench".into(), format!("k{}", i % 50)],
-            category: "web".into(),
-            ..Default::default()
-        };
-        node.ingest(Signed::sign(&r, &key, &fed).encoded(), Channel::Public);
-    }
-    node.save_replica().unwrap();
-    node.store.flush().unwrap();
-}
-
 fn bench_c(rows: &mut Vec<Row>, n: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let mut fed = Federation::empty(&bin(), tmp.path(), 1).unwrap();
     let a = fed.init_home("a", "public", None, &[]).unwrap();
     let t = Instant::now();
-    preload(&a, n);
+    packfed_testnet::preload(&a, n);
     let preload_time = t.elapsed();
     fed.nodes.push(TestNode::start(&bin(), &a).unwrap());
     let boot = fed.nodes[0].p2p_addr().unwrap();

@@ -67,6 +67,9 @@ fn fact_of(e: &AttestationEntry) -> Option<AttestationFact> {
     })
 }
 
+/// Per `(name, version)`: the release's hash and whether it is an org one.
+type SubjectCache = std::collections::HashMap<(String, String), Option<(ContentHash, bool)>>;
+
 /// What [`Node::store_attestations`] did: per attestation Ok(true) if new,
 /// and the blobs of releases that became accepted.
 pub struct StoredAttestations {
@@ -217,12 +220,36 @@ impl Node {
     /// Checks a verified attestation against what this node knows: a known
     /// release's hash must match. Returns the channel it belongs to.
     fn check_subject(&self, a: &Verified<pb::Attestation>) -> Result<Channel, AttestError> {
+        self.check_subject_cached(a, &mut Default::default())
+    }
+
+    /// [`Node::check_subject`] with the subject lookups of a batch cached
+    /// (a release read verifies its signature again).
+    fn check_subject_cached(
+        &self,
+        a: &Verified<pb::Attestation>,
+        known: &mut SubjectCache,
+    ) -> Result<Channel, AttestError> {
         let facts = check_attestation(a.record()).map_err(|e| AttestError::Invalid(e.to_string()))?;
         let r = a.record();
-        match self.store.release(self.federation(), &r.name, &r.version)? {
-            Some(entry) => {
-                let actual = ContentHash::from_slice(&entry.release.content_hash)
-                    .map_err(|e| AttestError::Invalid(e.to_string()))?;
+        let key = (r.name.clone(), r.version.clone());
+        let subject = match known.get(&key) {
+            Some(s) => *s,
+            None => {
+                let s = match self.store.release(self.federation(), &r.name, &r.version)? {
+                    Some(entry) => Some((
+                        ContentHash::from_slice(&entry.release.content_hash)
+                            .map_err(|e| AttestError::Invalid(e.to_string()))?,
+                        entry.release.visibility == pb::Visibility::Org as i32,
+                    )),
+                    None => None,
+                };
+                known.insert(key, s);
+                s
+            }
+        };
+        match subject {
+            Some((actual, org)) => {
                 if actual != facts.hash {
                     return Err(AttestError::HashMismatch {
                         id: facts.id.to_string(),
@@ -230,11 +257,7 @@ impl Node {
                         actual,
                     });
                 }
-                Ok(if entry.release.visibility == pb::Visibility::Org as i32 {
-                    Channel::Org
-                } else {
-                    Channel::Public
-                })
+                Ok(if org { Channel::Org } else { Channel::Public })
             }
             // The release may still be on its way: keep the attestation; it
             // counts only for a release with the hash it names.
@@ -248,8 +271,9 @@ impl Node {
     pub fn store_attestations(&self, batch: &[Verified<pb::Attestation>], channel: Channel) -> StoredAttestations {
         let mut results: Vec<Result<bool, AttestError>> = Vec::with_capacity(batch.len());
         let mut keep = Vec::new();
+        let mut known = SubjectCache::default();
         for a in batch {
-            match self.check_subject(a) {
+            match self.check_subject_cached(a, &mut known) {
                 Ok(target) if channel == Channel::Public && target == Channel::Org => {
                     results.push(Err(AttestError::Invalid(
                         "an attestation of an org release arrived on a public channel".into(),

@@ -448,3 +448,48 @@ pub fn sign_attestation_hex(
     }
     hex::encode(prost::Message::encode_to_vec(&pbs))
 }
+
+/// Fills `home`'s store with `n` signed releases `nsI/pack-J@1.0.0` (and
+/// their claims) without a daemon, as if published over time; returns the
+/// publisher key. For benches. Panics on failure.
+pub fn preload(home: &Path, n: usize) -> packfed_protocol::KeyPair {
+    let node = packfed_node::node::Node::open(packfed_node::config::Home {
+        root: home.to_path_buf(),
+    })
+    .unwrap();
+    let fed: packfed_protocol::FederationId = *node.federation();
+    let key = packfed_protocol::KeyPair::generate().unwrap();
+    for ns in 0..(n / 100).max(1) {
+        let claim = packfed_protocol::pb::NamespaceClaim {
+            namespace: format!("ns{ns}"),
+            claimed_at_ms: 1,
+        };
+        node.ingest(
+            packfed_protocol::Signed::sign(&claim, &key, &fed).encoded(),
+            packfed_node::ingest::Channel::Public,
+        );
+    }
+    for i in 0..n {
+        let r = packfed_protocol::pb::Release {
+            name: format!("ns{}/pack-{i}", i / 100),
+            version: "1.0.0".into(),
+            content_hash: blake3::hash(&i.to_le_bytes()).as_bytes().to_vec(),
+            size: 1000 + i as u64,
+            description: format!(
+                "generated pack number {i} with some words {}",
+                hex::encode(pseudo_random_bytes(24, i as u64))
+            ),
+            license: "MIT".into(),
+            keywords: vec!["bench".into(), format!("k{}", i % 50)],
+            category: "web".into(),
+            ..Default::default()
+        };
+        node.ingest(
+            packfed_protocol::Signed::sign(&r, &key, &fed).encoded(),
+            packfed_node::ingest::Channel::Public,
+        );
+    }
+    node.save_replica().unwrap();
+    node.store.flush().unwrap();
+    key
+}
