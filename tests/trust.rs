@@ -116,9 +116,33 @@ fn audit_policy_quarantines_until_a_security_member_attests() {
             .any(|x| x["kind"] == "audit" && x["role"] == "security"),
         "{accepted}"
     );
-    let done = c.json(&["install", "acme/tool", "--to", &t]).unwrap();
+    // A user trust policy asking for two security audits refuses it; one
+    // asking for one installs it and the lockfile says which attestation.
+    let strict = root.join("strict-trust.toml");
+    std::fs::write(
+        &strict,
+        "[trust]\n[[trust.require]]\nkind = \"audit\"\nresult = \"pass\"\nmin = 2\nroles = [\"security\"]\n",
+    )
+    .unwrap();
+    let out = c
+        .run(&["install", "acme/tool", "--to", &t, "--trust", &strict.to_string_lossy(), "--json"])
+        .unwrap();
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["code"], "untrusted", "{err}");
+    assert!(err["error"].as_str().unwrap().contains("trust.require[0]"), "{err}");
+    let one = root.join("trust.toml");
+    std::fs::write(
+        &one,
+        "[trust]\n[[trust.require]]\nkind = \"audit\"\nresult = \"pass\"\nroles = [\"security\"]\n",
+    )
+    .unwrap();
+    let done = c
+        .json(&["install", "acme/tool", "--to", &t, "--trust", &one.to_string_lossy()])
+        .unwrap();
     assert_eq!(done["installed"][0]["id"], id);
     assert_eq!(c.json(&["verify", &t]).unwrap()["ok"], true);
+    let lock = std::fs::read_to_string(target.join("packfed.lock")).unwrap();
+    assert!(lock.contains(att["attestation_id"].as_str().unwrap()), "{lock}");
 
     // An audit by a non-security member would not have counted; a failed
     // vuln-scan by anyone quarantines the accepted pack everywhere.

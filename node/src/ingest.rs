@@ -215,7 +215,10 @@ impl Node {
                     Ok(v) => v,
                     Err(e) => return Ingested::Invalid(e.to_string()),
                 };
-                return self.ingest_attestations(&[v], channel).pop().unwrap_or(Ingested::Known);
+                return self
+                    .ingest_attestations(&[v], channel, false)
+                    .pop()
+                    .unwrap_or(Ingested::Known);
             }
             Some(Domain::NodeAnnouncement) => {
                 return match env.verify::<pb::NodeAnnouncement>(&fed) {
@@ -261,8 +264,13 @@ impl Node {
     }
 
     /// Stores signature-checked attestations and says what became of each.
-    fn ingest_attestations(&self, batch: &[Verified<pb::Attestation>], channel: Channel) -> Vec<Ingested> {
-        let crate::trust::StoredAttestations { results, fetch } = self.store_attestations(batch, channel);
+    fn ingest_attestations(
+        &self,
+        batch: &[Verified<pb::Attestation>],
+        channel: Channel,
+        in_doc: bool,
+    ) -> Vec<Ingested> {
+        let crate::trust::StoredAttestations { results, fetch } = self.store_attestations(batch, channel, in_doc);
         let mut fetch = fetch.into_iter();
         results
             .into_iter()
@@ -274,9 +282,10 @@ impl Node {
             .collect()
     }
 
-    /// Ingests many records at once (registry sync): attestations, the bulk
-    /// of a large registry, get one batched signature check; every other
-    /// record goes through [`Node::ingest`]. Results are in input order.
+    /// Ingests many records that came out of `channel`'s registry document
+    /// (registry sync): attestations, the bulk of a large registry, get one
+    /// batched signature check; every other record goes through
+    /// [`Node::ingest`]. Results are in input order.
     pub fn ingest_batch(&self, records: &[Vec<u8>], channel: Channel) -> Vec<Ingested> {
         let mut out: Vec<Option<Ingested>> = Vec::with_capacity(records.len());
         let mut attest_idx = Vec::new();
@@ -308,7 +317,7 @@ impl Node {
                     Err(e) => out[*i] = Some(Ingested::Invalid(e.to_string())),
                 }
             }
-            for (i, r) in good_idx.into_iter().zip(self.ingest_attestations(&good, channel)) {
+            for (i, r) in good_idx.into_iter().zip(self.ingest_attestations(&good, channel, true)) {
                 match &r {
                     Ingested::New(_) => self.stats.accepted.fetch_add(1, Ordering::Relaxed),
                     Ingested::Invalid(_) => self.stats.rejected.fetch_add(1, Ordering::Relaxed),

@@ -67,8 +67,8 @@ fn fact_of(e: &AttestationEntry) -> Option<AttestationFact> {
     })
 }
 
-/// Per `(name, version)`: the release's hash and whether it is an org one.
-type SubjectCache = std::collections::HashMap<(String, String), Option<(ContentHash, bool)>>;
+/// Per `(name, version)`: the visible release, if this node has it.
+type SubjectCache = std::collections::HashMap<(String, String), Option<pb::Release>>;
 
 /// What [`Node::store_attestations`] did: per attestation Ok(true) if new,
 /// and the blobs of releases that became accepted.
@@ -110,6 +110,22 @@ impl Node {
         }];
         sets.extend(self.local_policy.clone());
         sets
+    }
+
+    /// The attestation kinds any rule in force looks at.
+    pub fn policy_kinds(&self) -> std::collections::HashSet<&'static str> {
+        self.rule_sets()
+            .iter()
+            .flat_map(|s| {
+                let a = &s.rules;
+                a.require
+                    .iter()
+                    .map(|r| r.kind)
+                    .chain(a.deny.iter().map(|d| d.kind))
+                    .collect::<Vec<_>>()
+            })
+            .map(|k| k.as_str())
+            .collect()
     }
 
     /// Identifies the rules a verdict was computed under.
@@ -176,10 +192,16 @@ impl Node {
     /// Re-evaluates `name@version`; returns the blob to fetch if the release
     /// just became accepted (a mirror takes accepted packs only).
     pub fn reevaluate(&self, name: &str, version: &str) -> Result<Option<(ContentHash, u64)>, StoreError> {
-        let Some(entry) = self.store.release(self.federation(), name, version)? else {
-            return Ok(None);
-        };
-        let now = self.evaluate(&entry)?;
+        match self.store.release(self.federation(), name, version)? {
+            Some(entry) => self.reevaluate_entry(&entry),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Node::reevaluate`] of a release already read.
+    pub fn reevaluate_entry(&self, entry: &ReleaseEntry) -> Result<Option<(ContentHash, u64)>, StoreError> {
+        let (name, version) = (&entry.release.name, &entry.release.version);
+        let now = self.evaluate(entry)?;
         let before = self.store.set_status(&entry.record_id, &now)?;
         if before.as_ref().map(|b| b.reasons != now.reasons).unwrap_or(true) {
             if now.accepted() {
@@ -233,20 +255,19 @@ impl Node {
         let facts = check_attestation(a.record()).map_err(|e| AttestError::Invalid(e.to_string()))?;
         let r = a.record();
         let key = (r.name.clone(), r.version.clone());
-        let subject = match known.get(&key) {
-            Some(s) => *s,
+        let entry = match known.get(&key) {
+            Some(e) => e,
             None => {
-                let s = match self.store.release(self.federation(), &r.name, &r.version)? {
-                    Some(entry) => Some((
-                        ContentHash::from_slice(&entry.release.content_hash)
-                            .map_err(|e| AttestError::Invalid(e.to_string()))?,
-                        entry.release.visibility == pb::Visibility::Org as i32,
-                    )),
-                    None => None,
-                };
-                known.insert(key, s);
-                s
+                let e = self.store.release_unverified(&r.name, &r.version)?;
+                known.entry(key).or_insert(e)
             }
+        };
+        let subject = match entry {
+            Some(e) => Some((
+                ContentHash::from_slice(&e.content_hash).map_err(|e| AttestError::Invalid(e.to_string()))?,
+                e.visibility == pb::Visibility::Org as i32,
+            )),
+            None => None,
         };
         match subject {
             Some((actual, org)) => {
@@ -268,7 +289,14 @@ impl Node {
     /// Stores verified attestations (already signature-checked) and
     /// re-evaluates their subjects. Returns per attestation: Ok(true) if new,
     /// and the blobs that became accepted.
-    pub fn store_attestations(&self, batch: &[Verified<pb::Attestation>], channel: Channel) -> StoredAttestations {
+    /// `in_doc`: they came out of `channel`'s registry document (sync), so
+    /// they need no replicating there.
+    pub fn store_attestations(
+        &self,
+        batch: &[Verified<pb::Attestation>],
+        channel: Channel,
+        in_doc: bool,
+    ) -> StoredAttestations {
         let mut results: Vec<Result<bool, AttestError>> = Vec::with_capacity(batch.len());
         let mut keep = Vec::new();
         let mut known = SubjectCache::default();
@@ -295,7 +323,11 @@ impl Node {
                 new_ids.insert(a.id());
             }
         }
-        let items: Vec<_> = keep.iter().map(|(a, e, _, _)| (*a, e.clone())).collect();
+        let items: Vec<_> = keep
+            .iter()
+            .filter(|(a, ..)| new_ids.contains(&a.id()))
+            .map(|(a, e, _, _)| (*a, e.clone()))
+            .collect();
         if let Err(e) = self.store.insert_attestations(&items) {
             let msg = e.to_string();
             for (_, _, _, i) in &keep {
@@ -304,11 +336,17 @@ impl Node {
             return StoredAttestations { results, fetch };
         }
         let mut subjects = std::collections::BTreeSet::new();
+        let named = self.policy_kinds();
         for (a, _, target, i) in &keep {
             if new_ids.contains(&a.id()) {
                 results[*i] = Ok(true);
-                self.replicate_to(*target, &a.id(), a.envelope().encoded());
-                subjects.insert((a.record().name.clone(), a.record().version.clone()));
+                if !(in_doc && *target == channel) {
+                    self.replicate_to(*target, &a.id(), a.envelope().encoded());
+                }
+                // A verdict depends only on attestations of kinds the rules name.
+                if named.contains(a.record().kind.as_str()) {
+                    subjects.insert((a.record().name.clone(), a.record().version.clone()));
+                }
             }
         }
         for (name, version) in subjects {
@@ -327,7 +365,8 @@ impl Node {
         let v = env
             .verify::<pb::Attestation>(self.federation())
             .map_err(|e| AttestError::Invalid(e.to_string()))?;
-        let StoredAttestations { mut results, fetch } = self.store_attestations(std::slice::from_ref(&v), Channel::Org);
+        let StoredAttestations { mut results, fetch } =
+            self.store_attestations(std::slice::from_ref(&v), Channel::Org, false);
         results.pop().unwrap_or(Ok(false))?;
         let org = self.check_subject(&v).map(|c| c == Channel::Org).unwrap_or(false);
         if !org && let Some(net) = self.net.get() {

@@ -250,6 +250,31 @@ impl Store {
         })
     }
 
+    /// The visible release `name@version` read without checking its
+    /// signature again: for hot internal paths (checking the subject of each
+    /// attestation in a sync batch), never for what is shown or served.
+    pub fn release_unverified(&self, name: &str, version: &str) -> Result<Option<pb::Release>, StoreError> {
+        let prefix = format!("{name}\0{version}\0");
+        let ns = name.split('/').next().unwrap_or_default();
+        let Some(owner) = self.namespace_owner(ns)? else {
+            return Ok(None);
+        };
+        let mut best: Option<(RecordId, pb::Release)> = None;
+        for key in self.releases.scan_prefix(prefix.as_bytes()).keys() {
+            let rid = rid_of(&key?)?;
+            let Some(env) = self.record(&rid)? else { continue };
+            if env.claimed_signer() != owner.owner.as_slice() {
+                continue;
+            }
+            let r = <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("record {rid}: {e}")))?;
+            if best.as_ref().is_none_or(|(b, _)| rid < *b) {
+                best = Some((rid, r));
+            }
+        }
+        Ok(best.map(|(_, r)| r))
+    }
+
     /// The visible release for each version among index keys: signed by the
     /// namespace owner, the smallest record id if the owner signed two.
     fn visible(&self, fed: &FederationId, keys: Vec<sled::IVec>) -> Result<Vec<ReleaseEntry>, StoreError> {

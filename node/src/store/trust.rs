@@ -9,7 +9,6 @@
 
 use packfed_protocol::{ContentHash, RecordId, Verified, pb};
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
 
 use super::{Store, StoreError};
 
@@ -71,33 +70,29 @@ impl AttestationEntry {
 }
 
 impl Store {
-    /// Stores verified attestations (envelope and index) in one batch per
-    /// tree pair; returns how many were new. Not durable until flushed.
+    /// Stores verified attestations (index and envelope). Storing one again
+    /// rewrites the same bytes. Not durable until flushed.
     pub fn insert_attestations(
         &self,
         items: &[(&Verified<pb::Attestation>, AttestationEntry)],
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut records = sled::Batch::default();
         let mut index = sled::Batch::default();
-        let mut new = 0;
         for (a, entry) in items {
             let r = a.record();
             let mut key = subject_prefix(&r.name, &r.version);
             key.extend_from_slice(a.id().as_bytes());
-            if self.attestations.contains_key(&key)? {
-                continue;
-            }
             let value = postcard::to_stdvec(entry).map_err(|e| corrupt("attestation", e))?;
             records.insert(a.id().as_bytes(), a.envelope().encoded());
             index.insert(key, value);
-            new += 1;
         }
-        (&self.records, &self.attestations).transaction(|(r, i)| {
-            r.apply_batch(&records)?;
-            i.apply_batch(&index)?;
-            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
-        })?;
-        Ok(new)
+        // Index first, each batch atomic: a crash in between leaves indexed
+        // attestations whose envelopes are missing, so they count and are
+        // stored whole when they arrive again (`has_record` is false). With a
+        // transaction over both trees, sync ingest measured 10.5k/s instead of 16k/s.
+        self.attestations.apply_batch(index)?;
+        self.records.apply_batch(records)?;
+        Ok(())
     }
 
     /// Every attestation stored for `name@version`, whatever hash it names.
