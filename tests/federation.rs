@@ -24,6 +24,23 @@ fn search_ids(node: &TestNode, q: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Every file under `dir` with its bytes.
+fn read_tree(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
 fn status(node: &TestNode) -> Value {
     node.json(&["status"]).unwrap()
 }
@@ -76,6 +93,23 @@ fn publish_on_one_node_install_on_another_mirror_and_catch_up() {
     })
     .unwrap();
 
+    // A newer version appears; installing from the lockfile still gives
+    // exactly the pinned release, byte for byte.
+    make_pack(&pack, "acme/rest-api", "1.1.0", &[], 50_000).unwrap();
+    fed.nodes[0]
+        .json(&["publish", &pack.to_string_lossy(), "--key", "k0"])
+        .unwrap();
+    wait_for(DEADLINE, "C to see 1.1.0", || {
+        (fed.nodes[2].json(&["info", "acme/rest-api@1.1.0"]).ok()?["status"] == "accepted").then_some(())
+    })
+    .unwrap();
+    let before = read_tree(&target.join("acme/rest-api"));
+    std::fs::remove_dir_all(target.join("acme")).unwrap();
+    let again = fed.nodes[2].json(&["install", "--locked", "--to", &t]).unwrap();
+    assert_eq!(again["installed"][0]["id"], "acme/rest-api@1.0.0", "{again}");
+    assert_eq!(read_tree(&target.join("acme/rest-api")), before);
+    assert_eq!(fed.nodes[2].json(&["verify", &t]).unwrap()["ok"], true);
+
     // A second pack, mirrored by B; then A dies and C still installs it from B.
     let pack2 = root.join("pack2");
     make_pack(&pack2, "acme/http-core", "2.0.0", &[], 20_000).unwrap();
@@ -83,7 +117,7 @@ fn publish_on_one_node_install_on_another_mirror_and_catch_up() {
         .json(&["publish", &pack2.to_string_lossy(), "--key", "k0"])
         .unwrap();
     wait_for(DEADLINE, "B to mirror pack 2", || {
-        (status(&fed.nodes[1])["blobs"] == 2).then_some(())
+        (status(&fed.nodes[1])["blobs"] == 3).then_some(())
     })
     .unwrap();
     wait_for(DEADLINE, "C to see pack 2", || {

@@ -125,7 +125,15 @@ fn audit_policy_quarantines_until_a_security_member_attests() {
     )
     .unwrap();
     let out = c
-        .run(&["install", "acme/tool", "--to", &t, "--trust", &strict.to_string_lossy(), "--json"])
+        .run(&[
+            "install",
+            "acme/tool",
+            "--to",
+            &t,
+            "--trust",
+            &strict.to_string_lossy(),
+            "--json",
+        ])
         .unwrap();
     let err: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(err["code"], "untrusted", "{err}");

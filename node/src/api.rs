@@ -101,6 +101,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/attestations/{ns}/{name}", get(attestations))
         .route("/v1/policy", get(policy))
         .route("/v1/blobs/{hash}", get(blob))
+        .route("/v1/blobs/{hash}/fetch", get(prefetch))
         .route("/metrics", get(metrics))
         .merge(mutating)
         .with_state(state)
@@ -468,6 +469,50 @@ async fn policy(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "rules": rules,
         "fingerprint": hex::encode(s.node.policy_fingerprint()),
     }))
+}
+
+/// Fetches a blob this node lacks from the federation, streaming progress
+/// as JSON lines (`{"offset","size"}` ... then `{"done":true}` or
+/// `{"error"}`), so the CLI can draw a progress bar while the node fetches.
+async fn prefetch(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiResult<Response> {
+    let hash: ContentHash = hash.parse().map_err(|e| ApiError::bad("bad_hash", format!("{e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<serde_json::Value>(64);
+    let have = s.node.store.has_blob(&hash)?;
+    match (have, s.node.known_size(&hash), s.node.net.get().cloned()) {
+        (true, _, _) => {
+            let _ = tx.try_send(json!({"done": true, "fetched": false}));
+        }
+        (false, Some(size), Some(net)) => {
+            let node = s.node.clone();
+            tokio::spawn(async move {
+                let progress_tx = tx.clone();
+                let report = move |offset: u64| {
+                    // Dropped updates are fine: the next one supersedes them.
+                    let _ = progress_tx.try_send(json!({"offset": offset, "size": size}));
+                };
+                let last = match crate::fetch::fetch_blob_with_progress(&node, &net, hash, size, &report).await {
+                    Ok(()) => json!({"done": true, "fetched": true}),
+                    Err(e) => json!({"error": format!("{e:#}")}),
+                };
+                let _ = tx.send(last).await;
+            });
+        }
+        (false, _, _) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("blob {hash} is not on this node and no known release names it"),
+            ));
+        }
+    }
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let v = rx.recv().await?;
+        Some((Ok::<_, std::io::Error>(Bytes::from(format!("{v}\n"))), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .map_err(ApiError::internal)
 }
 
 async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiResult<Response> {

@@ -118,8 +118,11 @@ enum Command {
     },
     /// Resolve, fetch, verify and install packs into DIR.
     Install {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "locked")]
         specs: Vec<String>,
+        /// Install exactly what DIR/packfed.lock pins (same bytes), no resolving.
+        #[arg(long, conflicts_with = "specs")]
+        locked: bool,
         #[arg(long)]
         to: PathBuf,
         /// Install trust policy (TOML, `[trust]`): M-of-N attestations,
@@ -637,7 +640,12 @@ async fn run(cli: Cli) -> Result<()> {
                 )
             });
         }
-        Command::Install { specs, to, trust } => {
+        Command::Install {
+            specs,
+            locked,
+            to,
+            trust,
+        } => {
             let specs: Vec<Spec> = specs
                 .iter()
                 .map(|s| {
@@ -649,7 +657,11 @@ async fn run(cli: Cli) -> Result<()> {
             let client = Client::connect(&home)?;
             let show = !j && std::io::stderr().is_terminal();
             let trust = install::load_trust(&home, trust.as_deref())?;
-            let done = install::install(&client, &fed, &specs, &to, show, trust.as_ref()).await?;
+            let done = if locked {
+                install::install_locked(&client, &fed, &to, show, trust.as_ref()).await?
+            } else {
+                install::install(&client, &fed, &specs, &to, show, trust.as_ref()).await?
+            };
             let v = serde_json::to_value(&done)?;
             output(j, &v, || {
                 let mut s: Vec<String> = done

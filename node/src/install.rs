@@ -351,6 +351,12 @@ async fn download(
     progress: &indicatif::ProgressBar,
 ) -> Result<()> {
     use futures_util::StreamExt;
+    // The node may first have to fetch the pack from its peers: show that
+    // progress, then count the local copy again from where the bar started.
+    let start = progress.position();
+    prefetch(client, c, progress).await?;
+    progress.set_position(start);
+    progress.set_message("installing");
     let resp = client.download(&format!("/v1/blobs/{}", c.hash)).await?;
     let mut hasher = blake3::Hasher::new();
     let mut got: u64 = 0;
@@ -382,6 +388,48 @@ async fn download(
     }
     // No fsync: this is a temporary file, unpacked and deleted right away.
     Ok(())
+}
+
+/// Asks the node to fetch a pack it lacks from the federation, following
+/// its progress lines on the bar.
+async fn prefetch(client: &Client, c: &Candidate, progress: &indicatif::ProgressBar) -> Result<()> {
+    use futures_util::StreamExt;
+    let start = progress.position();
+    let resp = client.download(&format!("/v1/blobs/{}/fetch", c.hash)).await?;
+    let mut stream = resp.bytes_stream();
+    let mut line = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("the node stopped answering while fetching from peers")?;
+        for b in chunk {
+            if b != b'\n' {
+                if line.len() < 64 * 1024 {
+                    line.push(b);
+                }
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
+            line.clear();
+            if let Some(e) = v["error"].as_str() {
+                bail!(
+                    "{}@{}: the node could not fetch it from its peers: {e}",
+                    c.release.name,
+                    c.version
+                );
+            }
+            if v["done"] == true {
+                return Ok(());
+            }
+            if let Some(offset) = v["offset"].as_u64() {
+                progress.set_message(format!("fetching {} from peers", c.release.name));
+                progress.set_position(start + offset.min(c.release.size));
+            }
+        }
+    }
+    bail!(
+        "{}@{}: the node ended the fetch without saying it finished",
+        c.release.name,
+        c.version
+    )
 }
 
 fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
@@ -420,6 +468,82 @@ pub async fn install(
     trust: Option<&TrustContext>,
 ) -> Result<Installed> {
     let picks = resolve(client, fed, specs).await?;
+    install_picks(client, fed, picks, target, show_progress, trust).await
+}
+
+/// Installs exactly what `TARGET/packfed.lock` pins (same releases, same
+/// bytes), without resolving: every pinned record must still be known to
+/// the node, accepted, and name the pinned hash.
+pub async fn install_locked(
+    client: &Client,
+    fed: &FederationId,
+    target: &Path,
+    show_progress: bool,
+    trust: Option<&TrustContext>,
+) -> Result<Installed> {
+    let lock_path = target.join(LOCKFILE);
+    let text = fs::read_to_string(&lock_path).map_err(|e| {
+        UserError::new(
+            "no_lockfile",
+            format!("cannot read {}: {e}; install by name first", lock_path.display()),
+        )
+    })?;
+    let lock: Lockfile =
+        toml::from_str(&text).with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?;
+    if lock.federation != fed.to_hex() {
+        return Err(UserError::new(
+            "wrong_federation",
+            format!(
+                "{} was written for federation {}, this home is in {}",
+                lock_path.display(),
+                lock.federation,
+                fed
+            ),
+        )
+        .into());
+    }
+    let mut picks = Vec::new();
+    for p in &lock.packs {
+        let (name, _) = p.id.split_once('@').context("lockfile id without @")?;
+        let name: PackName = name.parse()?;
+        let found = candidates(client, fed, &name).await?;
+        let c = found.into_iter().find(|c| c.record == p.record).ok_or_else(|| {
+            UserError::new(
+                "locked_missing",
+                format!(
+                    "{} pins release record {} of {}, which this node does not know",
+                    LOCKFILE, p.record, p.id
+                ),
+            )
+        })?;
+        if c.hash.to_hex() != p.hash {
+            bail!(
+                "{}: the pinned record names {} but the lockfile says {}",
+                p.id,
+                c.hash,
+                p.hash
+            );
+        }
+        if !c.quarantine.is_empty() {
+            return Err(UserError::new(
+                "quarantined",
+                format!("{} is quarantined: {}", p.id, c.quarantine.join("; ")),
+            )
+            .into());
+        }
+        picks.push(c);
+    }
+    install_picks(client, fed, picks, target, show_progress, trust).await
+}
+
+async fn install_picks(
+    client: &Client,
+    fed: &FederationId,
+    picks: Vec<Candidate>,
+    target: &Path,
+    show_progress: bool,
+    trust: Option<&TrustContext>,
+) -> Result<Installed> {
     let mut trusted_by = BTreeMap::new();
     if let Some(t) = trust {
         for c in &picks {

@@ -411,6 +411,10 @@ mod tests {
         assert_eq!(mixed[2].as_ref().unwrap_err(), &SignedError::BadSignature);
         assert_eq!(mixed.iter().filter(|r| r.is_ok()).count(), 5);
         // Another federation fails as a whole, envelope by envelope.
-        assert!(verify_batch::<NamespaceClaim>(&envs, &fed(2)).iter().all(|r| r.is_err()));
+        assert!(
+            verify_batch::<NamespaceClaim>(&envs, &fed(2))
+                .iter()
+                .all(|r| r.is_err())
+        );
     }
 }
