@@ -106,6 +106,61 @@ impl Default for Parameters {
     }
 }
 
+impl Parameters {
+    /// The names [`Parameters::set`] accepts, as written in the genesis file.
+    pub const NAMES: [&'static str; 7] = [
+        "quorum",
+        "threshold",
+        "voting_delay",
+        "voting_period",
+        "timelock",
+        "grace_period",
+        "proposal_threshold",
+    ];
+
+    /// Sets one parameter from its genesis-file spelling: fractions as
+    /// decimals in 0..=1, durations like `90s`/`15m`/`72h`/`14d`, the
+    /// proposal threshold as a whole number. Leaves `self` unchanged on error.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let value = value.trim();
+        let fraction = || {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|f| (0.0..=1.0).contains(f))
+                .ok_or_else(|| format!("{name} must be a decimal between 0 and 1, not {value:?}"))
+        };
+        let duration = || value.parse::<Duration>().map_err(|e| format!("{name}: {e}"));
+        match name {
+            "quorum" => self.quorum = fraction()?,
+            "threshold" => self.threshold = fraction()?,
+            "voting_delay" => self.voting_delay = duration()?,
+            "voting_period" => {
+                let d = duration()?;
+                // A zero-length vote could never be cast; the genesis check refuses it too.
+                if d.secs() == 0 {
+                    return Err("voting_period must be longer than 0s".into());
+                }
+                self.voting_period = d;
+            }
+            "timelock" => self.timelock = duration()?,
+            "grace_period" => self.grace_period = duration()?,
+            "proposal_threshold" => {
+                self.proposal_threshold = value
+                    .parse()
+                    .map_err(|_| format!("proposal_threshold must be a whole number, not {value:?}"))?
+            }
+            _ => {
+                return Err(format!(
+                    "unknown parameter {name:?}; one of {}",
+                    Self::NAMES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `[federation]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

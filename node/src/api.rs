@@ -284,7 +284,7 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
         let (name, version) = (facts.id.name.to_string(), facts.id.version.to_string());
         let _ = tokio::task::spawn_blocking(move || node.reevaluate(&name, &version)).await;
     }
-    s.node.spawn_self_attest(facts.hash);
+
     tracing::info!(id = %facts.id, hash = %facts.hash, new = published.new, "published");
     let q = crate::node::quality_view(Some(&published.quality));
     Ok(Json(json!({

@@ -44,6 +44,18 @@ impl NodeRole {
 pub struct NodeSection {
     pub name: String,
     pub role: NodeRole,
+    /// Repack and re-assess every pack this node fetches and sign what it
+    /// finds (reproducible-build and quality attestations). Default: on for
+    /// regional mirrors (the federation's independent builders), off for
+    /// company and public nodes, which fetch only to install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_check: Option<bool>,
+}
+
+impl NodeSection {
+    pub fn self_check(&self) -> bool {
+        self.self_check.unwrap_or(self.role == NodeRole::Regional)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -187,7 +187,9 @@ pub async fn fetch_blob_with_progress(
                     Ok(())
                 })?;
                 tracing::info!(%hash, peer = %provider.peer, via, "fetched blob");
-                node.spawn_self_attest(hash);
+                if node.config.node.self_check() {
+                    node.spawn_self_attest(hash);
+                }
                 net.send(crate::net::Command::Provide(hash)).await;
                 return Ok(());
             }

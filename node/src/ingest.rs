@@ -181,9 +181,12 @@ impl Node {
                         if self.store.has_record(&v.id()).unwrap_or(false) {
                             return Ingested::Known;
                         }
+                        // A release is judged on arrival; a mirror fetches
+                        // only what the policy accepts (later, if
+                        // attestations come, see `store_attestations`).
                         self.store
                             .insert_release_record(&v, &facts.hash)
-                            .map(|_| Some((facts.hash, v.record().size)))
+                            .map(|_| self.judge_arrival(&v).then_some((facts.hash, v.record().size)))
                     }
                     Err(e) => return Ingested::Invalid(e.to_string()),
                 },
@@ -237,15 +240,6 @@ impl Node {
                     Channel::Public
                 };
                 self.replicate_to(target, &env.id(), env.encoded());
-                // A release is judged on arrival; a mirror fetches only what
-                // the policy accepts (it fetches later if attestations come).
-                let fetch = match (fetch, self.release_subject(&env)) {
-                    (Some(f), Some((name, version))) => match self.reevaluate(&name, &version) {
-                        Ok(Some(_)) => Some(f),
-                        _ => None,
-                    },
-                    (f, _) => f,
-                };
                 Ingested::New(fetch)
             }
             Err(e) => {
@@ -257,10 +251,38 @@ impl Node {
 }
 
 impl Node {
-    /// `(name, version)` of a release envelope.
-    fn release_subject(&self, env: &Signed) -> Option<(String, String)> {
-        let r = <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice()).ok()?;
-        Some((r.name, r.version))
+    /// Evaluates a release that just arrived; true if it is accepted (and
+    /// visible). Built from the verified record, so a large sync does not
+    /// read and verify every release again.
+    fn judge_arrival(&self, v: &Verified<pb::Release>) -> bool {
+        if self.policy().empty {
+            return true;
+        }
+        let ns = v.record().name.split('/').next().unwrap_or_default();
+        match self.store.namespace_owner(ns) {
+            Ok(Some(o)) if o.owner == v.signer().0 => {}
+            _ => return false, // not visible: nothing to serve or mirror
+        }
+        let entry = crate::store::ReleaseEntry {
+            record_id: v.id(),
+            envelope: v.envelope().clone(),
+            release: v.record().clone(),
+            publisher: v.signer(),
+            yanked: false,
+        };
+        match self.reevaluate_entry(&entry) {
+            Ok(Some(_)) => true,
+            Ok(None) => self
+                .store
+                .status(&entry.record_id)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.accepted()),
+            Err(e) => {
+                tracing::warn!(error = %e, "evaluating an arriving release failed");
+                false
+            }
+        }
     }
 
     /// Stores signature-checked attestations and says what became of each.

@@ -35,6 +35,8 @@ pub struct Node {
     pub iroh: std::sync::OnceLock<iroh::Endpoint>,
     /// Restrictions this node adds to the federation policy (`[policy] local`).
     pub local_policy: Option<crate::trust::RuleSet>,
+    /// The acceptance policy in force (federation + local).
+    pub policy: std::sync::RwLock<Arc<crate::trust::PolicyInForce>>,
 }
 
 /// A release as the API shows it.
@@ -206,7 +208,9 @@ impl Node {
         let replica = crate::ingest::load_replica(&store, crate::ingest::Channel::Public)?;
         let org_replica = crate::ingest::load_replica(&store, crate::ingest::Channel::Org)?;
         let local_policy = crate::trust::load_local_policy(&home, config.policy.local.as_deref())?;
+        let policy = crate::trust::PolicyInForce::new(0, None, genesis.policy.accept.clone(), local_policy.clone());
         Ok(Node {
+            policy: std::sync::RwLock::new(Arc::new(policy)),
             local_policy,
             home,
             config,

@@ -101,20 +101,36 @@ pub struct AttestationView {
     pub current: bool,
 }
 
-impl Node {
-    /// The rule sets in force: the federation's, then the local one.
-    pub fn rule_sets(&self) -> Vec<RuleSet> {
-        let mut sets = vec![RuleSet {
-            source: "federation (genesis)".into(),
-            rules: self.genesis.policy.accept.clone(),
-        }];
-        sets.extend(self.local_policy.clone());
-        sets
-    }
+/// The acceptance policy in force, with what evaluation needs precomputed.
+#[derive(Debug, Clone)]
+pub struct PolicyInForce {
+    /// 0 for the genesis policy; governance raises it.
+    pub version: u64,
+    /// The proposal that set the federation policy (None: genesis).
+    pub set_by: Option<[u8; 32]>,
+    /// The federation's rules, then the node's local ones.
+    pub sets: Vec<RuleSet>,
+    /// Identifies the rules a verdict was computed under.
+    pub fingerprint: [u8; 32],
+    /// The attestation kinds any rule looks at.
+    pub kinds: std::collections::HashSet<&'static str>,
+    /// No rule at all: every release is accepted without reading anything.
+    pub empty: bool,
+}
 
-    /// The attestation kinds any rule in force looks at.
-    pub fn policy_kinds(&self) -> std::collections::HashSet<&'static str> {
-        self.rule_sets()
+impl PolicyInForce {
+    pub fn new(version: u64, set_by: Option<[u8; 32]>, federation: Accept, local: Option<RuleSet>) -> PolicyInForce {
+        let source = match set_by {
+            None => "federation (genesis)".to_string(),
+            Some(id) => format!("federation v{version} (proposal {})", hex::encode(&id[..8])),
+        };
+        let mut sets = vec![RuleSet {
+            source,
+            rules: federation,
+        }];
+        sets.extend(local);
+        let fingerprint = *blake3::hash(&serde_json::to_vec(&sets).unwrap_or_default()).as_bytes();
+        let kinds = sets
             .iter()
             .flat_map(|s| {
                 let a = &s.rules;
@@ -125,13 +141,41 @@ impl Node {
                     .collect::<Vec<_>>()
             })
             .map(|k| k.as_str())
-            .collect()
+            .collect();
+        let empty = sets.iter().all(|s| s.rules == Accept::default());
+        PolicyInForce {
+            version,
+            set_by,
+            sets,
+            fingerprint,
+            kinds,
+            empty,
+        }
+    }
+}
+
+impl Node {
+    /// The policy in force (a snapshot: governance may replace it).
+    pub fn policy(&self) -> std::sync::Arc<PolicyInForce> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The rule sets in force: the federation's, then the local one.
+    pub fn rule_sets(&self) -> Vec<RuleSet> {
+        self.policy().sets.clone()
+    }
+
+    /// The attestation kinds any rule in force looks at.
+    pub fn policy_kinds(&self) -> std::collections::HashSet<&'static str> {
+        self.policy().kinds.clone()
     }
 
     /// Identifies the rules a verdict was computed under.
     pub fn policy_fingerprint(&self) -> [u8; 32] {
-        let text = serde_json::to_vec(&self.rule_sets()).unwrap_or_default();
-        *blake3::hash(&text).as_bytes()
+        self.policy().fingerprint
     }
 
     pub fn role_of(&self, key: &PublicKey) -> Option<Role> {
@@ -150,6 +194,13 @@ impl Node {
 
     /// Evaluates a release against the policy in force.
     pub fn evaluate(&self, entry: &ReleaseEntry) -> Result<ReleaseStatus, StoreError> {
+        let policy = self.policy();
+        if policy.empty {
+            return Ok(ReleaseStatus {
+                reasons: Vec::new(),
+                policy: policy.fingerprint,
+            });
+        }
         let facts: Vec<AttestationFact> = self
             .attestation_entries(&entry.release)?
             .iter()
@@ -162,8 +213,7 @@ impl Node {
             size: r.size,
             publisher: entry.publisher,
         };
-        let sets = self.rule_sets();
-        let refs: Vec<(&str, &Accept)> = sets.iter().map(|s| (s.source.as_str(), &s.rules)).collect();
+        let refs: Vec<(&str, &Accept)> = policy.sets.iter().map(|s| (s.source.as_str(), &s.rules)).collect();
         let role_of = |k: &PublicKey| self.role_of(k);
         let ev = evaluate::evaluate_all(&refs, &release, &facts, &role_of);
         Ok(ReleaseStatus {

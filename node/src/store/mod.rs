@@ -4,8 +4,8 @@
 //! Trees:
 //! - `blob_meta`: content hash -> [`BlobMeta`] (postcard). A blob exists only
 //!   once its meta is written, after its file is synced and its outboard stored.
-//! - `blob_outboards`: `seq (u64 BE) || index (u32 BE)` -> up to
-//!   [`CHUNK_SIZE`] bytes. Blobs are keyed by a sequence number rather than
+//! - `blob_chunks` (inline blobs), `blob_outboards`: `seq (u64 BE) ||
+//!   index (u32 BE)` -> up to [`CHUNK_SIZE`] bytes. Blobs are keyed by a sequence number rather than
 //!   the hash so bytes can stream in before their hash is known; files and
 //!   pieces whose seq has no meta (an interrupted import) are swept at open.
 //! - `records`: record id -> `Signed` envelope bytes, as received.
@@ -60,6 +60,8 @@ impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
 pub struct Store {
     pub(crate) db: sled::Db,
     blob_meta: sled::Tree,
+    /// Inline (small) blobs, in pieces like outboards.
+    chunks: sled::Tree,
     /// Directory of blob files (`packs/` inside the sled directory).
     packs: std::path::PathBuf,
     outboards: sled::Tree,
@@ -92,6 +94,7 @@ impl Store {
             })?;
         let store = Store {
             blob_meta: db.open_tree("blob_meta")?,
+            chunks: db.open_tree("blob_chunks")?,
             packs: {
                 let dir = path.join("packs");
                 std::fs::create_dir_all(&dir)?;
