@@ -151,10 +151,7 @@ impl Parameters {
                     .map_err(|_| format!("proposal_threshold must be a whole number, not {value:?}"))?
             }
             _ => {
-                return Err(format!(
-                    "unknown parameter {name:?}; one of {}",
-                    Self::NAMES.join(", ")
-                ));
+                return Err(format!("unknown parameter {name:?}; one of {}", Self::NAMES.join(", ")));
             }
         }
         Ok(())

@@ -61,13 +61,22 @@ use crate::policy::Policy;
 pub enum Action {
     /// `text` is the TOML as proposed; `policy` is its parse.
     #[serde(rename = "policy")]
-    ReplacePolicy { policy: Policy, text: String },
+    ReplacePolicy {
+        policy: Policy,
+        text: String,
+    },
     /// Adding an existing member updates its role and weight.
     AddMember(Member),
     RemoveMember(PublicKey),
     /// One of [`Parameters::NAMES`], with its value as written in a genesis file.
-    SetParameter { name: String, value: String },
-    ReassignNamespace { namespace: String, owner: PublicKey },
+    SetParameter {
+        name: String,
+        value: String,
+    },
+    ReassignNamespace {
+        namespace: String,
+        owner: PublicKey,
+    },
 }
 
 impl Action {
@@ -336,6 +345,9 @@ enum Event {
     Start,
 }
 
+/// (time, kind, proposal id, proposal index): pops in (time, kind, id) order.
+type Scheduled = (u64, Event, [u8; 32], usize);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Created,
@@ -504,7 +516,16 @@ pub fn state(genesis: &Genesis, records: &[GovRecord], now_ms: u64) -> GovState 
 
     // Grouped by proposal, then in (time, id) order; equal ids are equal
     // records (content hashes), and the full key keeps the order total anyway.
-    votes.sort_unstable_by_key(|v| (v.proposal, v.cast_at_ms, v.id, v.voter, v.choice));
+    votes.sort_unstable_by(|a, b| {
+        // Compared by reference: copying the 32-byte keys per comparison is the cost here.
+        (&a.proposal, a.cast_at_ms, &a.id, &a.voter, a.choice).cmp(&(
+            &b.proposal,
+            b.cast_at_ms,
+            &b.id,
+            &b.voter,
+            b.choice,
+        ))
+    });
     votes.dedup_by_key(|v| v.id);
     cancels.sort_unstable_by_key(|c| (c.proposal, c.at_ms, c.id, c.by));
     cancels.dedup_by_key(|c| c.id);
@@ -544,7 +565,7 @@ pub fn state(genesis: &Genesis, records: &[GovRecord], now_ms: u64) -> GovState 
         })
         .collect();
 
-    let mut events: BinaryHeap<Reverse<(u64, Event, [u8; 32], usize)>> = props
+    let mut events: BinaryHeap<Reverse<Scheduled>> = props
         .iter()
         .enumerate()
         .map(|(i, p)| Reverse((p.rec.created_at_ms, Event::Create, p.rec.id, i)))

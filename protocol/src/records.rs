@@ -24,6 +24,15 @@ impl Record for pb::Yank {
 impl Record for pb::Attestation {
     const DOMAIN: Domain = Domain::Attestation;
 }
+impl Record for pb::Proposal {
+    const DOMAIN: Domain = Domain::Proposal;
+}
+impl Record for pb::Vote {
+    const DOMAIN: Domain = Domain::Vote;
+}
+impl Record for pb::ProposalCancel {
+    const DOMAIN: Domain = Domain::ProposalCancel;
+}
 
 /// Problems with a record's content (its signature being fine).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

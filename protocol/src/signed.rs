@@ -30,10 +30,11 @@ pub enum Domain {
     Vote,
     LearningSummary,
     NodeAnnouncement,
+    ProposalCancel,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 8] = [
+    pub const ALL: [Domain; 9] = [
         Domain::Release,
         Domain::NamespaceClaim,
         Domain::Yank,
@@ -42,6 +43,7 @@ impl Domain {
         Domain::Vote,
         Domain::LearningSummary,
         Domain::NodeAnnouncement,
+        Domain::ProposalCancel,
     ];
 
     pub fn tag(self) -> &'static str {
@@ -54,6 +56,7 @@ impl Domain {
             Domain::Vote => "packfed/vote/v1",
             Domain::LearningSummary => "packfed/learning-summary/v1",
             Domain::NodeAnnouncement => "packfed/node-announcement/v1",
+            Domain::ProposalCancel => "packfed/proposal-cancel/v1",
         }
     }
 
