@@ -89,6 +89,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/publish", post(publish))
         .route("/v1/yank", post(yank))
         .route("/v1/attest", post(attest))
+        .route("/v1/gov/submit", post(gov_submit))
         .route("/v1/test/gossip", post(gossip_raw))
         .route("/v1/test/fetch", post(fetch_raw))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -100,6 +101,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/info/{ns}/{name}", get(info))
         .route("/v1/attestations/{ns}/{name}", get(attestations))
         .route("/v1/policy", get(policy))
+        .route("/v1/gov/members", get(gov_members))
+        .route("/v1/gov/proposals", get(gov_list))
+        .route("/v1/gov/proposals/{id}", get(gov_show))
         .route("/v1/blobs/{hash}", get(blob))
         .route("/v1/blobs/{hash}/fetch", get(prefetch))
         .route("/metrics", get(metrics))
@@ -147,7 +151,8 @@ async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Va
         "crdt_garbage": crate::ingest::IngestStats::get(&n.stats.crdt_garbage),
         "releases": n.store.release_count(),
         "blobs": n.store.blob_count(),
-        "policy_version": 0,
+        "policy_version": n.policy().version,
+        "gov_records": n.gov_records().len(),
     })))
 }
 
@@ -187,7 +192,7 @@ async fn fetch_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawFetch>) -
 #[derive(Deserialize)]
 struct RawGossip {
     hex: String,
-    /// "attestations" for the attestations topic; the records topic otherwise.
+    /// "attestations" or "governance" for those topics; the records topic otherwise.
     #[serde(default)]
     topic: String,
 }
@@ -200,10 +205,10 @@ async fn gossip_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawGossip>)
     }
     let bytes = hex::decode(&body.hex).map_err(|_| ApiError::bad("bad_hex", "not hex"))?;
     if let Some(net) = s.node.net.get() {
-        let cmd = if body.topic == "attestations" {
-            crate::net::Command::GossipAttestation(bytes)
-        } else {
-            crate::net::Command::GossipRaw(bytes)
+        let cmd = match body.topic.as_str() {
+            "attestations" => crate::net::Command::GossipAttestation(bytes),
+            "governance" => crate::net::Command::GossipGovernance(bytes),
+            _ => crate::net::Command::GossipRaw(bytes),
         };
         net.send(cmd).await;
     }
@@ -463,8 +468,10 @@ async fn policy(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         .iter()
         .map(|r| (r.source.clone(), json!({"accept": r.rules})))
         .collect();
+    let p = s.node.policy();
     Json(json!({
-        "version": 0,
+        "version": p.version,
+        "set_by": p.set_by.map(hex::encode),
         "source": source,
         "rules": rules,
         "fingerprint": hex::encode(s.node.policy_fingerprint()),
@@ -513,6 +520,81 @@ async fn prefetch(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> A
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))
         .map_err(ApiError::internal)
+}
+
+async fn gov_members(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let st = s.node.gov_state(crate::packing::now_ms());
+    Json(json!(st.members))
+}
+
+/// One proposal as `gov list` shows it (CLI.md fields, then the rest).
+fn proposal_json(p: &packfed_governance::proposals::ProposalView, with_votes: bool) -> serde_json::Value {
+    let mut v = json!({
+        "proposal_id": hex::encode(p.id),
+        "title": p.title,
+        "kind": p.kind,
+        "state": p.state,
+        "for": p.votes_for,
+        "against": p.votes_against,
+        "abstain": p.votes_abstain,
+        "total_weight": p.total_weight,
+        "voting_starts": p.voting_starts_ms,
+        "voting_ends": p.voting_ends_ms,
+        "executable_at": p.executable_at_ms,
+        "proposer": p.proposer,
+        "reason": p.reason,
+        "ignored_votes": p.ignored_votes,
+        "action": p.action,
+    });
+    if with_votes {
+        v["votes"] = json!(p
+            .votes
+            .iter()
+            .map(|c| json!({"voter": c.voter, "choice": c.choice, "weight": c.weight, "cast_at": c.cast_at_ms, "vote_id": hex::encode(c.id)}))
+            .collect::<Vec<_>>());
+    }
+    v
+}
+
+async fn gov_list(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let st = s.node.gov_state(crate::packing::now_ms());
+    Json(json!(
+        st.proposals.iter().map(|p| proposal_json(p, false)).collect::<Vec<_>>()
+    ))
+}
+
+async fn gov_show(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let st = s.node.gov_state(crate::packing::now_ms());
+    let found = st
+        .proposals
+        .iter()
+        .find(|p| hex::encode(p.id) == id.to_lowercase())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no proposal {id} on this node; see `packfed gov list`"),
+            )
+        })?;
+    Ok(Json(proposal_json(found, true)))
+}
+
+async fn gov_submit(
+    State(s): State<Arc<ApiState>>,
+    Json(body): Json<AttestBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let bytes = hex::decode(&body.envelope).map_err(|_| ApiError::bad("bad_hex", "envelope is not hex"))?;
+    let env = packfed_protocol::Signed::decode(&bytes).map_err(|e| ApiError::bad("bad_record", e.to_string()))?;
+    let node = s.node.clone();
+    let id = tokio::task::spawn_blocking(move || node.submit_gov(&env))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            crate::governance::GovError::Store(e) => ApiError::internal(e),
+            crate::governance::GovError::Refused { code, message } => ApiError::bad(code, message),
+            other => ApiError::bad("bad_record", other.to_string()),
+        })?;
+    Ok(Json(json!({"id": hex::encode(id)})))
 }
 
 async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiResult<Response> {

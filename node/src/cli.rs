@@ -155,6 +155,55 @@ enum Command {
     /// The acceptance policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Governance: members, proposals and votes.
+    #[command(subcommand)]
+    Gov(GovCommand),
+}
+
+#[derive(Subcommand)]
+enum GovCommand {
+    /// The members in force.
+    Members,
+    /// Propose a change; exactly one action.
+    Propose {
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        title: String,
+        /// Replace the acceptance policy with this file.
+        #[arg(long, group = "action")]
+        policy: Option<PathBuf>,
+        /// PUBKEY:ROLE:WEIGHT (PUBKEY may name a key in this home).
+        #[arg(long, group = "action")]
+        add_member: Option<String>,
+        /// PUBKEY (or a key name in this home).
+        #[arg(long, group = "action")]
+        remove_member: Option<String>,
+        /// NAME=VALUE, e.g. quorum=0.6 or voting_period=48h.
+        #[arg(long, group = "action")]
+        set: Option<String>,
+        /// NAMESPACE=PUBKEY: give a namespace to another key.
+        #[arg(long, group = "action")]
+        reassign: Option<String>,
+    },
+    /// Vote on an active proposal; a later vote replaces an earlier one.
+    Vote {
+        proposal_id: String,
+        /// for, against or abstain.
+        choice: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Withdraw your own proposal before its vote ends.
+    Cancel {
+        proposal_id: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Every proposal with its state and tally.
+    List,
+    /// One proposal with its counted votes.
+    Show { proposal_id: String },
 }
 
 #[derive(Subcommand)]
@@ -633,13 +682,18 @@ async fn run(cli: Cli) -> Result<()> {
             let v: Value = client.get("/v1/policy").await?;
             output(j, &v, || {
                 format!(
-                    "policy v{} from {}\n{}",
+                    "policy v{}{} from {}\n{}",
                     v["version"],
+                    v["set_by"]
+                        .as_str()
+                        .map(|p| format!(" (set by proposal {p})"))
+                        .unwrap_or_default(),
                     v["source"].as_str().unwrap_or(""),
                     serde_json::to_string_pretty(&v["rules"]).unwrap_or_default()
                 )
             });
         }
+        Command::Gov(cmd) => gov_command(&home, j, cmd).await?,
         Command::Install {
             specs,
             locked,
@@ -702,6 +756,187 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A key given as 64 hex digits or as the name of a key in this home.
+fn key_arg(home: &Home, who: &str) -> Result<packfed_protocol::PublicKey> {
+    if who.len() == 64 && who.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return who
+            .parse()
+            .map_err(|e| UserError::new("bad_key", format!("{who}: {e}")).into());
+    }
+    Ok(keys::load_key(home, who)
+        .with_context(|| format!("{who:?} is neither a 64-hex public key nor a key in this home"))?
+        .public())
+}
+
+fn proposal_id_arg(id: &str) -> Result<Vec<u8>> {
+    let bytes = hex::decode(id).ok().filter(|b| b.len() == 32).ok_or_else(|| {
+        UserError::new(
+            "bad_id",
+            format!("{id:?} is not a proposal id (64 hex digits, see `packfed gov list`)"),
+        )
+    })?;
+    Ok(bytes)
+}
+
+async fn gov_command(home: &Home, j: bool, cmd: GovCommand) -> Result<()> {
+    let client = Client::connect(home)?;
+    let submit = |env: Signed| {
+        let client = &client;
+        async move {
+            let v: Value = client
+                .post_json("/v1/gov/submit", &json!({"envelope": hex::encode(env.encoded())}))
+                .await?;
+            Ok::<_, anyhow::Error>(v["id"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    match cmd {
+        GovCommand::Members => {
+            let v: Value = client.get("/v1/gov/members").await?;
+            output(j, &v, || {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| {
+                        format!(
+                            "{}  {:<10} {}",
+                            m["public_key"].as_str().unwrap_or(""),
+                            m["role"].as_str().unwrap_or(""),
+                            m["weight"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        GovCommand::Propose {
+            key,
+            title,
+            policy,
+            add_member,
+            remove_member,
+            set,
+            reassign,
+        } => {
+            use pb::proposal::Action as A;
+            let action = if let Some(file) = policy {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                Policy::parse(&text).map_err(|e| UserError::new("bad_policy", format!("{}: {e}", file.display())))?;
+                A::PolicyToml(text)
+            } else if let Some(spec) = add_member {
+                let m = resolve_member(home, &spec)?;
+                A::AddMember(pb::MemberSpec {
+                    public_key: m.public_key.as_bytes().to_vec(),
+                    role: m.role.as_str().to_string(),
+                    weight: m.weight,
+                })
+            } else if let Some(who) = remove_member {
+                A::RemoveMember(key_arg(home, &who)?.as_bytes().to_vec())
+            } else if let Some(kv) = set {
+                let (name, value) = kv
+                    .split_once('=')
+                    .ok_or_else(|| UserError::new("bad_parameter", format!("--set {kv:?}: write NAME=VALUE")))?;
+                let mut check = Parameters::default();
+                check
+                    .set(name, value)
+                    .map_err(|e| UserError::new("bad_parameter", format!("--set {kv}: {e}")))?;
+                A::SetParameter(pb::ParameterChange {
+                    name: name.into(),
+                    value: value.into(),
+                })
+            } else if let Some(kv) = reassign {
+                let (ns, who) = kv.split_once('=').ok_or_else(|| {
+                    UserError::new("bad_reassign", format!("--reassign {kv:?}: write NAMESPACE=PUBKEY"))
+                })?;
+                A::ReassignNamespace(pb::NamespaceReassignment {
+                    namespace: ns.into(),
+                    owner: key_arg(home, who)?.as_bytes().to_vec(),
+                })
+            } else {
+                return Err(UserError::new(
+                    "no_action",
+                    "say what the proposal does: --policy FILE, --add-member, --remove-member, --set or --reassign",
+                )
+                .into());
+            };
+            let key = keys::load_key(home, &key)?;
+            let fed = read_federation_id(home)?;
+            let p = pb::Proposal {
+                title,
+                created_at_ms: packing::now_ms(),
+                action: Some(action),
+            };
+            let id = submit(Signed::sign(&p, &key, &fed)).await?;
+            let v = json!({"proposal_id": id});
+            output(j, &v, || format!("proposed {id}"));
+        }
+        GovCommand::Vote {
+            proposal_id,
+            choice,
+            key,
+        } => {
+            choice
+                .parse::<packfed_governance::proposals::Choice>()
+                .map_err(|e| UserError::new("bad_choice", e))?;
+            let key = keys::load_key(home, &key)?;
+            let fed = read_federation_id(home)?;
+            let vote = pb::Vote {
+                proposal_id: proposal_id_arg(&proposal_id)?,
+                choice: choice.clone(),
+                cast_at_ms: packing::now_ms(),
+            };
+            let id = submit(Signed::sign(&vote, &key, &fed)).await?;
+            let v = json!({"vote_id": id});
+            output(j, &v, || format!("voted {choice} on {proposal_id} ({id})"));
+        }
+        GovCommand::Cancel { proposal_id, key } => {
+            let key = keys::load_key(home, &key)?;
+            let fed = read_federation_id(home)?;
+            let c = pb::ProposalCancel {
+                proposal_id: proposal_id_arg(&proposal_id)?,
+                canceled_at_ms: packing::now_ms(),
+            };
+            let id = submit(Signed::sign(&c, &key, &fed)).await?;
+            let v = json!({"cancel_id": id});
+            output(j, &v, || format!("canceled {proposal_id}"));
+        }
+        GovCommand::List => {
+            let v: Value = client.get("/v1/gov/proposals").await?;
+            output(j, &v, || match v.as_array() {
+                Some(a) if !a.is_empty() => a.iter().map(proposal_line).collect::<Vec<_>>().join("\n"),
+                _ => "no proposals".into(),
+            });
+        }
+        GovCommand::Show { proposal_id } => {
+            let v: Value = client.get(&format!("/v1/gov/proposals/{proposal_id}")).await?;
+            output(j, &v, || {
+                let mut out = proposal_line(&v);
+                for vote in v["votes"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\n  {} {} (weight {})",
+                        vote["voter"].as_str().unwrap_or(""),
+                        vote["choice"].as_str().unwrap_or(""),
+                        vote["weight"]
+                    ));
+                }
+                out
+            });
+        }
+    }
+    Ok(())
+}
+
+fn proposal_line(p: &Value) -> String {
+    format!(
+        "{}  {:<9} for {} against {} abstain {}  {}",
+        p["proposal_id"].as_str().unwrap_or(""),
+        p["state"].as_str().unwrap_or(""),
+        p["for"],
+        p["against"],
+        p["abstain"],
+        p["title"].as_str().unwrap_or("")
+    )
 }
 
 /// One attestation as a line of text.

@@ -223,6 +223,16 @@ impl Node {
                     .pop()
                     .unwrap_or(Ingested::Known);
             }
+            Some(Domain::Proposal | Domain::Vote | Domain::ProposalCancel) => {
+                return match crate::governance::decode_record(&env, &fed, crate::packing::now_ms()) {
+                    Ok(r) => match self.store_gov(r, &env) {
+                        Ok(true) => Ingested::New(None),
+                        Ok(false) => Ingested::Known,
+                        Err(e) => Ingested::Invalid(format!("store: {e}")),
+                    },
+                    Err(e) => Ingested::Invalid(e.to_string()),
+                };
+            }
             Some(Domain::NodeAnnouncement) => {
                 return match env.verify::<pb::NodeAnnouncement>(&fed) {
                     Ok(v) => Ingested::Announcement(Box::new(v)),

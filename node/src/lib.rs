@@ -9,6 +9,7 @@
 //! - [`node`]: the running node's state and operations
 //! - [`search`]: local search
 //! - [`trust`]: attestations and the acceptance policy applied to releases
+//! - [`governance`]: proposals and votes, and the policy and members they set
 //! - [`api`]: the HTTP/JSON API; [`daemon`]: `packfed node run`
 //! - [`client`]: the CLI's connection to a daemon
 //! - [`install`]: resolve, fetch, verify, install, and `verify`
@@ -21,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod fetch;
+pub mod governance;
 pub mod ingest;
 pub mod init;
 pub mod install;

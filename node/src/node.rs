@@ -37,6 +37,11 @@ pub struct Node {
     pub local_policy: Option<crate::trust::RuleSet>,
     /// The acceptance policy in force (federation + local).
     pub policy: std::sync::RwLock<Arc<crate::trust::PolicyInForce>>,
+    /// Governance records held, and the membership in force.
+    pub gov: std::sync::Mutex<crate::governance::GovBook>,
+    pub members: std::sync::RwLock<Arc<Vec<packfed_governance::Member>>>,
+    /// Signalled when a governance record arrives.
+    pub gov_changed: tokio::sync::Notify,
 }
 
 /// A release as the API shows it.
@@ -209,7 +214,10 @@ impl Node {
         let org_replica = crate::ingest::load_replica(&store, crate::ingest::Channel::Org)?;
         let local_policy = crate::trust::load_local_policy(&home, config.policy.local.as_deref())?;
         let policy = crate::trust::PolicyInForce::new(0, None, genesis.policy.accept.clone(), local_policy.clone());
-        Ok(Node {
+        let node = Node {
+            gov: Default::default(),
+            members: std::sync::RwLock::new(Arc::new(genesis.members.clone())),
+            gov_changed: tokio::sync::Notify::new(),
             policy: std::sync::RwLock::new(Arc::new(policy)),
             local_policy,
             home,
@@ -223,7 +231,9 @@ impl Node {
             stats: Default::default(),
             net: Default::default(),
             iroh: Default::default(),
-        })
+        };
+        node.load_governance()?;
+        Ok(node)
     }
 
     pub fn federation(&self) -> &FederationId {

@@ -178,8 +178,9 @@ impl Node {
         self.policy().fingerprint
     }
 
+    /// The role `key` holds in the membership in force.
     pub fn role_of(&self, key: &PublicKey) -> Option<Role> {
-        self.genesis.member(key).map(|m| m.role)
+        self.member_role(key)
     }
 
     /// The attestations that name this release's archive.

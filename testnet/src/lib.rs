@@ -493,3 +493,20 @@ pub fn preload(home: &Path, n: usize) -> packfed_protocol::KeyPair {
     node.store.flush().unwrap();
     key
 }
+
+/// A signed vote, hex, for tests that play a hostile peer.
+pub fn sign_vote_hex(key_file_text: &str, federation_hex: &str, proposal_hex: &str, choice: &str) -> String {
+    use packfed_protocol::{FederationId, KeyPair, Signed, pb};
+    let key = KeyPair::from_file_text(key_file_text).expect("key file");
+    let mut fed = [0u8; 32];
+    fed.copy_from_slice(&hex::decode(federation_hex).expect("federation hex"));
+    let v = pb::Vote {
+        proposal_id: hex::decode(proposal_hex).expect("proposal hex"),
+        choice: choice.into(),
+        cast_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    };
+    hex::encode(Signed::sign(&v, &key, &FederationId(fed)).encoded())
+}

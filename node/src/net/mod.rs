@@ -51,6 +51,8 @@ pub enum Command {
     GossipRaw(Vec<u8>),
     /// Gossip an attestation on the attestations topic.
     GossipAttestation(Vec<u8>),
+    /// Gossip a proposal, vote or cancel on the governance topic.
+    GossipGovernance(Vec<u8>),
     /// Fetch a blob if this node's role mirrors accepted packs.
     Mirror(ContentHash, u64),
     Peers(oneshot::Sender<Vec<PeerView>>),
@@ -151,6 +153,7 @@ pub struct Names {
     pub records_topic: IdentTopic,
     pub nodes_topic: IdentTopic,
     pub attestations_topic: IdentTopic,
+    pub governance_topic: IdentTopic,
 }
 
 impl Names {
@@ -162,6 +165,7 @@ impl Names {
             records_topic: IdentTopic::new(format!("packfed/{hex}/releases")),
             nodes_topic: IdentTopic::new(format!("packfed/{hex}/nodes")),
             attestations_topic: IdentTopic::new(format!("packfed/{hex}/attestations")),
+            governance_topic: IdentTopic::new(format!("packfed/{hex}/governance")),
         }
     }
 }
@@ -182,7 +186,8 @@ fn scoring(names: &Names) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreTh
     };
     params.topics.insert(names.records_topic.hash(), topic.clone());
     params.topics.insert(names.nodes_topic.hash(), topic.clone());
-    params.topics.insert(names.attestations_topic.hash(), topic);
+    params.topics.insert(names.attestations_topic.hash(), topic.clone());
+    params.topics.insert(names.governance_topic.hash(), topic);
     params.app_specific_weight = 0.0;
     params.ip_colocation_factor_weight = 0.0; // every test node is on 127.0.0.1
     let thresholds = gossipsub::PeerScoreThresholds {
@@ -216,6 +221,7 @@ pub fn gossipsub_behaviour(key: &libp2p::identity::Keypair, names: &Names) -> Re
     gossipsub.subscribe(&names.records_topic)?;
     gossipsub.subscribe(&names.nodes_topic)?;
     gossipsub.subscribe(&names.attestations_topic)?;
+    gossipsub.subscribe(&names.governance_topic)?;
     Ok(gossipsub)
 }
 
@@ -431,6 +437,12 @@ impl Reactor {
                 let topic = self.names.attestations_topic.clone();
                 if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
                     tracing::debug!(error = %e, "attestation not gossiped");
+                }
+            }
+            Command::GossipGovernance(bytes) => {
+                let topic = self.names.governance_topic.clone();
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                    tracing::debug!(error = %e, "governance record not gossiped");
                 }
             }
             Command::Gossip(bytes) | Command::GossipRaw(bytes) => {

@@ -16,6 +16,7 @@
 //! - `crdt`: automerge documents and per-peer sync states.
 //! - `yanks`: `name \0 version \0 content hash` -> yank record id || signer.
 //! - `attestations`, `status`: see [`trust`].
+//! - `gov`: governance record id -> () (the envelopes are in `records`).
 //!
 //! Writes that a caller acknowledges are flushed first ([`Store::flush`]).
 
@@ -72,6 +73,8 @@ pub struct Store {
     yanks: sled::Tree,
     attestations: sled::Tree,
     status: sled::Tree,
+    /// Governance record ids (proposals, votes, cancels) -> ().
+    gov: sled::Tree,
     /// Replication state (automerge documents, per-peer sync states).
     pub(crate) crdt: sled::Tree,
     publish_lock: std::sync::Arc<std::sync::Mutex<()>>,
@@ -108,6 +111,7 @@ impl Store {
             yanks: db.open_tree("yanks")?,
             attestations: db.open_tree("attestations")?,
             status: db.open_tree("status")?,
+            gov: db.open_tree("gov")?,
             crdt: db.open_tree("crdt")?,
             publish_lock: Default::default(),
             db,
@@ -128,6 +132,26 @@ impl Store {
     /// A fresh, strictly increasing id (persisted by sled).
     pub fn next_id(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()?)
+    }
+
+    /// Stores a verified governance record. Not durable until flushed.
+    pub fn insert_gov(&self, id: &packfed_protocol::RecordId, envelope: &[u8]) -> Result<(), StoreError> {
+        use sled::Transactional;
+        (&self.records, &self.gov).transaction(|(records, gov)| {
+            records.insert(id.as_bytes(), envelope)?;
+            gov.insert(id.as_bytes(), &[])?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
+    }
+
+    /// Every stored governance record id.
+    pub fn gov_ids(&self) -> Result<Vec<packfed_protocol::RecordId>, StoreError> {
+        self.gov
+            .iter()
+            .keys()
+            .map(|k| packfed_protocol::RecordId::from_slice(&k?).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
     }
 
     pub async fn flush_async(&self) -> Result<(), StoreError> {
