@@ -152,6 +152,24 @@ fn audit_policy_quarantines_until_a_security_member_attests() {
     let lock = std::fs::read_to_string(target.join("packfed.lock")).unwrap();
     assert!(lock.contains(att["attestation_id"].as_str().unwrap()), "{lock}");
 
+    // B, the regional mirror, fetched the accepted pack and checked it as an
+    // independent builder: its node key signed reproducible-build and
+    // quality attestations that reach the other nodes.
+    wait_for(DEADLINE, "B's self-check attestations to reach A", || {
+        let listed = a.json(&["attestations", id]).ok()?;
+        let has = |kind: &str| {
+            listed
+                .as_array()?
+                .iter()
+                .find(|x| x["kind"] == kind && x["result"] == "pass")
+                .cloned()
+        };
+        let repro = has("reproducible-build")?;
+        let quality = has("quality")?;
+        (repro["attester"] == quality["attester"]).then_some(())
+    })
+    .unwrap();
+
     // An audit by a non-security member would not have counted; a failed
     // vuln-scan by anyone quarantines the accepted pack everywhere.
     c.json(&["attest", id, "--kind", "vuln-scan", "--result", "fail", "--key", "k1"])
