@@ -319,22 +319,29 @@ impl Node {
     /// batched signature check; every other record goes through
     /// [`Node::ingest`]. Results are in input order.
     pub fn ingest_batch(&self, records: &[Vec<u8>], channel: Channel) -> Vec<Ingested> {
-        let mut out: Vec<Option<Ingested>> = Vec::with_capacity(records.len());
+        let mut out: Vec<Option<Ingested>> = (0..records.len()).map(|_| None).collect();
         let mut attest_idx = Vec::new();
         let mut attest_envs = Vec::new();
-        for bytes in records {
+        let mut rest = Vec::new();
+        for (i, bytes) in records.iter().enumerate() {
             match Signed::decode(bytes) {
                 Ok(env) if env.domain() == Some(Domain::Attestation) => {
                     if self.store.has_record(&env.id()).unwrap_or(false) {
-                        out.push(Some(Ingested::Known));
+                        out[i] = Some(Ingested::Known);
                         continue;
                     }
-                    attest_idx.push(out.len());
+                    attest_idx.push(i);
                     attest_envs.push(env);
-                    out.push(None);
                 }
-                _ => out.push(Some(self.ingest(bytes, channel))),
+                // Namespace claims first: a release is judged (and mirrored)
+                // on arrival only if its owner's claim is already known.
+                Ok(env) => rest.push((env.domain() != Some(Domain::NamespaceClaim), i)),
+                Err(_) => rest.push((true, i)),
             }
+        }
+        rest.sort_unstable();
+        for (_, i) in rest {
+            out[i] = Some(self.ingest(&records[i], channel));
         }
         if !attest_envs.is_empty() {
             let verified = packfed_protocol::verify_batch::<pb::Attestation>(&attest_envs, self.federation());
