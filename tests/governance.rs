@@ -161,7 +161,7 @@ fn quorum_non_members_and_new_members() {
     let before: Vec<u64> = nodes.iter().map(rejected_or_stored).collect();
     wait_for(DEADLINE, "the injected vote to reach the other nodes", || {
         // Freshly signed each time: a new message id for gossip.
-        let injected = packfed_testnet::sign_vote_hex(&outsider, &fed_id, &add, "against");
+        let injected = packfed_testnet::sign_vote_hex(&outsider, &fed_id, &add, "against").unwrap();
         let body = format!("{{\"hex\":\"{injected}\",\"topic\":\"governance\"}}");
         let _ = evil.post_json("/v1/test/gossip", &body);
         nodes

@@ -231,7 +231,7 @@ fn bad_attestations_are_rejected_everywhere() {
             DEADLINE,
             &format!("peers to reject the attestation with a {what}"),
             || {
-                let hex = sign(&k0, fed_hex, "acme/lib", "1.0.0", hash_hex, corrupt);
+                let hex = sign(&k0, fed_hex, "acme/lib", "1.0.0", hash_hex, corrupt).unwrap();
                 let body = format!("{{\"hex\":\"{hex}\",\"topic\":\"attestations\"}}");
                 let _ = a.post_json("/v1/test/gossip", &body);
                 ([b, c].iter().zip(&before).all(|(n, was)| rejected(n) > *was)).then_some(())

@@ -7,9 +7,9 @@
 use std::str::FromStr;
 
 use anyhow::{Context, Result};
-use packfed_governance::evaluate::{self, AttestationFact, Evaluation};
+use packfed_governance::Role;
+use packfed_governance::evaluate::{self, AttestationFact};
 use packfed_governance::policy::{Accept, AttestationKind, Policy, Verdict};
-use packfed_governance::{Role, trust::TrustPolicy};
 use packfed_protocol::records::check_attestation;
 use packfed_protocol::{ContentHash, PublicKey, Signed, Verified, pb};
 use serde::Serialize;
@@ -453,24 +453,6 @@ impl Node {
             .collect();
         out.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
         Ok(out)
-    }
-
-    /// Checks a release against a user's install trust policy.
-    pub fn check_trust(&self, entry: &ReleaseEntry, trust: &TrustPolicy) -> Result<Evaluation, StoreError> {
-        let facts: Vec<AttestationFact> = self
-            .attestation_entries(&entry.release)?
-            .iter()
-            .filter_map(fact_of)
-            .collect();
-        let r = &entry.release;
-        let release = evaluate::ReleaseFacts {
-            license: &r.license,
-            quality: r.quality.as_ref().map(|q| q.score).unwrap_or(0),
-            size: r.size,
-            publisher: entry.publisher,
-        };
-        let role_of = |k: &PublicKey| self.role_of(k);
-        Ok(trust.check(&release, &facts, &role_of))
     }
 }
 

@@ -426,27 +426,30 @@ pub fn sign_attestation_hex(
     version: &str,
     hash_hex: &str,
     corrupt_signature: bool,
-) -> String {
+) -> Result<String> {
     use packfed_protocol::{FederationId, KeyPair, Signed, pb};
-    let key = KeyPair::from_file_text(key_file_text).expect("key file");
-    let mut fed = [0u8; 32];
-    fed.copy_from_slice(&hex::decode(federation_hex).expect("federation hex"));
+    let key = KeyPair::from_file_text(key_file_text)?;
+    let fed = FederationId(
+        hex::decode(federation_hex)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("federation id must be 32 bytes"))?,
+    );
     let a = pb::Attestation {
         name: name.into(),
         version: version.into(),
-        content_hash: hex::decode(hash_hex).expect("hash hex"),
+        content_hash: hex::decode(hash_hex)?,
         kind: "audit".into(),
         result: "pass".into(),
         note: format!("{:?}", std::time::SystemTime::now()),
         attested_at_ms: 1,
         score: 0,
     };
-    let env = Signed::sign(&a, &key, &FederationId(fed));
+    let env = Signed::sign(&a, &key, &fed);
     let mut pbs = env.to_pb();
     if corrupt_signature {
         pbs.signature[0] ^= 1;
     }
-    hex::encode(prost::Message::encode_to_vec(&pbs))
+    Ok(hex::encode(prost::Message::encode_to_vec(&pbs)))
 }
 
 /// Fills `home`'s store with `n` signed releases `nsI/pack-J@1.0.0` (and
@@ -495,18 +498,21 @@ pub fn preload(home: &Path, n: usize) -> packfed_protocol::KeyPair {
 }
 
 /// A signed vote, hex, for tests that play a hostile peer.
-pub fn sign_vote_hex(key_file_text: &str, federation_hex: &str, proposal_hex: &str, choice: &str) -> String {
+pub fn sign_vote_hex(key_file_text: &str, federation_hex: &str, proposal_hex: &str, choice: &str) -> Result<String> {
     use packfed_protocol::{FederationId, KeyPair, Signed, pb};
-    let key = KeyPair::from_file_text(key_file_text).expect("key file");
-    let mut fed = [0u8; 32];
-    fed.copy_from_slice(&hex::decode(federation_hex).expect("federation hex"));
+    let key = KeyPair::from_file_text(key_file_text)?;
+    let fed = FederationId(
+        hex::decode(federation_hex)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("federation id must be 32 bytes"))?,
+    );
     let v = pb::Vote {
-        proposal_id: hex::decode(proposal_hex).expect("proposal hex"),
+        proposal_id: hex::decode(proposal_hex)?,
         choice: choice.into(),
         cast_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
-    hex::encode(Signed::sign(&v, &key, &FederationId(fed)).encoded())
+    Ok(hex::encode(Signed::sign(&v, &key, &fed).encoded()))
 }
