@@ -280,43 +280,8 @@ fn forged_gossip_is_rejected_and_the_sender_penalized() {
 fn org_packs_reach_org_peers_only() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let mut fed = Federation::empty(&bin(), root, 3).unwrap();
-    let homes: Vec<PathBuf> = ["a", "b", "c"]
-        .iter()
-        .map(|n| fed.init_home(n, "company", None, &[]).unwrap())
-        .collect();
-    // Learn each node's peer id by starting it once.
-    let mut ids = Vec::new();
-    for h in &homes {
-        let n = TestNode::start(&bin(), h).unwrap();
-        ids.push(n.json(&["status"]).unwrap()["peer_id"].as_str().unwrap().to_string());
-    }
-    // a and b form an org; c is outside; b and c bootstrap to a.
-    let set_org = |h: &PathBuf, peers: &[&str]| {
-        let cfg = std::fs::read_to_string(h.join("config.toml")).unwrap();
-        let list = peers.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
-        std::fs::write(
-            h.join("config.toml"),
-            cfg.replacen("peers = []", &format!("peers = [{list}]"), 1),
-        )
-        .unwrap();
-    };
-    set_org(&homes[0], &[&ids[1]]);
-    set_org(&homes[1], &[&ids[0]]);
-    fed.nodes.push(TestNode::start(&bin(), &homes[0]).unwrap());
-    let boot = fed.nodes[0].p2p_addr().unwrap();
-    for h in &homes[1..] {
-        let cfg = std::fs::read_to_string(h.join("config.toml")).unwrap();
-        std::fs::write(
-            h.join("config.toml"),
-            cfg.replace("bootstrap = []", &format!("bootstrap = [\"{boot}\"]")),
-        )
-        .unwrap();
-    }
-    fed.nodes.push(TestNode::start(&bin(), &homes[1]).unwrap());
-    fed.nodes
-        .push(TestNode::start_with_env(&bin(), &homes[2], &[("PACKFED_TEST_HOOKS", "1")]).unwrap());
-    fed.wait_connected(DEADLINE).unwrap();
+    // a and b form an org; c is outside.
+    let fed = Federation::org_trio(&bin(), root, &[("PACKFED_TEST_HOOKS", "1")]).unwrap();
 
     // A public pack too, so we know C is in sync when it sees that one.
     let public = root.join("public");

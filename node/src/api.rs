@@ -8,7 +8,7 @@
 //! | GET  | /v1/peers | known peers |
 //! | POST | /v1/publish | header `packfed-publish: <hex PublishRequest>`, body: the archive |
 //! | POST | /v1/yank | `{"envelope": hex}` |
-//! | GET  | /v1/search?q=&limit=&all_versions= | local search |
+//! | GET  | /v1/search?q=&limit=&all_versions=&include_quarantined=&category=&license=&tier=&attested=&peers=local\|lacking\|all&timeout_ms=&explain= | search here and on peers |
 //! | GET  | /v1/packages/{ns}/{name} | every version, newest first |
 //! | GET  | /v1/info/{ns}/{name}?version= | one release |
 //! | GET  | /v1/blobs/{hash} | the archive bytes, streamed |
@@ -153,6 +153,13 @@ async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Va
         "blobs": n.store.blob_count(),
         "policy_version": n.policy().version,
         "gov_records": n.gov_records().len(),
+        "search": n.search.get().map(|s| json!({
+            "documents": s.stats().documents,
+            "catalog": s.stats().catalog,
+            "applied_changes": s.stats().applied_changes,
+            "rebuilt": s.stats().rebuilt,
+            "rate_limited": s.rate_limited.load(std::sync::atomic::Ordering::Relaxed),
+        })),
     })))
 }
 
@@ -335,25 +342,80 @@ struct SearchQuery {
     all_versions: bool,
     #[serde(default)]
     include_quarantined: bool,
+    category: Option<String>,
+    license: Option<String>,
+    tier: Option<String>,
+    attested: Option<String>,
+    /// `local`, `lacking` (default) or `all`.
+    peers: Option<String>,
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    explain: bool,
 }
 
-/// Most results a search returns.
-const MAX_SEARCH_RESULTS: usize = 1000;
+/// Longest deadline a search may ask peers for.
+const MAX_SEARCH_TIMEOUT_MS: u64 = 10_000;
 
 async fn search(
     State(s): State<Arc<ApiState>>,
     Query(q): Query<SearchQuery>,
-) -> ApiResult<Json<search::SearchResponse>> {
-    if q.q.len() > 512 {
-        return Err(ApiError::bad("query_too_long", "queries are limited to 512 bytes"));
+) -> ApiResult<Json<search::fanout::SearchResponse>> {
+    if q.q.len() > search::fanout::MAX_QUERY_BYTES {
+        return Err(ApiError::bad(
+            "query_too_long",
+            format!("queries are limited to {} bytes", search::fanout::MAX_QUERY_BYTES),
+        ));
     }
-    let limit = q.limit.unwrap_or(20).min(MAX_SEARCH_RESULTS);
-    let node = s.node.clone();
-    let resp = tokio::task::spawn_blocking(move || {
-        search::search_local(&node, &q.q, limit, q.all_versions, q.include_quarantined)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let attested = match q.attested.as_deref() {
+        None | Some("") => None,
+        Some(k) => Some(search::catalog::kind_bit(k).ok_or_else(|| {
+            ApiError::bad(
+                "bad_kind",
+                format!(
+                    "unknown attestation kind {k:?}; use one of {}",
+                    packfed_protocol::records::ATTESTATION_KINDS.join(", ")
+                ),
+            )
+        })?),
+    };
+    let fanout = match q.peers.as_deref() {
+        None | Some("lacking") => search::federated::Fanout::Lacking,
+        Some("local") => search::federated::Fanout::Local,
+        Some("all") => search::federated::Fanout::All,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "bad_peers",
+                format!("peers={other:?}: use local, lacking or all"),
+            ));
+        }
+    };
+    let lower = |v: Option<String>| v.filter(|v| !v.is_empty()).map(|v| v.to_ascii_lowercase());
+    let query = search::LocalQuery {
+        text: q.q,
+        limit: q.limit.unwrap_or(20).clamp(1, search::MAX_RESULTS),
+        filters: search::catalog::Filters {
+            category: lower(q.category),
+            license: lower(q.license),
+            tier: lower(q.tier),
+            attested,
+            include_quarantined: q.include_quarantined,
+            all_versions: q.all_versions,
+            // This node's own users see its org catalog.
+            include_org: true,
+        },
+    };
+    let timeout = q
+        .timeout_ms
+        .map(|ms| std::time::Duration::from_millis(ms.min(MAX_SEARCH_TIMEOUT_MS)))
+        .unwrap_or(search::federated::DEFAULT_TIMEOUT);
+    let resp = search::federated::search(&s.node, query, fanout, timeout, q.explain)
+        .await
+        .map_err(|e| match e {
+            search::federated::SearchError::NotRunning => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", e.to_string())
+            }
+            other => ApiError::internal(other),
+        })?;
     Ok(Json(resp))
 }
 

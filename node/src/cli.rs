@@ -96,20 +96,42 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Search packs.
+    /// Search packs on this node and the peers holding catalogs it lacks.
     Search {
+        /// Words to look for (typos in names are tolerated); "" lists everything.
         query: String,
         #[arg(long, default_value_t = 20)]
         limit: usize,
         /// Only this node's catalog.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all_peers")]
         local: bool,
+        /// Ask every connected peer, not only those holding catalogs this node lacks.
+        #[arg(long)]
+        all_peers: bool,
+        /// How long to wait for peers (e.g. 300ms, 2s); slower peers are listed as unanswered.
+        #[arg(long, default_value = "300ms", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
         /// List every version, not only the newest.
         #[arg(long)]
         all_versions: bool,
         /// Also list releases the acceptance policy quarantines.
         #[arg(long)]
         include_quarantined: bool,
+        /// Only packs in this category.
+        #[arg(long)]
+        category: Option<String>,
+        /// Only packs whose license expression names this SPDX id.
+        #[arg(long)]
+        license: Option<String>,
+        /// Only packs of this quality tier.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only packs with a passing attestation of KIND by a federation member.
+        #[arg(long, value_name = "KIND")]
+        attested: Option<String>,
+        /// Show each result's score parts.
+        #[arg(long)]
+        explain: bool,
     },
     /// Show a release.
     Info {
@@ -531,20 +553,48 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Search {
             query,
             limit,
-            local: _,
+            local,
+            all_peers,
+            timeout,
             all_versions,
             include_quarantined,
+            category,
+            license,
+            tier,
+            attested,
+            explain,
         } => {
             let client = Client::connect(&home)?;
+            let peers = if local {
+                "local"
+            } else if all_peers {
+                "all"
+            } else {
+                "lacking"
+            };
+            let mut params: Vec<(&str, String)> = vec![
+                ("q", query.clone()),
+                ("limit", limit.to_string()),
+                ("all_versions", all_versions.to_string()),
+                ("include_quarantined", include_quarantined.to_string()),
+                ("peers", peers.to_string()),
+                ("timeout_ms", timeout.as_millis().to_string()),
+                ("explain", explain.to_string()),
+            ];
+            for (k, v) in [
+                ("category", category),
+                ("license", license),
+                ("tier", tier),
+                ("attested", attested),
+            ] {
+                if let Some(v) = v {
+                    params.push((k, v));
+                }
+            }
             let resp = client
                 .http
                 .get(format!("{}/v1/search", client.base))
-                .query(&[
-                    ("q", query.as_str()),
-                    ("limit", &limit.to_string()),
-                    ("all_versions", &all_versions.to_string()),
-                    ("include_quarantined", &include_quarantined.to_string()),
-                ])
+                .query(&params)
                 .send()
                 .await
                 .context("the node does not answer")?;
@@ -993,4 +1043,18 @@ fn pack_to(dir: &Path, out: &Path) -> Result<packfed_protocol::archive::PackSumm
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     tmp.persist(out).with_context(|| format!("writing {}", out.display()))?;
     Ok(summary)
+}
+
+/// `--timeout`: `300ms`, `2s`, or a bare number of milliseconds.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let err = || format!("{s:?} is not a timeout: write e.g. 300ms or 2s");
+    let (n, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        (s, 1)
+    };
+    let n: u64 = n.parse().map_err(|_| err())?;
+    Ok(std::time::Duration::from_millis(n.checked_mul(mul).ok_or_else(err)?))
 }

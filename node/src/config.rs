@@ -161,6 +161,10 @@ impl Home {
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
     }
+    /// The search index: derived from the store, rebuilt from it when lost.
+    pub fn search_index(&self) -> PathBuf {
+        self.root.join("index")
+    }
     pub fn node_json(&self) -> PathBuf {
         self.root.join("node.json")
     }

@@ -39,6 +39,13 @@ pub async fn run(home: Home) -> Result<()> {
         Ok(n) => tracing::info!(releases = n, "re-evaluated releases under the policy in force"),
         Err(e) => tracing::warn!(error = %e, "re-evaluating releases failed"),
     }
+    // Search loads its catalog in the background; searches wait for it.
+    let search = Arc::new(
+        crate::search::SearchService::open(&home.search_index())
+            .with_context(|| format!("opening the search index in {}", home.search_index().display()))?,
+    );
+    let _ = node.search.set(search.clone());
+    search.start(node.clone())?;
     let token = std::fs::read_to_string(home.api_token())
         .with_context(|| format!("reading {}", home.api_token().display()))?
         .trim()

@@ -202,6 +202,9 @@ impl Node {
         if members_changed && let Ok(mut m) = self.members.write() {
             *m = Arc::new(st.members.clone());
         }
+        if members_changed {
+            self.store.changed(crate::store::Change::Members);
+        }
         let current = self.policy();
         let policy_changed = current.version != st.policy_version;
         if policy_changed {

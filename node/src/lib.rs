@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod init;
 pub mod install;
 pub mod keys;
+pub mod learn;
 pub mod net;
 pub mod node;
 pub mod packing;

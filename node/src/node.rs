@@ -42,6 +42,8 @@ pub struct Node {
     pub members: std::sync::RwLock<Arc<Vec<packfed_governance::Member>>>,
     /// Signalled when a governance record arrives.
     pub gov_changed: tokio::sync::Notify,
+    /// The search index, once the daemon started it.
+    pub search: std::sync::OnceLock<Arc<crate::search::SearchService>>,
 }
 
 /// A release as the API shows it.
@@ -231,6 +233,7 @@ impl Node {
             stats: Default::default(),
             net: Default::default(),
             iroh: Default::default(),
+            search: Default::default(),
         };
         node.load_governance()?;
         Ok(node)

@@ -4,6 +4,7 @@
 //! by the benches; the `testnet` command (`src/main.rs`) builds on it, and
 //! [`sim`] is the in-process large-N gossip simulation.
 
+pub mod catalog;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -404,6 +405,45 @@ impl Federation {
         Ok(fed)
     }
 
+    /// Three company nodes: `a` and `b` share an org catalog, `c` is
+    /// outside it; `b` and `c` bootstrap to `a`. `c_env` adds environment
+    /// variables (test hooks) to `c`.
+    pub fn org_trio(bin: &Path, root: &Path, c_env: &[(&str, &str)]) -> Result<Federation> {
+        let mut fed = Federation::empty(bin, root, 3)?;
+        let homes: Vec<PathBuf> = ["a", "b", "c"]
+            .iter()
+            .map(|n| fed.init_home(n, "company", None, &[]))
+            .collect::<Result<_>>()?;
+        // Learn each node's peer id by starting it once.
+        let mut ids = Vec::new();
+        for h in &homes {
+            let n = TestNode::start(bin, h)?;
+            let status = n.json(&["status"])?;
+            ids.push(
+                status["peer_id"]
+                    .as_str()
+                    .context("status without peer_id")?
+                    .to_string(),
+            );
+        }
+        let edit = |h: &PathBuf, from: &str, to: String| -> Result<()> {
+            let cfg = std::fs::read_to_string(h.join("config.toml"))?;
+            std::fs::write(h.join("config.toml"), cfg.replacen(from, &to, 1))?;
+            Ok(())
+        };
+        edit(&homes[0], "peers = []", format!("peers = [\"{}\"]", ids[1]))?;
+        edit(&homes[1], "peers = []", format!("peers = [\"{}\"]", ids[0]))?;
+        fed.nodes.push(TestNode::start(bin, &homes[0])?);
+        let boot = fed.nodes[0].p2p_addr()?;
+        for h in &homes[1..] {
+            edit(h, "bootstrap = []", format!("bootstrap = [\"{boot}\"]"))?;
+        }
+        fed.nodes.push(TestNode::start(bin, &homes[1])?);
+        fed.nodes.push(TestNode::start_with_env(bin, &homes[2], c_env)?);
+        fed.wait_connected(Duration::from_secs(30))?;
+        Ok(fed)
+    }
+
     /// Waits until every running node has every other as a peer.
     pub fn wait_connected(&self, deadline: Duration) -> Result<()> {
         let n = self.nodes.iter().filter(|n| n.child.is_some()).count();
@@ -495,6 +535,90 @@ pub fn preload(home: &Path, n: usize) -> packfed_protocol::KeyPair {
     node.save_replica().unwrap();
     node.store.flush().unwrap();
     key
+}
+
+/// Fills `home`'s store with one signed release per spec of a generated
+/// catalog ([`catalog::generate`] / [`catalog::generate_releases`]), and a
+/// namespace claim per distinct namespace, all by one fresh publisher key,
+/// without a daemon. Quality reports carry each spec's score and its tier;
+/// publication times are spread over the last two years (a package's later
+/// versions later). For benches and search-quality runs.
+pub fn preload_catalog(home: &Path, specs: &[catalog::PackSpec]) -> Result<()> {
+    use packfed_node::ingest::{Channel, Ingested};
+    use packfed_protocol::{KeyPair, Signed, pb};
+    const DAY_MS: u64 = 86_400_000;
+    const TWO_YEARS_MS: u64 = 730 * DAY_MS;
+
+    let node = packfed_node::node::Node::open(packfed_node::config::Home {
+        root: home.to_path_buf(),
+    })?;
+    let fed = *node.federation();
+    let key = KeyPair::generate()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(TWO_YEARS_MS);
+    let start = now.saturating_sub(TWO_YEARS_MS);
+
+    let mut namespaces = std::collections::BTreeSet::new();
+    for s in specs {
+        let (ns, _) = s
+            .name
+            .split_once('/')
+            .with_context(|| format!("pack name {:?} has no namespace", s.name))?;
+        namespaces.insert(ns);
+    }
+    let mut envelopes: Vec<Vec<u8>> = namespaces
+        .iter()
+        .map(|ns| {
+            let claim = pb::NamespaceClaim {
+                namespace: (*ns).to_string(),
+                claimed_at_ms: 1,
+            };
+            Signed::sign(&claim, &key, &fed).encoded().to_vec()
+        })
+        .collect();
+    let mut seen: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for s in specs {
+        // A package appears somewhere in the first 18 months; each further
+        // version a month after the previous one, never in the future.
+        let h = blake3::hash(s.name.as_bytes());
+        let first = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8])) % (TWO_YEARS_MS / 4 * 3);
+        let nth = seen.entry(s.name.as_str()).or_insert(0);
+        let published = (start + first + *nth * 30 * DAY_MS).min(now);
+        *nth += 1;
+        let id = format!("{}@{}", s.name, s.version);
+        let r = pb::Release {
+            name: s.name.clone(),
+            version: s.version.clone(),
+            content_hash: blake3::hash(id.as_bytes()).as_bytes().to_vec(),
+            size: 10_000 + u64::from(h.as_bytes()[8]) * 1000,
+            description: s.description.clone(),
+            license: s.license.clone(),
+            keywords: s.keywords.clone(),
+            category: s.category.clone(),
+            quality: Some(pb::QualityReport {
+                score: s.quality,
+                tier: packfed_protocol::quality::Tier::from_score(s.quality).as_str().into(),
+                ..Default::default()
+            }),
+            published_at_ms: published,
+            ..Default::default()
+        };
+        envelopes.push(Signed::sign(&r, &key, &fed).encoded().to_vec());
+    }
+    for (i, e) in envelopes.iter().enumerate() {
+        if let Ingested::Invalid(reason) = node.ingest(e, Channel::Public) {
+            let what = match i.checked_sub(namespaces.len()) {
+                Some(j) => format!("release {}@{}", specs[j].name, specs[j].version),
+                None => "a namespace claim".to_string(),
+            };
+            bail!("preloading {what}: {reason}");
+        }
+    }
+    node.save_replica()?;
+    node.store.flush()?;
+    Ok(())
 }
 
 /// A signed vote, hex, for tests that play a hostile peer.

@@ -39,6 +39,9 @@ use crate::ingest::{Channel, Ingested};
 use crate::node::Node;
 pub use codec::ProstCodec;
 
+use crate::search::fanout;
+use crate::search::limiter::RateLimiter;
+
 /// Blob range requests carry at most this much data.
 pub const MAX_BLOB_RANGE: u32 = 1024 * 1024;
 
@@ -68,6 +71,17 @@ pub enum Command {
     },
     /// The addresses the swarm listens on.
     ListenAddrs(oneshot::Sender<Vec<String>>),
+    /// Ask one peer to run a search.
+    Search {
+        peer: PeerId,
+        request: pb::SearchRequest,
+        reply: oneshot::Sender<Result<pb::SearchResponse, String>>,
+    },
+    /// The answer to a peer's search, computed off the reactor.
+    SearchAnswer(
+        request_response::ResponseChannel<pb::SearchResponse>,
+        pb::SearchResponse,
+    ),
 }
 
 /// A peer that may hold a blob, with its iroh address if it announced one.
@@ -87,6 +101,8 @@ pub struct PeerView {
     pub name: String,
     pub role: String,
     pub score: f64,
+    /// Release records it announced holding.
+    pub releases: u64,
 }
 
 /// The handle the API and fetchers use.
@@ -134,6 +150,17 @@ impl NetHandle {
         .await;
         rx.await.map_err(|_| "network stopped".to_string())?
     }
+
+    pub async fn search(&self, peer: PeerId, request: pb::SearchRequest) -> Result<pb::SearchResponse, String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Search {
+            peer,
+            request,
+            reply: tx,
+        })
+        .await;
+        rx.await.map_err(|_| "network stopped".to_string())?
+    }
 }
 
 #[derive(NetworkBehaviour)]
@@ -143,6 +170,7 @@ pub struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     sync: request_response::Behaviour<ProstCodec<pb::SyncRequest, pb::SyncResponse>>,
     blob: request_response::Behaviour<ProstCodec<pb::BlobRequest, pb::BlobResponse>>,
+    search: request_response::Behaviour<ProstCodec<pb::SearchRequest, pb::SearchResponse>>,
     mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
@@ -239,6 +267,7 @@ pub fn behaviour(key: &libp2p::identity::Keypair, names: &Names, mdns_on: bool) 
     let rr = request_response::Config::default().with_request_timeout(Duration::from_secs(30));
     let sync_proto = StreamProtocol::try_from_owned(format!("/packfed/{}/sync/1", names.fed_tag))?;
     let blob_proto = StreamProtocol::try_from_owned(format!("/packfed/{}/blob/1", names.fed_tag))?;
+    let search_proto = StreamProtocol::try_from_owned(format!("/packfed/{}/search/1", names.fed_tag))?;
     let max_sync = crate::registry::MAX_SYNC_MESSAGE_BYTES + 1024;
     Ok(Behaviour {
         identify: identify::Behaviour::new(
@@ -255,7 +284,14 @@ pub fn behaviour(key: &libp2p::identity::Keypair, names: &Names, mdns_on: bool) 
         blob: request_response::Behaviour::with_codec(
             ProstCodec::new(1024, MAX_BLOB_RANGE as usize + 1024),
             [(blob_proto, ProtocolSupport::Full)],
-            rr,
+            rr.clone(),
+        ),
+        // The asker keeps its own (much shorter) deadline; this only frees
+        // the stream of a peer that never answers.
+        search: request_response::Behaviour::with_codec(
+            ProstCodec::new(fanout::MAX_REQUEST_FRAME, fanout::MAX_RESPONSE_FRAME),
+            [(search_proto, ProtocolSupport::Full)],
+            rr.with_request_timeout(Duration::from_secs(10)),
         ),
         mdns: Toggle::from(if mdns_on {
             Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
@@ -271,6 +307,7 @@ struct PeerState {
     addrs: Vec<Multiaddr>,
     name: String,
     role: String,
+    releases: u64,
     federation_ok: bool,
     /// From its signed announcement.
     key: Option<[u8; 32]>,
@@ -300,6 +337,8 @@ pub struct Reactor {
     sync_requests: HashMap<OutboundRequestId, u32>,
     provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<Provider>>)>,
     last_announce: std::time::Instant,
+    search_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<pb::SearchResponse, String>>>,
+    search_limiter: RateLimiter<PeerId>,
 }
 
 const SYNC_STATE_PREFIX: &str = "sync/";
@@ -346,6 +385,8 @@ impl Reactor {
             sync_requests: HashMap::new(),
             provider_queries: HashMap::new(),
             last_announce: std::time::Instant::now(),
+            search_requests: HashMap::new(),
+            search_limiter: RateLimiter::default(),
         })
     }
 
@@ -399,6 +440,7 @@ impl Reactor {
             org: self.node.config.org.peers.clone(),
             announced_at_ms: crate::packing::now_ms(),
             blobs: self.node.store.blob_count() as u64,
+            releases: self.node.store.release_count() as u64,
             iroh_addrs: self
                 .node
                 .iroh
@@ -464,6 +506,7 @@ impl Reactor {
                         name: p.name.clone(),
                         role: p.role.clone(),
                         score: gs.peer_score(id).unwrap_or(0.0),
+                        releases: p.releases,
                     })
                     .collect();
                 let _ = reply.send(views);
@@ -502,6 +545,13 @@ impl Reactor {
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().map(|a| a.to_string()).collect());
+            }
+            Command::Search { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().search.send_request(&peer, request);
+                self.search_requests.insert(id, reply);
+            }
+            Command::SearchAnswer(channel, response) => {
+                let _ = self.swarm.behaviour_mut().search.send_response(channel, response);
             }
         }
     }
@@ -549,6 +599,7 @@ impl Reactor {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Blob(ev)) => self.on_blob_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Search(ev)) => self.on_search_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result,
@@ -607,6 +658,7 @@ impl Reactor {
                 {
                     p.name = ann.record().name.clone();
                     p.role = ann.record().role.clone();
+                    p.releases = ann.record().releases;
                     p.key = Some(ann.signer().0);
                     p.iroh_addrs = ann.record().iroh_addrs.iter().filter_map(|a| a.parse().ok()).collect();
                 }
@@ -829,6 +881,57 @@ impl Reactor {
             },
             request_response::Event::OutboundFailure { request_id, error, .. } => {
                 if let Some(reply) = self.blob_requests.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_search_event(&mut self, ev: request_response::Event<pb::SearchRequest, pb::SearchResponse>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let ok = self.peers.get(&peer).is_some_and(|p| p.federation_ok);
+                    let refuse = |error: &str| pb::SearchResponse {
+                        hits: Vec::new(),
+                        error: error.to_string(),
+                    };
+                    if !ok {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .search
+                            .send_response(channel, refuse("not a peer of this federation"));
+                        return;
+                    }
+                    if !self.search_limiter.allow(&peer, crate::packing::now_ms()) {
+                        if let Some(s) = self.node.search.get() {
+                            s.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        tracing::debug!(%peer, "search rate limit reached");
+                        let _ = self.swarm.behaviour_mut().search.send_response(
+                            channel,
+                            refuse("rate limited: too many searches from this peer, retry in a second"),
+                        );
+                        return;
+                    }
+                    // Searching takes a few ms: off the reactor.
+                    let node = self.node.clone();
+                    let handle = self.handle.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let response = node.answer_search(&peer, &request);
+                        handle.try_send(Command::SearchAnswer(channel, response));
+                    });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.search_requests.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(reply) = self.search_requests.remove(&request_id) {
                     let _ = reply.send(Err(error.to_string()));
                 }
             }

@@ -25,7 +25,7 @@ mod records;
 pub mod trust;
 
 pub use blobs::{BlobMeta, BlobReader, BlobWriter, CHUNK_SIZE, StagedBlob};
-pub use records::{InsertRelease, NamespaceOwner, ReleaseEntry};
+pub use records::{InsertRelease, NamespaceOwner, PackageRow, ReleaseEntry};
 pub use trust::{AttestationEntry, ReleaseStatus};
 
 use std::path::Path;
@@ -56,6 +56,23 @@ impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
     }
 }
 
+/// A change to what the store holds, for state derived from it (the search
+/// catalog). Coarse on purpose: the listener re-reads what it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// A release record, yank or attestation of package `name` was stored.
+    Package(String),
+    /// The verdict on a release record changed.
+    Status(packfed_protocol::RecordId),
+    /// A namespace may have a new owner.
+    Namespace(String),
+    /// The membership in force changed (roles weigh attestations).
+    Members,
+}
+
+/// Receives [`Change`]s; must be cheap (it runs inside store writes).
+pub type ChangeSink = Box<dyn Fn(Change) + Send + Sync>;
+
 /// The sled database and its trees.
 #[derive(Clone)]
 pub struct Store {
@@ -78,6 +95,7 @@ pub struct Store {
     /// Replication state (automerge documents, per-peer sync states).
     pub(crate) crdt: sled::Tree,
     publish_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    changes: std::sync::Arc<std::sync::OnceLock<ChangeSink>>,
 }
 
 impl Store {
@@ -114,6 +132,7 @@ impl Store {
             gov: db.open_tree("gov")?,
             crdt: db.open_tree("crdt")?,
             publish_lock: Default::default(),
+            changes: Default::default(),
             db,
         };
         let swept = store.sweep_orphan_chunks()?;
@@ -121,6 +140,17 @@ impl Store {
             tracing::info!(files = swept, "removed leftovers of interrupted imports");
         }
         Ok(store)
+    }
+
+    /// Sets the one listener for [`Change`]s; false if one is set already.
+    pub fn on_change(&self, sink: ChangeSink) -> bool {
+        self.changes.set(sink).is_ok()
+    }
+
+    pub(crate) fn changed(&self, c: Change) {
+        if let Some(sink) = self.changes.get() {
+            sink(c);
+        }
     }
 
     /// Makes every write so far durable. Call before acknowledging.

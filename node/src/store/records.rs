@@ -45,6 +45,18 @@ pub struct ReleaseEntry {
     pub yanked: bool,
 }
 
+/// A release record as the search catalog reads it: decoded without checking
+/// the signature again (it was checked before it was stored), with whether
+/// it is the visible record of its version and whether it is yanked.
+#[derive(Debug, Clone)]
+pub struct PackageRow {
+    pub record_id: RecordId,
+    pub envelope: Signed,
+    pub release: pb::Release,
+    pub visible: bool,
+    pub yanked: bool,
+}
+
 /// Outcome of [`Store::publish_local`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertRelease {
@@ -123,6 +135,9 @@ impl Store {
                 }
             }
         })?;
+        if won {
+            self.changed(super::Change::Namespace(ns));
+        }
         Ok(won)
     }
 
@@ -147,6 +162,9 @@ impl Store {
             by_hash.insert(by_hash_key.as_slice(), &[])?;
             Ok(true)
         })?;
+        if new {
+            self.changed(super::Change::Package(r.name.clone()));
+        }
         Ok(new)
     }
 
@@ -204,6 +222,7 @@ impl Store {
             records.insert(yank.id().as_bytes(), yank.envelope().encoded())?;
             Ok(yanks.insert(key.as_slice(), value.as_slice())?.is_none())
         })?;
+        self.changed(super::Change::Package(y.name.clone()));
         Ok(new)
     }
 
@@ -230,6 +249,7 @@ impl Store {
         }
         let encoded = postcard::to_stdvec(&forced).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.namespaces.insert(ns.as_bytes(), encoded)?;
+        self.changed(super::Change::Namespace(ns.to_string()));
         Ok(true)
     }
 
@@ -322,6 +342,53 @@ impl Store {
             }
         }
         Ok(by_version.into_values().collect())
+    }
+
+    /// Every release record of package `name` (see [`PackageRow`]).
+    pub fn package_rows(&self, name: &str) -> Result<Vec<PackageRow>, StoreError> {
+        let ns = name.split('/').next().unwrap_or_default();
+        let owner = self.namespace_owner(ns)?.map(|o| o.owner);
+        let mut rows: Vec<PackageRow> = Vec::new();
+        for key in self.releases.scan_prefix(format!("{name}\0").as_bytes()).keys() {
+            let rid = rid_of(&key?)?;
+            let Some(env) = self.record(&rid)? else { continue };
+            let release = <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("record {rid}: {e}")))?;
+            let by_owner = owner.is_some_and(|o| env.claimed_signer() == o.as_slice());
+            let by_owner_yanked = by_owner && self.is_yanked(&release)?;
+            rows.push(PackageRow {
+                record_id: rid,
+                envelope: env,
+                visible: by_owner,
+                yanked: by_owner_yanked,
+                release,
+            });
+        }
+        // Of two records by the owner for one version, the smaller id shows.
+        let mut seen = std::collections::HashSet::new();
+        rows.sort_by(|a, b| a.record_id.cmp(&b.record_id));
+        for r in rows.iter_mut().filter(|r| r.visible) {
+            if !seen.insert(r.release.version.clone()) {
+                r.visible = false;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Names of every package with a stored release record (under a
+    /// namespace, when given).
+    pub fn package_names(&self, namespace: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let prefix = namespace.map(|ns| format!("{ns}/")).unwrap_or_default();
+        let mut out: Vec<String> = Vec::new();
+        for key in self.releases.scan_prefix(prefix.as_bytes()).keys() {
+            let key = key?;
+            let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+            let name = String::from_utf8_lossy(&key[..end]);
+            if out.last().map(String::as_str) != Some(&*name) {
+                out.push(name.into_owned());
+            }
+        }
+        Ok(out)
     }
 
     /// The visible releases among index keys under `prefix`.

@@ -1,0 +1,317 @@
+//! The search catalog: what the node knows about every release beyond its
+//! text (visibility, verdict, yank, attestations, installs), in memory, so a
+//! query can filter and rank hundreds of thousands of candidates without
+//! touching sled. Pure: the indexer fills it from the store; nothing here
+//! does I/O.
+//!
+//! Text never changes (a release is immutable), so the tantivy index only
+//! ever gains documents; everything that can change lives here and is
+//! replaced package by package.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use packfed_protocol::records::ATTESTATION_KINDS;
+use packfed_protocol::{ContentHash, RecordId};
+
+/// The key that ties a tantivy document to its catalog entry: the first 8
+/// bytes of the release record id. A second preimage of 64 bits of BLAKE3 is
+/// out of reach; two records of one publisher that collide only hide one of
+/// that publisher's own releases, and [`Catalog::replace_package`] refuses
+/// the second.
+pub fn doc_key(rid: &RecordId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&rid.0[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// Bit of an attestation kind in [`Entry::kinds`].
+pub fn kind_bit(kind: &str) -> Option<u16> {
+    ATTESTATION_KINDS.iter().position(|k| *k == kind).map(|i| 1u16 << i)
+}
+
+/// One release record.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: u64,
+    pub rid: RecordId,
+    pub name: Arc<str>,
+    pub version: semver::Version,
+    pub description: String,
+    pub category: String,
+    /// The SPDX expression as signed.
+    pub license: String,
+    /// Lowercase SPDX ids in the expression (what `--license` matches).
+    pub license_ids: Vec<String>,
+    pub tier: String,
+    pub hash: ContentHash,
+    pub quality: u32,
+    pub published_ms: u64,
+    /// Signed by the namespace owner (the only releases anyone sees).
+    pub visible: bool,
+    pub yanked: bool,
+    pub accepted: bool,
+    /// Org visibility: shown only to this node's users and its org peers.
+    pub org: bool,
+    /// Distinct members whose current attestation passes.
+    pub attesters: u32,
+    /// Kinds with at least one current passing attestation by a member.
+    pub kinds: u16,
+    /// Installs and failed installs from the learning aggregates.
+    pub installs: u64,
+    pub failed_installs: u64,
+}
+
+/// What a query asks to see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub category: Option<String>,
+    /// One SPDX id, lowercase.
+    pub license: Option<String>,
+    pub tier: Option<String>,
+    /// Bit of the attestation kind required.
+    pub attested: Option<u16>,
+    pub include_quarantined: bool,
+    pub all_versions: bool,
+    /// Whether org releases may be shown (false when answering an outsider).
+    pub include_org: bool,
+}
+
+impl Filters {
+    /// Whether `e` passes every filter, ignoring which version is shown.
+    pub fn admits(&self, e: &Entry) -> bool {
+        e.visible
+            && !e.yanked
+            && (e.accepted || self.include_quarantined)
+            && (!e.org || self.include_org)
+            && self
+                .category
+                .as_ref()
+                .is_none_or(|c| e.category.eq_ignore_ascii_case(c))
+            && self.tier.as_ref().is_none_or(|t| e.tier.eq_ignore_ascii_case(t))
+            && self
+                .license
+                .as_ref()
+                .is_none_or(|l| e.license_ids.iter().any(|i| i == l))
+            && self.attested.is_none_or(|bit| e.kinds & bit != 0)
+    }
+}
+
+/// Every release the node knows, by document key, with its package's
+/// versions grouped.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    entries: HashMap<u64, Entry>,
+    /// Package name -> keys of its versions, newest version first.
+    packages: HashMap<Arc<str>, Vec<u64>>,
+}
+
+impl Catalog {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, key: u64) -> Option<&Entry> {
+        self.entries.get(&key)
+    }
+
+    pub fn entry_by_rid(&self, rid: &RecordId) -> Option<&Entry> {
+        self.entries.get(&doc_key(rid)).filter(|e| e.rid == *rid)
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.entries.contains_key(&key)
+    }
+
+    /// Replaces everything known about package `name` with `versions` (all
+    /// its release records). Returns the keys of entries that collided with
+    /// another package's key and were left out.
+    pub fn replace_package(&mut self, name: &str, versions: Vec<Entry>) -> Vec<u64> {
+        let name: Arc<str> = match self.packages.get_key_value(name) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(name),
+        };
+        if let Some(old) = self.packages.remove(&name) {
+            for k in old {
+                self.entries.remove(&k);
+            }
+        }
+        let mut refused = Vec::new();
+        let mut keys = Vec::with_capacity(versions.len());
+        for mut e in versions {
+            if self.entries.contains_key(&e.key) || keys.contains(&e.key) {
+                refused.push(e.key);
+                continue;
+            }
+            e.name = name.clone();
+            keys.push(e.key);
+            self.entries.insert(e.key, e);
+        }
+        if keys.is_empty() {
+            return refused;
+        }
+        // Newest first, so the shown version is the first admitted one.
+        keys.sort_by(|a, b| {
+            let (ea, eb) = (&self.entries[a], &self.entries[b]);
+            eb.version.cmp(&ea.version).then(ea.rid.cmp(&eb.rid))
+        });
+        self.packages.insert(name, keys);
+        refused
+    }
+
+    /// Whether the release under `key` is a result for `f`: it passes the
+    /// filters and, unless every version is asked for, it is the newest
+    /// version of its package that does.
+    pub fn shown(&self, key: u64, f: &Filters) -> bool {
+        let Some(e) = self.entries.get(&key) else {
+            return false;
+        };
+        if !f.admits(e) {
+            return false;
+        }
+        if f.all_versions {
+            return true;
+        }
+        let Some(versions) = self.packages.get(&e.name) else {
+            return false;
+        };
+        versions
+            .iter()
+            .filter_map(|k| self.entries.get(k))
+            .find(|v| f.admits(v))
+            .is_some_and(|v| v.key == key)
+    }
+
+    /// Sets install counts of the release with content hash `hash`.
+    pub fn set_installs(&mut self, hash: &ContentHash, installs: u64, failed: u64) -> usize {
+        let mut n = 0;
+        for e in self.entries.values_mut().filter(|e| e.hash == *hash) {
+            e.installs = installs;
+            e.failed_installs = failed;
+            n += 1;
+        }
+        n
+    }
+
+    /// Package names under a namespace.
+    pub fn packages_in(&self, namespace: &str) -> Vec<Arc<str>> {
+        self.packages
+            .keys()
+            .filter(|n| n.split('/').next() == Some(namespace))
+            .cloned()
+            .collect()
+    }
+
+    pub fn package_names(&self) -> Vec<Arc<str>> {
+        self.packages.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, version: &str, n: u8) -> Entry {
+        let mut rid = [0u8; 32];
+        rid[0] = n;
+        Entry {
+            key: doc_key(&RecordId(rid)),
+            rid: RecordId(rid),
+            name: Arc::from(name),
+            version: semver::Version::parse(version).unwrap(),
+            description: String::new(),
+            category: "web".into(),
+            license: "MIT OR Apache-2.0".into(),
+            license_ids: vec!["mit".into(), "apache-2.0".into()],
+            tier: "beta".into(),
+            hash: ContentHash([n; 32]),
+            quality: 50,
+            published_ms: 0,
+            visible: true,
+            yanked: false,
+            accepted: true,
+            org: false,
+            attesters: 0,
+            kinds: 0,
+            installs: 0,
+            failed_installs: 0,
+        }
+    }
+
+    #[test]
+    fn newest_admitted_version_is_shown() {
+        let mut c = Catalog::default();
+        let mut v2 = entry("a/x", "2.0.0", 2);
+        v2.accepted = false;
+        c.replace_package("a/x", vec![entry("a/x", "1.0.0", 1), v2, entry("a/x", "1.5.0", 3)]);
+        let f = Filters::default();
+        let k = |n: u8| {
+            let mut r = [0u8; 32];
+            r[0] = n;
+            doc_key(&RecordId(r))
+        };
+        assert!(c.shown(k(3), &f), "1.5.0 is the newest accepted");
+        assert!(!c.shown(k(1), &f));
+        assert!(!c.shown(k(2), &f), "quarantined is hidden");
+        let q = Filters {
+            include_quarantined: true,
+            ..Default::default()
+        };
+        assert!(c.shown(k(2), &q));
+        assert!(!c.shown(k(3), &q));
+        let all = Filters {
+            all_versions: true,
+            ..Default::default()
+        };
+        assert!(c.shown(k(1), &all) && c.shown(k(3), &all) && !c.shown(k(2), &all));
+    }
+
+    #[test]
+    fn filters_match_fields() {
+        let mut e = entry("a/x", "1.0.0", 1);
+        e.kinds = kind_bit("audit").unwrap();
+        let f = |f: Filters| f.admits(&e);
+        assert!(f(Filters {
+            license: Some("apache-2.0".into()),
+            ..Default::default()
+        }));
+        assert!(!f(Filters {
+            license: Some("gpl-3.0-only".into()),
+            ..Default::default()
+        }));
+        assert!(f(Filters {
+            category: Some("WEB".into()),
+            tier: Some("beta".into()),
+            attested: kind_bit("audit"),
+            ..Default::default()
+        }));
+        assert!(!f(Filters {
+            attested: kind_bit("vuln-scan"),
+            ..Default::default()
+        }));
+        e.org = true;
+        assert!(!Filters::default().admits(&e));
+        assert!(
+            Filters {
+                include_org: true,
+                ..Default::default()
+            }
+            .admits(&e)
+        );
+    }
+
+    #[test]
+    fn replacing_a_package_drops_its_old_entries_and_refuses_collisions() {
+        let mut c = Catalog::default();
+        c.replace_package("a/x", vec![entry("a/x", "1.0.0", 1)]);
+        let refused = c.replace_package("a/y", vec![entry("a/y", "1.0.0", 1)]);
+        assert_eq!(refused.len(), 1, "a key another package holds is refused");
+        c.replace_package("a/x", vec![entry("a/x", "2.0.0", 2)]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.packages_in("a").len(), 1);
+    }
+}
