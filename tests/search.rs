@@ -102,16 +102,17 @@ fn typos_filters_boosts_and_trust_signals_on_one_node() {
             true,
         ),
     );
+    // Identical but for the name; alpha is published last (newer).
     publish(
         n,
         root,
-        "alpha/twin-kit",
+        "beta/twin-kit",
         ("Twin templates", &["twin"], "web", "MIT", true),
     );
     publish(
         n,
         root,
-        "beta/twin-kit",
+        "alpha/twin-kit",
         ("Twin templates", &["twin"], "web", "MIT", true),
     );
 
@@ -163,11 +164,9 @@ fn typos_filters_boosts_and_trust_signals_on_one_node() {
     let err: Value = serde_json::from_slice(&bad.stdout).unwrap();
     assert_eq!(err["code"], "bad_kind", "{err}");
 
-    // Identical packs: name order first, then an attested one above.
-    assert_eq!(
-        ids(&search(n, &["twin-kit"])),
-        vec!["alpha/twin-kit@1.0.0", "beta/twin-kit@1.0.0"]
-    );
+    // Identical packs: the newer first, then the attested one above it.
+    let v = search(n, &["twin-kit", "--explain"]);
+    assert_eq!(ids(&v), vec!["alpha/twin-kit@1.0.0", "beta/twin-kit@1.0.0"], "{v}");
     n.json(&[
         "attest",
         "beta/twin-kit@1.0.0",
@@ -331,4 +330,115 @@ fn fan_out_keeps_org_entries_in_the_org_and_reports_a_silent_peer() {
     // The CLI starts a process and connects; the search itself waits 300 ms.
     assert!(took < Duration::from_secs(5), "search took {took:?}");
     fed.nodes[1].stop().unwrap();
+}
+
+/// Sets `[learn] round` in a home's config.
+fn set_round(home: &Path, round: &str) {
+    let path = home.join("config.toml");
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    let cfg = if cfg.contains("[learn]") {
+        cfg.replace("round = \"1h\"", &format!("round = \"{round}\""))
+    } else {
+        format!("{cfg}\n[learn]\nround = \"{round}\"\n")
+    };
+    assert!(cfg.contains(&format!("round = \"{round}\"")), "{cfg}");
+    std::fs::write(path, cfg).unwrap();
+}
+
+#[test]
+fn nodes_learn_ranking_together_from_signed_summaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut fed = Federation::empty(&bin(), root, 3).unwrap();
+    let first = fed.init_home("n0", "public", None, &[]).unwrap();
+    set_round(&first, "2s");
+    fed.nodes
+        .push(TestNode::start_with_env(&bin(), &first, &[("PACKFED_TEST_HOOKS", "1")]).unwrap());
+    let boot = fed.nodes[0].p2p_addr().unwrap();
+    for i in 1..3 {
+        let home = fed.init_home(&format!("n{i}"), "company", Some(&boot), &[]).unwrap();
+        set_round(&home, "2s");
+        fed.nodes.push(TestNode::start(&bin(), &home).unwrap());
+    }
+    fed.wait_connected(DEADLINE).unwrap();
+    let (n0, n1, n2) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
+
+    // Users of n1 and n2 search, then install what they found.
+    // (An event needs at least two results shown: one says nothing about order.)
+    publish(
+        n1,
+        root,
+        "acme/widget",
+        ("Widget templates", &["widget"], "web", "MIT", true),
+    );
+    publish(
+        n1,
+        root,
+        "acme/widget-lite",
+        ("Widget templates, lite", &["widget"], "web", "MIT", false),
+    );
+    wait_for(DEADLINE, "n2 to see the packs", || {
+        n2.json(&["info", "acme/widget-lite"]).ok()
+    })
+    .unwrap();
+    for (i, n) in [n1, n2].into_iter().enumerate() {
+        assert_eq!(ids(&search(n, &["widget"])).len(), 2);
+        let to = root.join(format!("install-{i}"));
+        n.json(&["install", "acme/widget", "--to", &to.to_string_lossy()])
+            .unwrap();
+        let st = n.json(&["learn", "status"]).unwrap();
+        assert_eq!(st["local_samples"], 1, "{st}");
+    }
+
+    // Every node aggregates every node's summary and adopts the same model.
+    let statuses: Vec<Value> = [n0, n1, n2]
+        .iter()
+        .map(|n| {
+            wait_for(DEADLINE, "a model trained on the installs", || {
+                let st = n.json(&["learn", "status"]).ok()?;
+                (st["contributors"].as_array()?.len() == 3 && st["model_version"].as_u64()? >= 1).then_some(st)
+            })
+            .unwrap_or_else(|e| panic!("{e}: {}", n.json(&["learn", "status"]).unwrap()))
+        })
+        .collect();
+    let first_weights = &statuses[0]["weights"];
+    assert_ne!(
+        *first_weights,
+        serde_json::json!([1.0, 0.25, 0.3, 0.2, 0.05]),
+        "{first_weights}"
+    );
+    // n0 never installed anything: the popularity it shows came from peers.
+    let info = wait_for(DEADLINE, "install counts from the aggregates", || {
+        let v = n0.json(&["info", "acme/widget"]).ok()?;
+        (v["installs"].as_u64()? >= 2).then_some(v)
+    })
+    .unwrap();
+    assert_eq!(info["failed_installs"], 0, "{info}");
+
+    // Summaries of another schema or with a bad signature are ignored.
+    let fed_id = n0.json(&["status"]).unwrap()["federation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rejected = |n: &TestNode, what: &str| {
+        n.json(&["learn", "status"]).unwrap()["rejected"][what]
+            .as_u64()
+            .unwrap()
+    };
+    for (what, schema, corrupt) in [("wrong_schema", 99, false), ("bad_signature", 1, true)] {
+        let before: Vec<u64> = [n1, n2].iter().map(|n| rejected(n, what)).collect();
+        wait_for(DEADLINE, &format!("peers to count a summary as {what}"), || {
+            let hex =
+                packfed_testnet::sign_learning_summary_hex(&fed_id, 2000, schema, [5.0, 0.0, 0.0, 0.0, 0.0], corrupt)
+                    .unwrap();
+            let body = format!("{{\"hex\":\"{hex}\",\"topic\":\"learn\"}}");
+            let _ = n0.post_json("/v1/test/gossip", &body);
+            [n1, n2]
+                .iter()
+                .zip(&before)
+                .all(|(n, b)| rejected(n, what) > *b)
+                .then_some(())
+        })
+        .unwrap();
+    }
 }

@@ -90,6 +90,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/yank", post(yank))
         .route("/v1/attest", post(attest))
         .route("/v1/gov/submit", post(gov_submit))
+        .route("/v1/learn/install", post(learn_install))
         .route("/v1/test/gossip", post(gossip_raw))
         .route("/v1/test/fetch", post(fetch_raw))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -101,6 +102,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/info/{ns}/{name}", get(info))
         .route("/v1/attestations/{ns}/{name}", get(attestations))
         .route("/v1/policy", get(policy))
+        .route("/v1/learn", get(learn_status))
         .route("/v1/gov/members", get(gov_members))
         .route("/v1/gov/proposals", get(gov_list))
         .route("/v1/gov/proposals/{id}", get(gov_show))
@@ -215,11 +217,39 @@ async fn gossip_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawGossip>)
         let cmd = match body.topic.as_str() {
             "attestations" => crate::net::Command::GossipAttestation(bytes),
             "governance" => crate::net::Command::GossipGovernance(bytes),
+            "learn" => crate::net::Command::GossipLearn(bytes),
             _ => crate::net::Command::GossipRaw(bytes),
         };
         net.send(cmd).await;
     }
     Ok(Json(json!({"sent": true})))
+}
+
+#[derive(Deserialize)]
+struct InstallReport {
+    hash: String,
+    ok: bool,
+}
+
+/// The CLI reports each install (and failed install): the local signal of
+/// federated learning. Kept on this node only.
+async fn learn_install(
+    State(s): State<Arc<ApiState>>,
+    Json(r): Json<InstallReport>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let hash: ContentHash = r
+        .hash
+        .parse()
+        .map_err(|_| ApiError::bad("bad_hash", "hash must be 64 lowercase hex digits"))?;
+    let node = s.node.clone();
+    let event = tokio::task::spawn_blocking(move || node.learn_install(&hash, r.ok, crate::packing::now_ms()))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(json!({"recorded": true, "event": event})))
+}
+
+async fn learn_status(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    Json(s.node.learn_status(crate::packing::now_ms()))
 }
 
 async fn metrics(State(s): State<Arc<ApiState>>) -> String {

@@ -180,6 +180,15 @@ enum Command {
     /// Governance: members, proposals and votes.
     #[command(subcommand)]
     Gov(GovCommand),
+    /// Federated learning of the search ranking.
+    #[command(subcommand)]
+    Learn(LearnCommand),
+}
+
+#[derive(Subcommand)]
+enum LearnCommand {
+    /// The round, the model in force, who contributed, what was rejected.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -744,6 +753,30 @@ async fn run(cli: Cli) -> Result<()> {
             });
         }
         Command::Gov(cmd) => gov_command(&home, j, cmd).await?,
+        Command::Learn(LearnCommand::Status) => {
+            let client = Client::connect(&home)?;
+            let v: Value = client.get("/v1/learn").await?;
+            output(j, &v, || {
+                let weights = v["weights"]
+                    .as_array()
+                    .map(|w| {
+                        w.iter()
+                            .zip(v["features"].as_array().cloned().unwrap_or_default())
+                            .map(|(x, n)| format!("{}={:.3}", n.as_str().unwrap_or("?"), x.as_f64().unwrap_or(0.0)))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "round {}  model version {}  local samples {}\nweights {weights}\ncontributors of the last round: {}\nrejected: {}",
+                    v["round"],
+                    v["model_version"],
+                    v["local_samples"],
+                    v["contributors"].as_array().map(|c| c.len()).unwrap_or(0),
+                    v["rejected"]
+                )
+            });
+        }
         Command::Install {
             specs,
             locked,

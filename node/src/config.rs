@@ -102,6 +102,42 @@ pub struct Config {
     pub policy: PolicySection,
     #[serde(default)]
     pub trust: TrustSection,
+    #[serde(default)]
+    pub learn: LearnSection,
+}
+
+/// `[learn]`: federated learning of the search ranking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnSection {
+    /// Take part (train, publish summaries, adopt the aggregate).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Length of a round, e.g. "1h" (every node of a federation must agree).
+    #[serde(default = "default_round")]
+    pub round: packfed_governance::duration::Duration,
+    /// Gaussian noise on each update for (epsilon, 1e-5)-differential
+    /// privacy per round, 0 < epsilon < 1; absent: no noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_epsilon: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_round() -> packfed_governance::duration::Duration {
+    packfed_governance::duration::Duration(3600)
+}
+
+impl Default for LearnSection {
+    fn default() -> Self {
+        LearnSection {
+            enabled: true,
+            round: default_round(),
+            dp_epsilon: None,
+        }
+    }
 }
 
 /// `[trust]`: the install trust policy `packfed install` applies by default.

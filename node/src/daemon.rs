@@ -87,6 +87,7 @@ pub async fn run(home: Home) -> Result<()> {
     // After node.json exists: the network adds its listen addresses to it.
     let _net = crate::net::start(node.clone()).context("starting the libp2p network")?;
     tokio::spawn(crate::governance::run(node.clone()));
+    tokio::spawn(crate::learn::node::run(node.clone()));
     tracing::info!(peer_id = %node.peer_id, api = %api_addr, federation = %node.federation(), "node running");
     eprintln!("packfed node {} serving the API on http://{api_addr}", node.peer_id);
 

@@ -233,13 +233,25 @@ impl Node {
                     Err(e) => Ingested::Invalid(e.to_string()),
                 };
             }
+            Some(Domain::LearningSummary) => {
+                return match env.verify::<pb::LearningSummary>(&fed) {
+                    Ok(v) => match self.learn_receive(&v, crate::packing::now_ms()) {
+                        Ok(true) => Ingested::New(None),
+                        Ok(false) => Ingested::Known,
+                        Err(e) => Ingested::Invalid(e),
+                    },
+                    Err(e) => {
+                        self.learn_rejected(crate::learn::node::Rejection::Signature);
+                        Ingested::Invalid(e.to_string())
+                    }
+                };
+            }
             Some(Domain::NodeAnnouncement) => {
                 return match env.verify::<pb::NodeAnnouncement>(&fed) {
                     Ok(v) => Ingested::Announcement(Box::new(v)),
                     Err(e) => Ingested::Invalid(e.to_string()),
                 };
             }
-            Some(other) => return Ingested::Invalid(format!("{} records are not accepted here yet", other.tag())),
             None => return Ingested::Invalid(format!("unknown record kind {:?}", env.kind())),
         };
         match stored {

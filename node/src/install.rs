@@ -468,7 +468,21 @@ pub async fn install(
     trust: Option<&TrustContext>,
 ) -> Result<Installed> {
     let picks = resolve(client, fed, specs).await?;
-    install_picks(client, fed, picks, target, show_progress, trust).await
+    let hashes: Vec<ContentHash> = picks.iter().map(|p| p.hash).collect();
+    let result = install_picks(client, fed, picks, target, show_progress, trust).await;
+    // The local signal of federated learning (stays on this node). A node
+    // that cannot take the report must not fail the install.
+    let ok = result.is_ok();
+    for h in hashes {
+        let report = serde_json::json!({"hash": h.to_hex(), "ok": ok});
+        if let Err(e) = client
+            .post_json::<serde_json::Value>("/v1/learn/install", &report)
+            .await
+        {
+            tracing::debug!(error = %e, "install not reported to the node");
+        }
+    }
+    result
 }
 
 /// Installs exactly what `TARGET/packfed.lock` pins (same releases, same

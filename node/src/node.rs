@@ -44,6 +44,8 @@ pub struct Node {
     pub gov_changed: tokio::sync::Notify,
     /// The search index, once the daemon started it.
     pub search: std::sync::OnceLock<Arc<crate::search::SearchService>>,
+    /// Federated learning: the model in force and this round's summaries.
+    pub learn: std::sync::Mutex<crate::learn::node::LearnBook>,
 }
 
 /// A release as the API shows it.
@@ -70,6 +72,9 @@ pub struct ReleaseView {
     pub quality: QualityView,
     pub dependencies: Vec<DependencyView>,
     pub published_at_ms: u64,
+    /// Installs and failed installs across the federation (learning aggregates).
+    pub installs: u64,
+    pub failed_installs: u64,
     /// The signed release, hex: clients verify it themselves.
     pub envelope: String,
 }
@@ -128,6 +133,7 @@ impl ReleaseView {
                 v.reasons = vec![format!("cannot evaluate: {err}")];
             }
         }
+        (v.installs, v.failed_installs) = node.usage_of(&v.hash);
         let claimed = v.quality.score;
         if let Ok(atts) = node.attestation_entries(&e.release) {
             v.quality_disputes = atts
@@ -175,6 +181,8 @@ impl ReleaseView {
                 })
                 .collect(),
             published_at_ms: r.published_at_ms,
+            installs: 0,
+            failed_installs: 0,
             envelope: hex::encode(e.envelope.encoded()),
         }
     }
@@ -234,6 +242,7 @@ impl Node {
             net: Default::default(),
             iroh: Default::default(),
             search: Default::default(),
+            learn: Default::default(),
         };
         node.load_governance()?;
         Ok(node)

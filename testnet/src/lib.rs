@@ -640,3 +640,39 @@ pub fn sign_vote_hex(key_file_text: &str, federation_hex: &str, proposal_hex: &s
     };
     Ok(hex::encode(Signed::sign(&v, &key, &fed).encoded()))
 }
+
+/// A signed learning summary for the current round, hex, for tests that play
+/// a hostile peer: `schema` other than the node's is ignored by receivers;
+/// `corrupt_signature` flips a signature bit.
+pub fn sign_learning_summary_hex(
+    federation_hex: &str,
+    round_ms: u64,
+    schema: u32,
+    delta: [f64; 5],
+    corrupt_signature: bool,
+) -> Result<String> {
+    use packfed_protocol::{FederationId, KeyPair, Signed, pb};
+    let key = KeyPair::generate()?;
+    let fed = FederationId(
+        hex::decode(federation_hex)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("federation id must be 32 bytes"))?,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let s = pb::LearningSummary {
+        round: now / round_ms,
+        round_ms,
+        schema,
+        delta: delta.to_vec(),
+        samples: 1_000_000,
+        usage: Vec::new(),
+    };
+    let env = Signed::sign(&s, &key, &fed);
+    let mut pbs = env.to_pb();
+    if corrupt_signature {
+        pbs.signature[0] ^= 1;
+    }
+    Ok(hex::encode(prost::Message::encode_to_vec(&pbs)))
+}

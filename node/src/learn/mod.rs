@@ -33,6 +33,7 @@
 pub mod aggregate;
 pub mod dp;
 pub mod model;
+pub mod node;
 pub mod sim;
 pub mod train;
 

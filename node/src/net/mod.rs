@@ -56,6 +56,8 @@ pub enum Command {
     GossipAttestation(Vec<u8>),
     /// Gossip a proposal, vote or cancel on the governance topic.
     GossipGovernance(Vec<u8>),
+    /// Gossip a learning summary on the learn topic.
+    GossipLearn(Vec<u8>),
     /// Fetch a blob if this node's role mirrors accepted packs.
     Mirror(ContentHash, u64),
     Peers(oneshot::Sender<Vec<PeerView>>),
@@ -182,6 +184,7 @@ pub struct Names {
     pub nodes_topic: IdentTopic,
     pub attestations_topic: IdentTopic,
     pub governance_topic: IdentTopic,
+    pub learn_topic: IdentTopic,
 }
 
 impl Names {
@@ -194,6 +197,7 @@ impl Names {
             nodes_topic: IdentTopic::new(format!("packfed/{hex}/nodes")),
             attestations_topic: IdentTopic::new(format!("packfed/{hex}/attestations")),
             governance_topic: IdentTopic::new(format!("packfed/{hex}/governance")),
+            learn_topic: IdentTopic::new(format!("packfed/{hex}/learn")),
         }
     }
 }
@@ -215,7 +219,8 @@ fn scoring(names: &Names) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreTh
     params.topics.insert(names.records_topic.hash(), topic.clone());
     params.topics.insert(names.nodes_topic.hash(), topic.clone());
     params.topics.insert(names.attestations_topic.hash(), topic.clone());
-    params.topics.insert(names.governance_topic.hash(), topic);
+    params.topics.insert(names.governance_topic.hash(), topic.clone());
+    params.topics.insert(names.learn_topic.hash(), topic);
     params.app_specific_weight = 0.0;
     params.ip_colocation_factor_weight = 0.0; // every test node is on 127.0.0.1
     let thresholds = gossipsub::PeerScoreThresholds {
@@ -250,6 +255,7 @@ pub fn gossipsub_behaviour(key: &libp2p::identity::Keypair, names: &Names) -> Re
     gossipsub.subscribe(&names.nodes_topic)?;
     gossipsub.subscribe(&names.attestations_topic)?;
     gossipsub.subscribe(&names.governance_topic)?;
+    gossipsub.subscribe(&names.learn_topic)?;
     Ok(gossipsub)
 }
 
@@ -479,6 +485,12 @@ impl Reactor {
                 let topic = self.names.attestations_topic.clone();
                 if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
                     tracing::debug!(error = %e, "attestation not gossiped");
+                }
+            }
+            Command::GossipLearn(bytes) => {
+                let topic = self.names.learn_topic.clone();
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                    tracing::debug!(error = %e, "learning summary not gossiped");
                 }
             }
             Command::GossipGovernance(bytes) => {

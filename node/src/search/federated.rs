@@ -96,6 +96,10 @@ pub async fn search(
         .await
         .map_err(|e| SearchError::Task(e.to_string()))??;
     let me = node.peer_id.clone();
+    node.learn_note_search(
+        local.iter().map(|h| (h.entry.hash.0, h.features)).collect(),
+        crate::packing::now_ms(),
+    );
     let local: Vec<SearchHit> = local.iter().map(|h| SearchHit::local(h, &me, explain)).collect();
 
     let (targets, mut unanswered) = targets(node, fanout_to).await;
