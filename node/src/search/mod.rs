@@ -436,7 +436,9 @@ impl Indexer<'_> {
         let Ok(all) = self.node.attestation_entries(r) else {
             return (0, 0);
         };
-        let mut latest: HashMap<([u8; 32], &str), (u64, [u8; 32], bool)> = HashMap::new();
+        // (attester, kind) -> (time, id, pass) of the latest.
+        type Latest<'a> = HashMap<([u8; 32], &'a str), (u64, [u8; 32], bool)>;
+        let mut latest: Latest = HashMap::new();
         for a in &all {
             let slot = latest
                 .entry((a.attester, a.kind.as_str()))

@@ -366,7 +366,7 @@ impl Store {
         }
         // Of two records by the owner for one version, the smaller id shows.
         let mut seen = std::collections::HashSet::new();
-        rows.sort_by(|a, b| a.record_id.cmp(&b.record_id));
+        rows.sort_by_key(|r| r.record_id);
         for r in rows.iter_mut().filter(|r| r.visible) {
             if !seen.insert(r.release.version.clone()) {
                 r.visible = false;
