@@ -40,7 +40,9 @@ const RECENT_SEARCHES: usize = 256;
 /// Bounds on what a summary may carry.
 const MAX_USAGE_ENTRIES: usize = 1024;
 const MAX_COUNT: u64 = 1 << 20;
-const MAX_CONTRIBUTORS: usize = 1024;
+/// Summaries kept per round: with envelopes of at most 64 KiB and three open
+/// rounds, at most 48 MiB whatever peers send.
+const MAX_CONTRIBUTORS: usize = 256;
 
 /// Why a peer's summary was ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
