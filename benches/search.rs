@@ -4,13 +4,15 @@
 //!     10,000-pack generated catalog, overall and per query kind, beside a
 //!     trivial ranker (packs with a query word in the name, by quality);
 //! (l) local search latency on a catalog of ~100,000 releases, in-process and
-//!     through the HTTP API of a daemon (`peers=local`), beside an HTTP round
-//!     trip to `/v1/status`;
+//!     through the HTTP API of a daemon (`peers=local`, and the default
+//!     `peers=lacking`), beside the bare tantivy index over the same texts
+//!     (no catalog) and HTTP round trips (a 404, `/v1/status`);
 //! (m) fan-out search across a 10-process testnet (`peers=all`), beside the
 //!     same query with `peers=local`, counting partial answers;
 //! (n) index build throughput: the initial load of that catalog from sled
 //!     into an empty index, and an incremental batch of ~5,000 releases,
-//!     beside the raw ingest rate of the same batch without search;
+//!     beside the raw ingest rate of a same-size batch without search and a
+//!     bare tantivy build of the same texts;
 //! (o) the daemon's RSS with that catalog, beside its RSS on an empty home;
 //! (p) the federated learning harness (`learn::sim`) and its floors.
 //!
@@ -18,6 +20,7 @@
 //! stopped, on the same home (sled allows one process at a time) with a
 //! fresh index directory, so (n)'s initial load starts from nothing.
 //! PACKFED_BENCH_QUICK=1 shrinks every size (smoke runs);
+//! PACKFED_BENCH_VERBOSE=1 prints (k)'s per-query NDCG to stderr;
 //! PACKFED_BENCH_ONLY=kl runs only those rows (default: k..p).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +33,7 @@ use packfed_node::config::Home;
 use packfed_node::ingest::{Channel, Ingested};
 use packfed_node::node::Node;
 use packfed_node::search::catalog::Filters;
+use packfed_node::search::index::{DocText, TextIndex};
 use packfed_node::search::{LocalQuery, SearchService};
 use packfed_protocol::{FederationId, KeyPair, Signed, pb};
 use packfed_testnet::catalog::{self, PackSpec, SEARCH_QUALITY_PACKAGES, SEARCH_QUALITY_SEED};
@@ -124,16 +128,16 @@ fn search_path(q: &str, peers: &str, limit: usize) -> String {
 }
 
 /// Times `n` HTTP searches (after `warm` untimed ones), cycling `queries`.
-fn time_http_searches(api: &str, queries: &[String], warm: usize, n: usize) -> Vec<Duration> {
+fn time_http_searches(api: &str, peers: &str, queries: &[String], warm: usize, n: usize) -> Vec<Duration> {
     for q in queries.iter().cycle().take(warm) {
-        get_json(api, &search_path(q, "local", 10)).expect("a search answer");
+        get_json(api, &search_path(q, peers, 10)).expect("a search answer");
     }
     let mut samples: Vec<Duration> = queries
         .iter()
         .cycle()
         .take(n)
         .map(|q| {
-            let path = search_path(q, "local", 10);
+            let path = search_path(q, peers, 10);
             let t = Instant::now();
             let (code, body) = http_get(api, &path).expect("a search answer");
             let took = t.elapsed();
@@ -145,11 +149,12 @@ fn time_http_searches(api: &str, queries: &[String], warm: usize, n: usize) -> V
     samples
 }
 
-fn status_rtts(api: &str, n: usize) -> Vec<Duration> {
+/// Round trips of `GET path` (any status).
+fn rtts(api: &str, path: &str, n: usize) -> Vec<Duration> {
     let mut rtt: Vec<Duration> = (0..n)
         .map(|_| {
             let t = Instant::now();
-            http_get(api, "/v1/status").expect("a status answer");
+            http_get(api, path).expect("an HTTP answer");
             t.elapsed()
         })
         .collect();
@@ -167,6 +172,20 @@ fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Resident memory by kind (`/proc/PID/smaps_rollup`), for PACKFED_BENCH_VERBOSE.
+fn memory_breakdown(pid: u32) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    s.lines()
+        .filter(|l| {
+            ["Rss:", "Anonymous:", "Pss_Anon:", "Pss_File:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn mb(kib: u64) -> f64 {
@@ -251,6 +270,7 @@ fn bench_k(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime) {
     let name_words: Vec<BTreeSet<String>> = specs.iter().map(|s| words(&s.name).into_iter().collect()).collect();
     let queries = catalog::labelled_queries();
     let now = now_ms();
+    let verbose = std::env::var_os("PACKFED_BENCH_VERBOSE").is_some();
     // kind -> (sum engine, sum trivial, queries)
     let mut kinds: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
     let (mut total, mut total_base, mut empty) = (0.0, 0.0, 0);
@@ -260,6 +280,14 @@ fn bench_k(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime) {
         empty += usize::from(ranked.is_empty());
         let ndcg = catalog::ndcg_at(10, &ranked, &q.relevant);
         let base = catalog::ndcg_at(10, &trivial_rank(&specs, &name_words, &q.query), &q.relevant);
+        if verbose {
+            eprintln!(
+                "(k) {:<14} {ndcg:.3} (trivial {base:.3}) {:?} -> {:?}",
+                q.kind,
+                q.query,
+                &ranked[..ranked.len().min(3)]
+            );
+        }
         let k = kinds.entry(q.kind.clone()).or_default();
         k.0 += ndcg;
         k.1 += base;
@@ -356,6 +384,16 @@ fn ingest_all(node: &Node, records: &[Vec<u8>]) {
     }
 }
 
+/// What the daemon part of (l)/(o) measured.
+struct Http {
+    local: Vec<Duration>,
+    lacking: Vec<Duration>,
+    status: Vec<Duration>,
+    not_found: Vec<Duration>,
+    rss: (u64, u64),
+    empty_rss: (u64, u64),
+}
+
 struct Lno {
     quick: bool,
     packages: usize,
@@ -378,6 +416,7 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
     let preload = t.elapsed();
     let queries: Vec<String> = catalog::labelled_queries().into_iter().map(|q| q.query).collect();
     let timed = if cfg.quick { 1_000 } else { 5_000 };
+    let verbose = std::env::var_os("PACKFED_BENCH_VERBOSE").is_some();
 
     // The daemon on the preloaded home: HTTP latency and RSS.
     let mut http = None;
@@ -387,15 +426,38 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
         let mut d = TestNode::start(&bin(), &home).expect("start the daemon");
         let pid = d.child.as_ref().expect("a child").id();
         let api = d.api.clone();
+        if verbose {
+            eprintln!("(o) daemon up: {}", memory_breakdown(pid));
+        }
         wait_for(Duration::from_secs(1800), "the daemon's search catalog", || {
             let v = get_json(&api, "/v1/status")?;
-            (v["search"]["catalog"].as_u64()? >= n as u64).then_some(())
+            let s = &v["search"];
+            (s["catalog"].as_u64()? >= n as u64 && s["documents"].as_u64()? >= n as u64).then_some(())
         })
         .expect("the daemon loads the catalog");
         daemon_load = start.elapsed();
-        let samples = time_http_searches(&api, &queries, 200, timed);
-        let rtt = status_rtts(&api, 500);
+        if verbose {
+            eprintln!("(o) catalog loaded: {}", memory_breakdown(pid));
+            let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+            for l in log.lines().take(30) {
+                eprintln!("(o) node.log: {l}");
+            }
+        }
+        let samples = time_http_searches(&api, "local", &queries, 200, timed);
+        if verbose {
+            eprintln!("(o) after {timed} local queries: {}", memory_breakdown(pid));
+            let _ = time_http_searches(&api, "local", &queries, 0, timed);
+            eprintln!("(o) after {} local queries: {}", 2 * timed, memory_breakdown(pid));
+        }
+        // The default fan-out (`lacking`), with no peer connected: only the
+        // choice of peers differs from `local`.
+        let lacking = time_http_searches(&api, "lacking", &queries, 20, timed / 5);
+        let rtt = rtts(&api, "/v1/status", 300);
+        let rtt404 = rtts(&api, "/v1/no-such-route", 300);
         let (rss, hwm) = rss_kib(pid);
+        if verbose {
+            eprintln!("(o) after the queries: {}", memory_breakdown(pid));
+        }
         d.stop().expect("stop the daemon");
 
         // Baseline: the same daemon on an empty home, same queries.
@@ -406,19 +468,30 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
             get_json(&e.api, "/v1/status")?["search"]["catalog"].as_u64()
         })
         .expect("the empty daemon's search runs");
-        let _ = time_http_searches(&e.api, &queries, 200, timed.min(1_000));
+        let _ = time_http_searches(&e.api, "local", &queries, 200, timed.min(1_000));
         let (erss, ehwm) = rss_kib(epid);
         drop(e);
-        http = Some((samples, rtt, (rss, hwm), (erss, ehwm)));
+        http = Some(Http {
+            local: samples,
+            lacking,
+            status: rtt,
+            not_found: rtt404,
+            rss: (rss, hwm),
+            empty_rss: (erss, ehwm),
+        });
     }
 
     // In-process, on the same home (daemon stopped), fresh index dir.
+    let me = std::process::id();
+    let rss_before_open = rss_kib(me).0;
+    let t = Instant::now();
     let node = Arc::new(
         Node::open(Home {
             root: home.to_path_buf(),
         })
         .expect("open the node"),
     );
+    let open_time = t.elapsed();
     let fid = *node.federation();
     let extra = &all[n..];
     let (batch_a, claims_a, _) = signed_batch(&extra[..extra.len() / 2], "ba-", &fid);
@@ -427,6 +500,7 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
     let t = Instant::now();
     ingest_all(&node, &batch_a);
     let raw_a = t.elapsed();
+    let rss_opened = rss_kib(me).0;
     let svc = open_service(&node, &tmp.path().join("inproc-index"));
     let t = Instant::now();
     svc.start(node.clone()).expect("start the search service");
@@ -435,6 +509,14 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
         "the search service did not load the catalog"
     );
     let initial = t.elapsed();
+    if verbose {
+        eprintln!(
+            "(o) bench process RSS: before Node::open {:.0} MB, after open + batch A {:.0} MB, after the search load {:.0} MB",
+            mb(rss_before_open),
+            mb(rss_opened),
+            mb(rss_kib(me).0)
+        );
+    }
     let loaded = svc.stats().catalog as usize;
     assert_eq!(loaded, n + batch_a.len() - claims_a, "every release is in the catalog");
 
@@ -456,6 +538,80 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
             took
         })
         .collect();
+    // Baselines: the bare tantivy index (same analyzers and query shape)
+    // over the same texts, built in one go and queried without the catalog.
+    let bare = TextIndex::open(&tmp.path().join("bare-index")).expect("a bare index").0;
+    let docs: Vec<DocText> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| DocText {
+            key: i as u64,
+            name: s.name.clone(),
+            keywords: s.keywords.clone(),
+            description: s.description.clone(),
+            category: s.category.clone(),
+        })
+        .collect();
+    let t = Instant::now();
+    for chunk in docs.chunks(20_000) {
+        bare.add(chunk).expect("add to the bare index");
+    }
+    bare.commit().expect("commit the bare index");
+    let bare_build = t.elapsed();
+    drop(docs);
+    let parsed: Vec<_> = queries.iter().map(|q| bare.parse(q)).collect();
+    for q in parsed.iter().cycle().take(200) {
+        bare.candidates(q, 256, |_, s| Some(s)).expect("bare search");
+    }
+    let mut bare_lat: Vec<Duration> = queries
+        .iter()
+        .cycle()
+        .take(timed)
+        .map(|q| {
+            // Parsing is part of a search: time it here too.
+            let t = Instant::now();
+            let p = bare.parse(q);
+            let c = bare.candidates(&p, 256, |_, s| Some(s)).expect("bare search");
+            let took = t.elapsed();
+            std::hint::black_box(c);
+            took
+        })
+        .collect();
+    bare_lat.sort();
+    drop(parsed);
+
+    if verbose {
+        // Per query: the slowest of its runs, and one more run.
+        let mut per: BTreeMap<&str, Duration> = BTreeMap::new();
+        for (q, d) in queries.iter().cycle().zip(&inproc) {
+            let e = per.entry(q.as_str()).or_default();
+            *e = (*e).max(*d);
+        }
+        let mut slow: Vec<(&str, Duration)> = per.into_iter().collect();
+        slow.sort_by_key(|s| std::cmp::Reverse(s.1));
+        let text: Vec<BTreeSet<String>> = specs
+            .iter()
+            .map(|s| {
+                let mut w: BTreeSet<String> = words(&s.name).into_iter().chain(words(&s.description)).collect();
+                w.extend(s.keywords.iter().cloned());
+                w.insert(s.category.clone());
+                w
+            })
+            .collect();
+        for (q, d) in slow.iter().take(15) {
+            let t = Instant::now();
+            let hits = svc.search(&local_query(q), now).expect("search");
+            let took = t.elapsed();
+            let qw = words(q);
+            let matching = text.iter().filter(|w| qw.iter().all(|x| w.contains(x))).count();
+            eprintln!(
+                "(l) slowest {q:?}: max {} (again: {}, {} hits; ~{matching} of {n} releases contain every word)",
+                dur(*d),
+                dur(took),
+                hits.len()
+            );
+        }
+    }
     inproc.sort();
 
     // (n) incremental: ingest with the service running, until searchable.
@@ -475,23 +631,31 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
     if cfg.want_l {
         let (p50, p99) = (pct(&inproc, 0.5), pct(&inproc, 0.99));
         let mut result = format!("in-process p50 **{}** p99 **{}**", dur(p50), dur(p99));
-        let mut baseline = String::from("-");
+        let mut baseline = format!(
+            "bare tantivy index, same texts and query shape, no catalog: p50 {} p99 {}",
+            dur(pct(&bare_lat, 0.5)),
+            dur(pct(&bare_lat, 0.99))
+        );
         let mut floor = format!(
             "in-process p50 < 2 ms {} p99 < 10 ms {}",
             check(p50 < Duration::from_millis(2)),
             check(p99 < Duration::from_millis(10))
         );
-        if let Some((http, rtt, _, _)) = &http {
+        if let Some(h) = &http {
             result.push_str(&format!(
-                "; HTTP `peers=local` p50 {} p99 {}",
-                dur(pct(http, 0.5)),
-                dur(pct(http, 0.99))
+                "; HTTP `peers=local` p50 {} p99 {}; HTTP default `peers=lacking` (no peers) p50 {} p99 {}",
+                dur(pct(&h.local, 0.5)),
+                dur(pct(&h.local, 0.99)),
+                dur(pct(&h.lacking, 0.5)),
+                dur(pct(&h.lacking, 0.99))
             ));
-            baseline = format!(
-                "HTTP `/v1/status` round trip p50 {} p99 {}",
-                dur(pct(rtt, 0.5)),
-                dur(pct(rtt, 0.99))
-            );
+            baseline.push_str(&format!(
+                "; HTTP round trip: 404 p50 {} p99 {}; `/v1/status` p50 {} p99 {}",
+                dur(pct(&h.not_found, 0.5)),
+                dur(pct(&h.not_found, 0.99)),
+                dur(pct(&h.status, 0.5)),
+                dur(pct(&h.status, 0.99))
+            ));
             floor.push_str(" (HTTP: none)");
         }
         rows.push(Row(
@@ -522,12 +686,17 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
                 if found_new { "" } else { " — a new release was NOT found" },
             ),
             format!(
-                "ingest of a same-size batch without search {} ({} releases); offline sign+ingest preload {}{}",
+                "bare tantivy add+commit of the same {n} texts {}; ingest of a same-size batch without search {} ({} releases); offline sign+ingest preload {}{}",
+                per_sec(n, bare_build),
                 per_sec(batch_a.len() - claims_a, raw_a),
                 batch_a.len() - claims_a,
                 per_sec(n, preload),
                 if http.is_some() {
-                    format!("; daemon start to {n} loaded {:.1} s", daemon_load.as_secs_f64())
+                    format!(
+                        "; daemon start to {n} loaded {:.1} s (of which Node::open in-process takes {:.1} s)",
+                        daemon_load.as_secs_f64(),
+                        open_time.as_secs_f64()
+                    )
                 } else {
                     String::new()
                 }
@@ -536,7 +705,11 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
         ));
     }
     if cfg.want_o
-        && let Some((_, _, (rss, hwm), (erss, ehwm))) = http
+        && let Some(Http {
+            rss: (rss, hwm),
+            empty_rss: (erss, ehwm),
+            ..
+        }) = http
     {
         rows.push(Row(
             'o',
