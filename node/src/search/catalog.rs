@@ -60,6 +60,21 @@ pub struct Entry {
     /// Installs and failed installs from the learning aggregates.
     pub installs: u64,
     pub failed_installs: u64,
+    /// The ranking features but text, as of when the entry was made: the
+    /// first pass reads them instead of recomputing logs and exponentials
+    /// for every matching document.
+    pub signals: [f64; crate::search::rank::FEATURES],
+    /// Whether this is the shown version of its package when no field filter
+    /// applies, per [`Filters::fast_slot`].
+    pub shown_by_default: [bool; 4],
+}
+
+impl Entry {
+    /// Fills [`Entry::signals`] as of `now_ms`.
+    pub fn with_signals(mut self, now_ms: u64) -> Entry {
+        self.signals = crate::search::rank::features(&self, 1.0, 1.0, now_ms);
+        self
+    }
 }
 
 /// What a query asks to see.
@@ -78,6 +93,18 @@ pub struct Filters {
 }
 
 impl Filters {
+    /// For filters that only choose quarantine and org visibility (the
+    /// common case), the slot of [`Entry::shown_by_default`] that answers
+    /// [`Catalog::shown`] without looking at the other versions.
+    pub fn fast_slot(&self) -> Option<usize> {
+        let plain = self.category.is_none()
+            && self.license.is_none()
+            && self.tier.is_none()
+            && self.attested.is_none()
+            && !self.all_versions;
+        plain.then_some(usize::from(self.include_quarantined) * 2 + usize::from(self.include_org))
+    }
+
     /// Whether `e` passes every filter, ignoring which version is shown.
     pub fn admits(&self, e: &Entry) -> bool {
         e.visible
@@ -97,11 +124,47 @@ impl Filters {
     }
 }
 
+/// Hashes document keys (already uniform: they are BLAKE3 output) with a
+/// per-process secret, so no one can grind record ids into one bucket.
+#[derive(Clone)]
+pub struct KeyHasherBuilder(u64);
+
+impl Default for KeyHasherBuilder {
+    fn default() -> Self {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        KeyHasherBuilder(u64::from_le_bytes(seed) | 1)
+    }
+}
+
+pub struct KeyHasher(u64, u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        (self.1 ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.1 = (self.1 ^ u64::from(*b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+    fn write_u64(&mut self, k: u64) {
+        self.1 ^= k;
+    }
+}
+
+impl std::hash::BuildHasher for KeyHasherBuilder {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0, 0)
+    }
+}
+
 /// Every release the node knows, by document key, with its package's
 /// versions grouped.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Catalog {
-    entries: HashMap<u64, Entry>,
+    entries: HashMap<u64, Entry, KeyHasherBuilder>,
     /// Package name -> keys of its versions, newest version first.
     packages: HashMap<Arc<str>, Vec<u64>>,
 }
@@ -159,6 +222,22 @@ impl Catalog {
             let (ea, eb) = (&self.entries[a], &self.entries[b]);
             eb.version.cmp(&ea.version).then(ea.rid.cmp(&eb.rid))
         });
+        for slot in 0..4 {
+            let f = Filters {
+                include_quarantined: slot >= 2,
+                include_org: slot % 2 == 1,
+                ..Default::default()
+            };
+            let first = keys
+                .iter()
+                .copied()
+                .find(|k| self.entries.get(k).is_some_and(|e| f.admits(e)));
+            for k in &keys {
+                if let Some(e) = self.entries.get_mut(k) {
+                    e.shown_by_default[slot] = first == Some(*k);
+                }
+            }
+        }
         self.packages.insert(name, keys);
         refused
     }
@@ -170,6 +249,9 @@ impl Catalog {
         let Some(e) = self.entries.get(&key) else {
             return false;
         };
+        if let Some(slot) = f.fast_slot() {
+            return e.shown_by_default[slot];
+        }
         if !f.admits(e) {
             return false;
         }
@@ -192,6 +274,8 @@ impl Catalog {
         for e in self.entries.values_mut().filter(|e| e.hash == *hash) {
             e.installs = installs;
             e.failed_installs = failed;
+            let l = (1.0 + installs as f64).ln();
+            e.signals[3] = l / (l + 2.0);
             n += 1;
         }
         n
@@ -239,6 +323,8 @@ mod tests {
             kinds: 0,
             installs: 0,
             failed_installs: 0,
+            signals: [0.0; 5],
+            shown_by_default: [false; 4],
         }
     }
 

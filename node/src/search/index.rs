@@ -293,8 +293,16 @@ impl TextIndex {
                 words,
             };
         }
+        // Stopwords ("for", "the") match no description and rarely a name:
+        // requiring them would empty the results. Kept only if nothing else is left.
+        let content: Vec<&String> = words.iter().filter(|w| !tokens(&self.prose, w).is_empty()).collect();
+        let required: Vec<&String> = if content.is_empty() {
+            words.iter().collect()
+        } else {
+            content
+        };
         let mut per_word: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for w in &words {
+        for w in required {
             let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
             let name = Term::from_field_text(f.name, w);
             let kw = Term::from_field_text(f.keywords, w);
@@ -465,6 +473,11 @@ mod tests {
         t.sort();
         assert_eq!(t, vec![1, 3], "templates matches template");
         assert!(keys(&ix, "kubernetes graphql").is_empty());
+        assert_eq!(
+            keys(&ix, "operator for kubernetes"),
+            vec![4],
+            "stopwords are not required"
+        );
         assert_eq!(keys(&ix, "").len(), 4, "an empty query browses everything");
     }
 

@@ -204,7 +204,7 @@ impl SearchService {
                 if !c.shown(key, &filters) {
                     return None;
                 }
-                Some(rank::prior(&weights, c.get(key)?, bm25, now_ms))
+                Some(rank::prior(&weights, c.get(key)?, bm25))
             })?;
         let best = cands.iter().map(|c| c.bm25).fold(0.0f32, f32::max);
         let c = self
@@ -427,7 +427,10 @@ impl Indexer<'_> {
             kinds,
             installs: 0,
             failed_installs: 0,
+            signals: [0.0; FEATURES],
+            shown_by_default: [false; 4],
         }
+        .with_signals(crate::packing::now_ms())
     }
 
     /// Distinct members with a current passing attestation, and the kinds

@@ -70,11 +70,11 @@ pub fn explain(weights: &[f64; FEATURES], f: &[f64; FEATURES], bm25: f32) -> Exp
 /// The first-pass score the index collects candidates by: BM25 nudged by the
 /// signals, so that among many equal text matches the trusted ones make the
 /// candidate list (the final order is [`score`] over [`features`]).
-pub fn prior(weights: &[f64; FEATURES], e: &Entry, bm25: f32, now_ms: u64) -> f32 {
-    let f = features(e, 1.0, 1.0, now_ms);
+pub fn prior(weights: &[f64; FEATURES], e: &Entry, bm25: f32) -> f32 {
+    let f = &e.signals;
     let total: f64 = weights[1..].iter().map(|w| w.abs()).sum();
     let signal = if total > 0.0 {
-        (score(weights, &f) - weights[0] * f[0]) / total
+        (score(weights, f) - weights[0] * f[0]) / total
     } else {
         0.0
     };
@@ -110,6 +110,8 @@ mod tests {
             kinds: 0,
             installs: 0,
             failed_installs: 0,
+            signals: [0.0; 5],
+            shown_by_default: [false; 4],
         }
     }
 
@@ -127,7 +129,10 @@ mod tests {
         assert_eq!(attested[2], 0.5);
         assert!(attested.iter().all(|x| (0.0..=1.0).contains(x)));
         assert!(score(&DEFAULT_WEIGHTS, &attested) > score(&DEFAULT_WEIGHTS, &plain));
-        assert!(prior(&DEFAULT_WEIGHTS, &e, 2.0, 0) > prior(&DEFAULT_WEIGHTS, &entry(), 2.0, 0));
+        e.signals = features(&e, 1.0, 1.0, 0);
+        let mut plain = entry();
+        plain.signals = features(&plain, 1.0, 1.0, 0);
+        assert!(prior(&DEFAULT_WEIGHTS, &e, 2.0) > prior(&DEFAULT_WEIGHTS, &plain, 2.0));
     }
 
     #[test]

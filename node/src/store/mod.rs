@@ -96,6 +96,9 @@ pub struct Store {
     pub(crate) crdt: sled::Tree,
     publish_lock: std::sync::Arc<std::sync::Mutex<()>>,
     changes: std::sync::Arc<std::sync::OnceLock<ChangeSink>>,
+    /// Release records stored: sled's `len` walks the whole tree, and this is
+    /// read on every search and announcement.
+    release_records: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -133,8 +136,12 @@ impl Store {
             crdt: db.open_tree("crdt")?,
             publish_lock: Default::default(),
             changes: Default::default(),
+            release_records: Default::default(),
             db,
         };
+        store
+            .release_records
+            .store(store.releases.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let swept = store.sweep_orphan_chunks()?;
         if swept > 0 {
             tracing::info!(files = swept, "removed leftovers of interrupted imports");

@@ -163,6 +163,7 @@ impl Store {
             Ok(true)
         })?;
         if new {
+            self.release_records.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.changed(super::Change::Package(r.name.clone()));
         }
         Ok(new)
@@ -421,7 +422,7 @@ impl Store {
 
     /// Number of stored release records (visible or not).
     pub fn release_count(&self) -> usize {
-        self.releases.len()
+        self.release_records.load(std::sync::atomic::Ordering::Relaxed) as usize
     }
 
     /// Whether a record is stored.
