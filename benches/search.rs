@@ -352,25 +352,7 @@ fn signed_batch(specs: &[PackSpec], prefix: &str, fed: &FederationId) -> (Vec<Ve
     for (i, s) in specs.iter().enumerate() {
         let name = rename(&s.name);
         last.clone_from(&name);
-        let r = pb::Release {
-            content_hash: blake3::hash(format!("{name}@{}", s.version).as_bytes())
-                .as_bytes()
-                .to_vec(),
-            name,
-            version: s.version.clone(),
-            size: 10_000,
-            description: s.description.clone(),
-            license: s.license.clone(),
-            keywords: s.keywords.clone(),
-            category: s.category.clone(),
-            quality: Some(pb::QualityReport {
-                score: s.quality,
-                tier: packfed_protocol::quality::Tier::from_score(s.quality).as_str().into(),
-                ..Default::default()
-            }),
-            published_at_ms: now - (specs.len() - i) as u64,
-            ..Default::default()
-        };
+        let r = s.release(&name, now - (specs.len() - i) as u64);
         out.push(Signed::sign(&r, &key, fed).encoded().to_vec());
     }
     (out, namespaces.len(), last)

@@ -155,13 +155,16 @@ async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Va
         "blobs": n.store.blob_count(),
         "policy_version": n.policy().version,
         "gov_records": n.gov_records().len(),
-        "search": n.search.get().map(|s| json!({
-            "documents": s.stats().documents,
-            "catalog": s.stats().catalog,
-            "applied_changes": s.stats().applied_changes,
-            "rebuilt": s.stats().rebuilt,
-            "rate_limited": s.rate_limited.load(std::sync::atomic::Ordering::Relaxed),
-        })),
+        "search": n.search.get().map(|s| {
+            let st = s.stats();
+            json!({
+                "documents": st.documents,
+                "catalog": st.catalog,
+                "applied_changes": st.applied_changes,
+                "rebuilt": st.rebuilt,
+                "rate_limited": s.rate_limited.load(Ordering::Relaxed),
+            })
+        }),
     })))
 }
 

@@ -42,6 +42,36 @@ pub struct PackSpec {
     pub topic: String,
 }
 
+impl PackSpec {
+    /// The release record of this pack under `name` (benches rename packs
+    /// into fresh namespaces), published at `published_at_ms`; the content
+    /// hash stands for an archive that is never built.
+    pub fn release(&self, name: &str, published_at_ms: u64) -> packfed_protocol::pb::Release {
+        use packfed_protocol::pb;
+        pb::Release {
+            name: name.to_string(),
+            version: self.version.clone(),
+            content_hash: blake3::hash(format!("{name}@{}", self.version).as_bytes())
+                .as_bytes()
+                .to_vec(),
+            size: 10_000,
+            description: self.description.clone(),
+            license: self.license.clone(),
+            keywords: self.keywords.clone(),
+            category: self.category.clone(),
+            quality: Some(pb::QualityReport {
+                score: self.quality,
+                tier: packfed_protocol::quality::Tier::from_score(self.quality)
+                    .as_str()
+                    .into(),
+                ..Default::default()
+            }),
+            published_at_ms,
+            ..Default::default()
+        }
+    }
+}
+
 /// A query with graded relevance labels: package name -> grade 1..=3
 /// (3 = exactly what was asked for, 2 = relevant, 1 = partially relevant).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -587,24 +587,8 @@ pub fn preload_catalog(home: &Path, specs: &[catalog::PackSpec]) -> Result<()> {
         let nth = seen.entry(s.name.as_str()).or_insert(0);
         let published = (start + first + *nth * 30 * DAY_MS).min(now);
         *nth += 1;
-        let id = format!("{}@{}", s.name, s.version);
-        let r = pb::Release {
-            name: s.name.clone(),
-            version: s.version.clone(),
-            content_hash: blake3::hash(id.as_bytes()).as_bytes().to_vec(),
-            size: 10_000 + u64::from(h.as_bytes()[8]) * 1000,
-            description: s.description.clone(),
-            license: s.license.clone(),
-            keywords: s.keywords.clone(),
-            category: s.category.clone(),
-            quality: Some(pb::QualityReport {
-                score: s.quality,
-                tier: packfed_protocol::quality::Tier::from_score(s.quality).as_str().into(),
-                ..Default::default()
-            }),
-            published_at_ms: published,
-            ..Default::default()
-        };
+        let mut r = s.release(&s.name, published);
+        r.size = 10_000 + u64::from(h.as_bytes()[8]) * 1000;
         envelopes.push(Signed::sign(&r, &key, &fed).encoded().to_vec());
     }
     for (i, e) in envelopes.iter().enumerate() {

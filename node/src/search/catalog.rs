@@ -296,10 +296,11 @@ impl Catalog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn entry(name: &str, version: &str, n: u8) -> Entry {
+    /// An accepted, visible release of `name@version` whose record id starts with `n`.
+    pub(crate) fn entry(name: &str, version: &str, n: u8) -> Entry {
         let mut rid = [0u8; 32];
         rid[0] = n;
         Entry {

@@ -84,35 +84,11 @@ pub fn prior(weights: &[f64; FEATURES], e: &Entry, bm25: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::catalog::doc_key;
-    use packfed_protocol::{ContentHash, RecordId};
-    use std::sync::Arc;
 
     fn entry() -> Entry {
-        Entry {
-            key: doc_key(&RecordId([1; 32])),
-            rid: RecordId([1; 32]),
-            name: Arc::from("a/x"),
-            version: semver::Version::new(1, 0, 0),
-            description: String::new(),
-            category: String::new(),
-            license: String::new(),
-            license_ids: vec![],
-            tier: String::new(),
-            hash: ContentHash([1; 32]),
-            quality: 80,
-            published_ms: 0,
-            visible: true,
-            yanked: false,
-            accepted: true,
-            org: false,
-            attesters: 0,
-            kinds: 0,
-            installs: 0,
-            failed_installs: 0,
-            signals: [0.0; 5],
-            shown_by_default: [false; 4],
-        }
+        let mut e = crate::search::catalog::tests::entry("a/x", "1.0.0", 1);
+        e.quality = 80;
+        e
     }
 
     #[test]
