@@ -39,6 +39,7 @@ pub async fn run(home: Home) -> Result<()> {
         Ok(n) => tracing::info!(releases = n, "re-evaluated releases under the policy in force"),
         Err(e) => tracing::warn!(error = %e, "re-evaluating releases failed"),
     }
+    crate::memory::release_freed();
     // Search loads its catalog in the background; searches wait for it.
     let search = Arc::new(
         crate::search::SearchService::open(&home.search_index())

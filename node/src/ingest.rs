@@ -9,6 +9,7 @@ use anyhow::Result;
 use packfed_protocol::records::check_release;
 use packfed_protocol::{ContentHash, Domain, RecordId, Signed, Verified, pb};
 
+use crate::docfile::DocFile;
 use crate::node::Node;
 use crate::registry::Replica;
 use crate::store::{Store, StoreError};
@@ -66,35 +67,72 @@ impl Channel {
         }
     }
 
-    fn prefix(self) -> &'static [u8] {
+    /// Where the document was saved in sled before it moved to a file.
+    fn legacy_prefix(self) -> &'static [u8] {
         match self {
             Channel::Public => b"doc/public/",
             Channel::Org => b"doc/org/",
         }
     }
-}
 
-/// Loads the public registry document saved in the store (a snapshot plus
-/// incremental saves, in key order); a missing or unreadable one is rebuilt
-/// from the stored records, which are the authority.
-pub fn load_replica(store: &Store, channel: Channel) -> Result<Replica, StoreError> {
-    let mut bytes = Vec::new();
-    for v in store.crdt.scan_prefix(channel.prefix()).values() {
-        bytes.extend_from_slice(&v?);
-    }
-    if !bytes.is_empty() {
-        match Replica::load(&bytes) {
-            Ok(r) => return Ok(r),
-            Err(e) => tracing::warn!(error = %e, "registry document unreadable; rebuilding it from stored records"),
+    fn file_name(self) -> &'static str {
+        match self {
+            Channel::Public => "public.automerge",
+            Channel::Org => "org.automerge",
         }
     }
+}
+
+/// Loads a channel's registry document from its file (or from sled, where
+/// older nodes kept it); a missing or unreadable one is rebuilt from the
+/// stored records, which are the authority.
+pub fn load_replica(store: &Store, channel: Channel) -> Result<(Replica, DocFile)> {
+    let mut file = DocFile::new(store.registry_doc(channel.file_name()));
+    match file.read() {
+        Ok(Some(bytes)) => match Replica::load(&bytes) {
+            Ok(r) => return Ok((r, file)),
+            Err(e) => {
+                tracing::warn!(error = %e, file = %file.path().display(), "registry document unreadable; rebuilding it from stored records")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, file = %file.path().display(), "cannot read the registry document; rebuilding it from stored records")
+        }
+    }
+    let mut legacy = Vec::new();
+    let mut legacy_keys = Vec::new();
+    for kv in store.crdt.scan_prefix(channel.legacy_prefix()) {
+        let (k, v) = kv.map_err(StoreError::from)?;
+        legacy.extend_from_slice(&v);
+        legacy_keys.push(k);
+    }
+    let loaded = (!legacy.is_empty()).then(|| Replica::load(&legacy).ok()).flatten();
+    drop(legacy);
+    let mut r = match loaded {
+        Some(r) => r,
+        None => rebuild_replica(store, channel)?,
+    };
+    file.snapshot(&mut r)?;
+    for k in legacy_keys {
+        store.crdt.remove(k).map_err(StoreError::from)?;
+    }
+    Ok((r, file))
+}
+
+fn rebuild_replica(store: &Store, channel: Channel) -> Result<Replica, StoreError> {
     let mut r = Replica::new();
-    for item in store.all_records() {
+    for (n, item) in store.all_records().enumerate() {
         let (id, env) = item?;
         if record_channel(&env) == channel {
             let _ = r.insert(&id, &env);
         }
+        // Bounds what automerge buffers for the open transaction.
+        if n % 4096 == 4095 {
+            r.settle();
+        }
     }
+    r.settle();
     Ok(r)
 }
 
@@ -109,6 +147,14 @@ fn record_channel(envelope: &[u8]) -> Channel {
 }
 
 impl Node {
+    /// The file a channel's document is saved in.
+    fn doc_file_for(&self, channel: Channel) -> &std::sync::Mutex<DocFile> {
+        match channel {
+            Channel::Public => &self.replica_file,
+            Channel::Org => &self.org_replica_file,
+        }
+    }
+
     /// The document of a channel.
     pub fn replica_for(&self, channel: Channel) -> &std::sync::Mutex<Replica> {
         match channel {
@@ -131,20 +177,32 @@ impl Node {
         }
     }
 
-    /// Appends the documents' changes since the last save to the store.
-    pub fn save_replica(&self) -> Result<(), StoreError> {
+    /// Saves the documents' changes since the last save to their files.
+    /// The bytes are produced under the document lock and written after it.
+    pub fn save_replica(&self) -> Result<()> {
         for channel in [Channel::Public, Channel::Org] {
-            let piece = match self.replica_for(channel).lock() {
-                Ok(mut r) => r.save_incremental(),
+            let Ok(mut file) = self.doc_file_for(channel).lock() else {
+                continue;
+            };
+            let (bytes, snapshot) = match self.replica_for(channel).lock() {
+                Ok(mut r) => {
+                    let piece = r.save_incremental();
+                    if piece.is_empty() {
+                        continue;
+                    }
+                    if file.wants_snapshot(piece.len()) {
+                        (r.save(), true)
+                    } else {
+                        (piece, false)
+                    }
+                }
                 Err(_) => continue,
             };
-            if piece.is_empty() {
-                continue;
+            if snapshot {
+                file.write_snapshot(&bytes)?;
+            } else {
+                file.append(&bytes)?;
             }
-            let seq = self.store.next_id()?;
-            let mut key = channel.prefix().to_vec();
-            key.extend_from_slice(&seq.to_be_bytes());
-            self.store.crdt.insert(key, piece)?;
         }
         Ok(())
     }

@@ -7,6 +7,8 @@
 //! - [`publish`]: the node side of a publish (verify, recompute, commit)
 //! - [`packing`]: the publisher side (pack, assess, sign)
 //! - [`node`]: the running node's state and operations
+//! - [`registry`], [`docfile`]: the replicated registry document and its file
+//! - [`memory`]: returning freed memory to the OS after bulk loads
 //! - [`search`]: local search
 //! - [`trust`]: attestations and the acceptance policy applied to releases
 //! - [`governance`]: proposals and votes, and the policy and members they set
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod docfile;
 pub mod fetch;
 pub mod governance;
 pub mod ingest;
@@ -28,6 +31,7 @@ pub mod init;
 pub mod install;
 pub mod keys;
 pub mod learn;
+pub mod memory;
 pub mod net;
 pub mod node;
 pub mod packing;

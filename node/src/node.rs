@@ -27,6 +27,9 @@ pub struct Node {
     pub replica: std::sync::Mutex<crate::registry::Replica>,
     /// The org registry document, synced only with org peers.
     pub org_replica: std::sync::Mutex<crate::registry::Replica>,
+    /// Where each document is saved.
+    pub(crate) replica_file: std::sync::Mutex<crate::docfile::DocFile>,
+    pub(crate) org_replica_file: std::sync::Mutex<crate::docfile::DocFile>,
     /// Counters of what peers sent.
     pub stats: crate::ingest::IngestStats,
     /// The network, once started (absent in offline tools and tests).
@@ -220,8 +223,8 @@ impl Node {
         let key = keys::node_key(&home)?;
         let peer_id = keys::peer_id(&key)?.to_string();
         let store = Store::open(&home.store())?;
-        let replica = crate::ingest::load_replica(&store, crate::ingest::Channel::Public)?;
-        let org_replica = crate::ingest::load_replica(&store, crate::ingest::Channel::Org)?;
+        let (replica, replica_file) = crate::ingest::load_replica(&store, crate::ingest::Channel::Public)?;
+        let (org_replica, org_replica_file) = crate::ingest::load_replica(&store, crate::ingest::Channel::Org)?;
         let local_policy = crate::trust::load_local_policy(&home, config.policy.local.as_deref())?;
         let policy = crate::trust::PolicyInForce::new(0, None, genesis.policy.accept.clone(), local_policy.clone());
         let node = Node {
@@ -238,6 +241,8 @@ impl Node {
             peer_id,
             replica: std::sync::Mutex::new(replica),
             org_replica: std::sync::Mutex::new(org_replica),
+            replica_file: std::sync::Mutex::new(replica_file),
+            org_replica_file: std::sync::Mutex::new(org_replica_file),
             stats: Default::default(),
             net: Default::default(),
             iroh: Default::default(),

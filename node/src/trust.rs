@@ -273,14 +273,29 @@ impl Node {
     /// start, so a changed policy applies at once). Returns how many.
     pub fn reevaluate_stale(&self) -> Result<usize, StoreError> {
         let fp = self.policy_fingerprint();
-        let mut n = 0;
-        for entry in self.store.all_releases(self.federation())? {
-            if self.store.status(&entry.record_id)?.is_some_and(|s| s.policy == fp) {
-                continue;
+        let fresh = |rid: &packfed_protocol::RecordId| -> Result<bool, StoreError> {
+            Ok(self.store.status(rid)?.is_some_and(|s| s.policy == fp))
+        };
+        // Verdicts first, from the index alone: only packages with a stale
+        // verdict are read (and their signatures checked), one at a time, so
+        // a restart under the same policy holds no release in memory.
+        let mut stale: Vec<String> = Vec::new();
+        for item in self.store.release_index() {
+            let (name, rid) = item?;
+            if stale.last() != Some(&name) && !fresh(&rid)? {
+                stale.push(name);
             }
-            let s = self.evaluate(&entry)?;
-            self.store.set_status(&entry.record_id, &s)?;
-            n += 1;
+        }
+        let mut n = 0;
+        for name in stale {
+            for entry in self.store.releases_of(self.federation(), &name)? {
+                if fresh(&entry.record_id)? {
+                    continue;
+                }
+                let s = self.evaluate(&entry)?;
+                self.store.set_status(&entry.record_id, &s)?;
+                n += 1;
+            }
         }
         Ok(n)
     }

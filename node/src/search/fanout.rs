@@ -84,10 +84,10 @@ impl SearchHit {
             sources: vec![source.to_string()],
             attestations: e.attesters,
             status: if e.accepted { "accepted" } else { "quarantined" }.into(),
-            tier: e.tier.clone(),
+            tier: e.tier.to_string(),
             quality: e.quality,
-            category: e.category.clone(),
-            license: e.license.clone(),
+            category: e.category.to_string(),
+            license: e.license.to_string(),
             explain: explain.then_some(h.explain),
         }
     }

@@ -137,6 +137,7 @@ impl SearchService {
                     svc: &me,
                     node: &node,
                     keys: HashSet::new(),
+                    strings: Default::default(),
                 };
                 indexer.run(rx, initial);
             })?;
@@ -241,6 +242,7 @@ struct Indexer<'a> {
     node: &'a Node,
     /// Keys of every document in the index.
     keys: HashSet<u64>,
+    strings: catalog::Interner,
 }
 
 impl Indexer<'_> {
@@ -255,6 +257,7 @@ impl Indexer<'_> {
             ),
             Err(e) => tracing::error!(error = %e, "loading the search catalog failed; search may miss releases"),
         }
+        crate::memory::release_freed();
         let mut applied = initial;
         self.svc.applied.send_replace(applied);
         while let Ok(first) = rx.recv() {
@@ -387,7 +390,7 @@ impl Indexer<'_> {
         Ok(out)
     }
 
-    fn entry(&self, row: PackageRow) -> Entry {
+    fn entry(&mut self, row: PackageRow) -> Entry {
         let r = &row.release;
         let hash = ContentHash::from_slice(&r.content_hash).unwrap_or(ContentHash([0; 32]));
         let (accepted, attesters, kinds) = if row.visible {
@@ -405,17 +408,18 @@ impl Indexer<'_> {
             (false, 0, 0)
         };
         let q = r.quality.as_ref();
-        let license_ids = spdx_ids(&r.license);
+        let license = self.strings.str(&r.license);
+        let license_ids = self.strings.license_ids(&license, spdx_ids);
         Entry {
             key: doc_key(&row.record_id),
             rid: row.record_id,
             name: Arc::from(r.name.as_str()),
             version: semver::Version::parse(&r.version).unwrap_or(semver::Version::new(0, 0, 0)),
             description: r.description.clone(),
-            category: r.category.clone(),
-            license: r.license.clone(),
+            category: self.strings.str(&r.category),
+            license,
             license_ids,
-            tier: q.map(|q| q.tier.clone()).unwrap_or_default(),
+            tier: self.strings.str(q.map(|q| q.tier.as_str()).unwrap_or_default()),
             hash,
             quality: q.map(|q| q.score).unwrap_or(0),
             published_ms: r.published_at_ms,

@@ -82,6 +82,8 @@ pub struct Store {
     chunks: sled::Tree,
     /// Directory of blob files (`packs/` inside the sled directory).
     packs: std::path::PathBuf,
+    /// Directory of the saved registry documents (see `docfile`).
+    registry: std::path::PathBuf,
     outboards: sled::Tree,
     records: sled::Tree,
     releases: sled::Tree,
@@ -106,7 +108,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(16 * 1024 * 1024)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io)
@@ -124,6 +126,7 @@ impl Store {
                 std::fs::create_dir_all(&dir)?;
                 dir
             },
+            registry: path.join("registry"),
             outboards: db.open_tree("blob_outboards")?,
             records: db.open_tree("records")?,
             releases: db.open_tree("releases")?,
@@ -147,6 +150,11 @@ impl Store {
             tracing::info!(files = swept, "removed leftovers of interrupted imports");
         }
         Ok(store)
+    }
+
+    /// The file a registry document is saved in.
+    pub fn registry_doc(&self, file_name: &str) -> std::path::PathBuf {
+        self.registry.join(file_name)
     }
 
     /// Sets the one listener for [`Change`]s; false if one is set already.

@@ -414,10 +414,14 @@ impl Store {
             .next())
     }
 
-    /// Every visible release.
-    pub fn all_releases(&self, fed: &FederationId) -> Result<Vec<ReleaseEntry>, StoreError> {
-        let keys = self.releases.iter().keys().collect::<Result<Vec<_>, _>>()?;
-        self.visible(fed, keys)
+    /// (package name, record id) of every stored release record, in name
+    /// order, read from the index alone.
+    pub fn release_index(&self) -> impl Iterator<Item = Result<(String, RecordId), StoreError>> + '_ {
+        self.releases.iter().keys().map(|k| {
+            let k = k?;
+            let end = k.iter().position(|b| *b == 0).unwrap_or(k.len());
+            Ok((String::from_utf8_lossy(&k[..end]).into_owned(), rid_of(&k)?))
+        })
     }
 
     /// Number of stored release records (visible or not).
