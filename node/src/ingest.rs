@@ -14,6 +14,10 @@ use crate::node::Node;
 use crate::registry::Replica;
 use crate::store::{Store, StoreError};
 
+/// Release signatures verified together in one batch (a failed batch is
+/// re-checked one by one, so a bad record costs its batch a second pass).
+const RELEASE_BATCH: usize = 1024;
+
 /// What became of one record.
 #[derive(Debug)]
 pub enum Ingested {
@@ -210,7 +214,12 @@ impl Node {
     /// Verifies and stores one record from a peer.
     pub fn ingest(&self, bytes: &[u8], channel: Channel) -> Ingested {
         let result = self.ingest_inner(bytes, channel);
-        match &result {
+        self.count(&result);
+        result
+    }
+
+    fn count(&self, result: &Ingested) {
+        match result {
             Ingested::Invalid(reason) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%reason, "refused a record from a peer");
@@ -220,7 +229,6 @@ impl Node {
             }
             _ => {}
         }
-        result
     }
 
     fn ingest_inner(&self, bytes: &[u8], channel: Channel) -> Ingested {
@@ -230,26 +238,12 @@ impl Node {
         };
         let fed = *self.federation();
         let stored = match env.domain() {
-            Some(Domain::Release) => match env.verify::<pb::Release>(&fed) {
-                Ok(v) if channel == Channel::Public && v.record().visibility == pb::Visibility::Org as i32 => {
-                    return Ingested::Invalid("an org release arrived on a public channel".into());
-                }
-                Ok(v) => match check_release(v.record()) {
-                    Ok(facts) => {
-                        if self.store.has_record(&v.id()).unwrap_or(false) {
-                            return Ingested::Known;
-                        }
-                        // A release is judged on arrival; a mirror fetches
-                        // only what the policy accepts (later, if
-                        // attestations come, see `store_attestations`).
-                        self.store
-                            .insert_release_record(&v, &facts.hash)
-                            .map(|_| self.judge_arrival(&v).then_some((facts.hash, v.record().size)))
-                    }
-                    Err(e) => return Ingested::Invalid(e.to_string()),
-                },
-                Err(e) => return Ingested::Invalid(e.to_string()),
-            },
+            Some(Domain::Release) => {
+                return match env.verify::<pb::Release>(&fed) {
+                    Ok(v) => self.store_release(&v, channel),
+                    Err(e) => Ingested::Invalid(e.to_string()),
+                };
+            }
             Some(Domain::NamespaceClaim) => match env.verify::<pb::NamespaceClaim>(&fed) {
                 Ok(v) => {
                     if !valid_namespace(&v.record().namespace) {
@@ -312,6 +306,11 @@ impl Node {
             }
             None => return Ingested::Invalid(format!("unknown record kind {:?}", env.kind())),
         };
+        self.after_store(stored, &env)
+    }
+
+    /// Replicates a record just stored, or reports the store's failure.
+    fn after_store(&self, stored: Result<Option<(ContentHash, u64)>, StoreError>, env: &Signed) -> Ingested {
         match stored {
             Ok(fetch) => {
                 let target = if record_channel(env.encoded()) == Channel::Org {
@@ -327,6 +326,28 @@ impl Node {
                 Ingested::Invalid(format!("store: {e}"))
             }
         }
+    }
+
+    /// Checks, stores and replicates a release whose signature holds.
+    fn store_release(&self, v: &Verified<pb::Release>, channel: Channel) -> Ingested {
+        if channel == Channel::Public && v.record().visibility == pb::Visibility::Org as i32 {
+            return Ingested::Invalid("an org release arrived on a public channel".into());
+        }
+        let facts = match check_release(v.record()) {
+            Ok(f) => f,
+            Err(e) => return Ingested::Invalid(e.to_string()),
+        };
+        if self.store.has_record(&v.id()).unwrap_or(false) {
+            return Ingested::Known;
+        }
+        // A release is judged on arrival; a mirror fetches only what the
+        // policy accepts (later, if attestations come, see
+        // `store_attestations`).
+        let stored = self
+            .store
+            .insert_release_record(v, &facts.hash)
+            .map(|_| self.judge_arrival(v).then_some((facts.hash, v.record().size)));
+        self.after_store(stored, v.envelope())
     }
 }
 
@@ -392,25 +413,60 @@ impl Node {
         let mut out: Vec<Option<Ingested>> = (0..records.len()).map(|_| None).collect();
         let mut attest_idx = Vec::new();
         let mut attest_envs = Vec::new();
+        let mut release_idx = Vec::new();
+        let mut release_envs = Vec::new();
+        let mut claims = Vec::new();
         let mut rest = Vec::new();
         for (i, bytes) in records.iter().enumerate() {
-            match Signed::decode(bytes) {
-                Ok(env) if env.domain() == Some(Domain::Attestation) => {
-                    if self.store.has_record(&env.id()).unwrap_or(false) {
-                        out[i] = Some(Ingested::Known);
-                        continue;
-                    }
-                    attest_idx.push(i);
-                    attest_envs.push(env);
+            let env = match Signed::decode(bytes) {
+                Ok(env) => env,
+                Err(_) => {
+                    rest.push(i);
+                    continue;
                 }
+            };
+            let (idx, envs) = match env.domain() {
+                Some(Domain::Attestation) => (&mut attest_idx, &mut attest_envs),
+                Some(Domain::Release) => (&mut release_idx, &mut release_envs),
                 // Namespace claims first: a release is judged (and mirrored)
                 // on arrival only if its owner's claim is already known.
-                Ok(env) => rest.push((env.domain() != Some(Domain::NamespaceClaim), i)),
-                Err(_) => rest.push((true, i)),
+                Some(Domain::NamespaceClaim) => {
+                    claims.push(i);
+                    continue;
+                }
+                _ => {
+                    rest.push(i);
+                    continue;
+                }
+            };
+            if self.store.has_record(&env.id()).unwrap_or(false) {
+                out[i] = Some(Ingested::Known);
+                continue;
+            }
+            idx.push(i);
+            envs.push(env);
+        }
+        for i in claims {
+            out[i] = Some(self.ingest(&records[i], channel));
+        }
+        // Releases next (yanks and attestations name them), their
+        // signatures checked in batches: a fresh node's first sync brings
+        // every release at once.
+        for (idx, envs) in release_idx
+            .chunks(RELEASE_BATCH)
+            .zip(release_envs.chunks(RELEASE_BATCH))
+        {
+            let verified = packfed_protocol::verify_batch::<pb::Release>(envs, self.federation());
+            for (i, v) in idx.iter().zip(verified) {
+                let r = match v {
+                    Ok(v) => self.store_release(&v, channel),
+                    Err(e) => Ingested::Invalid(e.to_string()),
+                };
+                self.count(&r);
+                out[*i] = Some(r);
             }
         }
-        rest.sort_unstable();
-        for (_, i) in rest {
+        for i in rest {
             out[i] = Some(self.ingest(&records[i], channel));
         }
         if !attest_envs.is_empty() {
