@@ -204,6 +204,9 @@ impl Node {
             };
             if snapshot {
                 file.write_snapshot(&bytes)?;
+                drop(bytes);
+                // A full save allocates several times the document's size.
+                crate::memory::release_freed();
             } else {
                 file.append(&bytes)?;
             }
@@ -497,4 +500,45 @@ impl Node {
 
 fn valid_namespace(ns: &str) -> bool {
     format!("{ns}/x").parse::<packfed_protocol::records::PackName>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(store: &Store, n: u8) -> (RecordId, Vec<u8>) {
+        let bytes = vec![n; 40];
+        let id = RecordId::of(&bytes);
+        store.insert_gov(&id, &bytes).unwrap();
+        (id, bytes)
+    }
+
+    #[test]
+    fn registry_document_moves_out_of_sled_and_survives_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, a_bytes) = stored(&store, 1);
+        let (b, _) = stored(&store, 2);
+        // As older nodes saved it: in sled, holding only `a`.
+        let mut legacy = Replica::new();
+        legacy.insert(&a, &a_bytes).unwrap();
+        let mut key = Channel::Public.legacy_prefix().to_vec();
+        key.extend_from_slice(&1u64.to_be_bytes());
+        store.crdt.insert(key, legacy.save()).unwrap();
+
+        let (r, file) = load_replica(&store, Channel::Public).unwrap();
+        assert!(
+            r.contains(&a) && !r.contains(&b),
+            "the saved document is loaded, not rebuilt"
+        );
+        assert_eq!(store.crdt.scan_prefix(Channel::Public.legacy_prefix()).count(), 0);
+        let (again, _) = load_replica(&store, Channel::Public).unwrap();
+        assert_eq!(again.len(), 1, "now read from the file");
+
+        std::fs::write(file.path(), b"not an automerge document").unwrap();
+        let (rebuilt, _) = load_replica(&store, Channel::Public).unwrap();
+        assert!(rebuilt.contains(&a) && rebuilt.contains(&b), "rebuilt from the records");
+        let (reloaded, _) = load_replica(&store, Channel::Public).unwrap();
+        assert_eq!(reloaded.len(), 2);
+    }
 }
