@@ -115,7 +115,7 @@ fn bench_c(rows: &mut Vec<Row>, n: usize) {
     let mut fed = Federation::empty(&bin(), tmp.path(), 1).unwrap();
     let a = fed.init_home("a", "public", None, &[]).unwrap();
     let t = Instant::now();
-    packfed_testnet::preload(&a, n);
+    packfed_testnet::preload(&a, n).expect("preload the releases");
     let preload_time = t.elapsed();
     fed.nodes.push(TestNode::start(&bin(), &a).unwrap());
     let boot = fed.nodes[0].p2p_addr().unwrap();

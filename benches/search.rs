@@ -54,6 +54,11 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// "p50 X p99 Y" of sorted samples.
+fn p50_p99(sorted: &[Duration]) -> String {
+    format!("p50 {} p99 {}", dur(pct(sorted, 0.5)), dur(pct(sorted, 0.99)))
+}
+
 fn dur(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
     if us < 1000.0 {
@@ -644,18 +649,14 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
         );
         if let Some(h) = &http {
             result.push_str(&format!(
-                "; HTTP `peers=local` p50 {} p99 {}; HTTP default `peers=lacking` (no peers) p50 {} p99 {}",
-                dur(pct(&h.local, 0.5)),
-                dur(pct(&h.local, 0.99)),
-                dur(pct(&h.lacking, 0.5)),
-                dur(pct(&h.lacking, 0.99))
+                "; HTTP `peers=local` {}; HTTP default `peers=lacking` (no peers) {}",
+                p50_p99(&h.local),
+                p50_p99(&h.lacking)
             ));
             baseline.push_str(&format!(
-                "; HTTP round trip: 404 p50 {} p99 {}; `/v1/status` p50 {} p99 {}",
-                dur(pct(&h.not_found, 0.5)),
-                dur(pct(&h.not_found, 0.99)),
-                dur(pct(&h.status, 0.5)),
-                dur(pct(&h.status, 0.99))
+                "; HTTP round trip: 404 {}; `/v1/status` {}",
+                p50_p99(&h.not_found),
+                p50_p99(&h.status)
             ));
             floor.push_str(" (HTTP: none)");
         }

@@ -189,7 +189,7 @@ fn bench_g(rows: &mut Vec<Row>, n: usize) {
     let mut rates = Vec::new();
     for batch in [BATCH, n] {
         let home = fed.init_home(&format!("g{batch}"), "public", None, &[]).unwrap();
-        packfed_testnet::preload(&home, releases);
+        packfed_testnet::preload(&home, releases).expect("preload the releases");
         let node = Node::open(Home { root: home }).unwrap();
         // Records a sync delivers are already in the node's registry
         // document (automerge applied the peer's changes); what remains is

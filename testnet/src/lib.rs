@@ -494,14 +494,13 @@ pub fn sign_attestation_hex(
 
 /// Fills `home`'s store with `n` signed releases `nsI/pack-J@1.0.0` (and
 /// their claims) without a daemon, as if published over time; returns the
-/// publisher key. For benches. Panics on failure.
-pub fn preload(home: &Path, n: usize) -> packfed_protocol::KeyPair {
+/// publisher key. For benches.
+pub fn preload(home: &Path, n: usize) -> Result<packfed_protocol::KeyPair> {
     let node = packfed_node::node::Node::open(packfed_node::config::Home {
         root: home.to_path_buf(),
-    })
-    .unwrap();
+    })?;
     let fed: packfed_protocol::FederationId = *node.federation();
-    let key = packfed_protocol::KeyPair::generate().unwrap();
+    let key = packfed_protocol::KeyPair::generate()?;
     for ns in 0..(n / 100).max(1) {
         let claim = packfed_protocol::pb::NamespaceClaim {
             namespace: format!("ns{ns}"),
@@ -532,9 +531,9 @@ pub fn preload(home: &Path, n: usize) -> packfed_protocol::KeyPair {
             packfed_node::ingest::Channel::Public,
         );
     }
-    node.save_replica().unwrap();
-    node.store.flush().unwrap();
-    key
+    node.save_replica()?;
+    node.store.flush()?;
+    Ok(key)
 }
 
 /// Fills `home`'s store with one signed release per spec of a generated

@@ -106,6 +106,12 @@ fn owner_in(
     }
 }
 
+/// The package name a release index key starts with.
+fn name_of(key: &[u8]) -> String {
+    let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+    String::from_utf8_lossy(&key[..end]).into_owned()
+}
+
 fn rid_of(key: &[u8]) -> Result<RecordId, StoreError> {
     if key.len() < 32 {
         return Err(StoreError::Corrupt("short release index key".into()));
@@ -382,11 +388,9 @@ impl Store {
         let prefix = namespace.map(|ns| format!("{ns}/")).unwrap_or_default();
         let mut out: Vec<String> = Vec::new();
         for key in self.releases.scan_prefix(prefix.as_bytes()).keys() {
-            let key = key?;
-            let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-            let name = String::from_utf8_lossy(&key[..end]);
-            if out.last().map(String::as_str) != Some(&*name) {
-                out.push(name.into_owned());
+            let name = name_of(&key?);
+            if out.last() != Some(&name) {
+                out.push(name);
             }
         }
         Ok(out)
@@ -419,8 +423,7 @@ impl Store {
     pub fn release_index(&self) -> impl Iterator<Item = Result<(String, RecordId), StoreError>> + '_ {
         self.releases.iter().keys().map(|k| {
             let k = k?;
-            let end = k.iter().position(|b| *b == 0).unwrap_or(k.len());
-            Ok((String::from_utf8_lossy(&k[..end]).into_owned(), rid_of(&k)?))
+            Ok((name_of(&k), rid_of(&k)?))
         })
     }
 
