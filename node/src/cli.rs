@@ -1075,6 +1075,7 @@ fn pack_to(dir: &Path, out: &Path) -> Result<packfed_protocol::archive::PackSumm
     let (w, summary) = packfed_protocol::archive::pack_dir(dir, std::io::BufWriter::new(tmp.reopen()?))?;
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     tmp.persist(out).with_context(|| format!("writing {}", out.display()))?;
+    crate::config::sync_dir(parent).with_context(|| format!("syncing {}", parent.display()))?;
     Ok(summary)
 }
 

@@ -251,6 +251,17 @@ fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // The rename is durable only once the directory entry is.
+    sync_dir(dir).with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}
+
+/// Makes renames and new entries in `dir` durable (a no-op off unix).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 

@@ -1,11 +1,17 @@
 //! Where a registry document is saved: one file per channel, holding an
-//! automerge snapshot followed by the incremental pieces saved since, which
-//! is a byte string `AutoCommit::load` reads whole.
+//! automerge snapshot followed by the incremental pieces saved since.
+//!
+//! Each piece is framed (`u32` little-endian length, then the bytes) after a
+//! header line, so a crash in the middle of an append leaves a torn last
+//! frame that is recognised and dropped, and the history before it loads.
+//! (automerge's own partial load drops every change of a damaged file but a
+//! leading snapshot, which would make the node rebuild the document with a
+//! fresh history: every key a second value across the federation.)
 //!
 //! The document lives in a file rather than in sled because sled keeps every
 //! value it has read or written resident, and at 100k releases the document
 //! is tens of MB. The file is derived state: the verified records in sled are
-//! the authority, and an unreadable file is rebuilt from them.
+//! the authority (see `Store::doc_pending`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,12 +22,26 @@ use crate::registry::Replica;
 /// snapshot, and never below this.
 const MIN_APPENDED_BEFORE_COMPACTION: u64 = 4 * 1024 * 1024;
 
+/// First bytes of a framed document file.
+const HEADER: &[u8] = b"packfed registry document v1\n";
+
 /// The saved form of one registry document.
 #[derive(Debug)]
 pub struct DocFile {
     path: PathBuf,
     snapshot_len: u64,
     appended: u64,
+}
+
+/// What a document file held.
+#[derive(Debug)]
+pub enum Saved {
+    /// No file, or an empty one.
+    Nothing,
+    /// The whole frames, in order, and whether a torn frame followed them.
+    Pieces { pieces: Vec<Vec<u8>>, torn: bool },
+    /// An unframed file as nodes before framing wrote it: one automerge save.
+    Unframed(Vec<u8>),
 }
 
 impl DocFile {
@@ -38,14 +58,35 @@ impl DocFile {
         &self.path
     }
 
-    /// The saved bytes; `None` when nothing was saved yet.
-    pub fn read(&self) -> std::io::Result<Option<Vec<u8>>> {
-        match std::fs::read(&self.path) {
-            Ok(b) if b.is_empty() => Ok(None),
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// Reads the saved pieces.
+    pub fn read(&self) -> std::io::Result<Saved> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Saved::Nothing),
+            Err(e) => return Err(e),
+        };
+        if bytes.is_empty() {
+            return Ok(Saved::Nothing);
         }
+        let Some(mut rest) = bytes.strip_prefix(HEADER) else {
+            return Ok(Saved::Unframed(bytes));
+        };
+        let mut pieces = Vec::new();
+        let torn = loop {
+            if rest.is_empty() {
+                break false;
+            }
+            let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+                break true;
+            };
+            let len = u32::from_le_bytes(*len) as usize;
+            if tail.len() < len {
+                break true;
+            }
+            pieces.push(tail[..len].to_vec());
+            rest = &tail[len..];
+        };
+        Ok(Saved::Pieces { pieces, torn })
     }
 
     /// Replaces the file with a full snapshot of `replica`.
@@ -61,21 +102,44 @@ impl DocFile {
 
     /// Replaces the file with `bytes`, a full save.
     pub fn write_snapshot(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        crate::config::write_atomic(&self.path, bytes)?;
-        self.snapshot_len = bytes.len() as u64;
+        let mut framed = Vec::with_capacity(HEADER.len() + 4 + bytes.len());
+        framed.extend_from_slice(HEADER);
+        framed.extend_from_slice(&frame_len(bytes)?);
+        framed.extend_from_slice(bytes);
+        crate::config::write_atomic(&self.path, &framed)?;
+        self.snapshot_len = framed.len() as u64;
         self.appended = 0;
         Ok(())
     }
 
-    /// Appends an incremental save, synced. A torn append makes the file
-    /// unreadable, and the document is then rebuilt from the records.
+    /// Appends an incremental save, synced. A file that does not exist yet
+    /// gets the header first.
     pub fn append(&mut self, piece: &[u8]) -> anyhow::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let new = std::fs::metadata(&self.path).map(|m| m.len() == 0).unwrap_or(true);
+        if new {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
-        f.write_all(piece)?;
+        let mut framed = Vec::with_capacity(HEADER.len() + 4 + piece.len());
+        if new {
+            framed.extend_from_slice(HEADER);
+        }
+        framed.extend_from_slice(&frame_len(piece)?);
+        framed.extend_from_slice(piece);
+        f.write_all(&framed)?;
         f.sync_data()?;
-        self.appended += piece.len() as u64;
+        if new {
+            crate::config::sync_dir(dir)?;
+        }
+        self.appended += framed.len() as u64;
         Ok(())
     }
+}
+
+fn frame_len(bytes: &[u8]) -> anyhow::Result<[u8; 4]> {
+    let len = u32::try_from(bytes.len()).map_err(|_| anyhow::anyhow!("registry document piece over 4 GiB"))?;
+    Ok(len.to_le_bytes())
 }
 
 #[cfg(test)]
@@ -88,11 +152,22 @@ mod tests {
         (RecordId::of(&bytes), bytes)
     }
 
+    fn load(file: &DocFile) -> (Replica, bool) {
+        match file.read().unwrap() {
+            Saved::Pieces { pieces, torn } => {
+                let (r, n) = Replica::load_pieces(&pieces).unwrap();
+                assert_eq!(n, pieces.len());
+                (r, torn)
+            }
+            other => panic!("expected pieces, got {other:?}"),
+        }
+    }
+
     #[test]
     fn snapshot_and_pieces_load_back_and_compact() {
         let dir = tempfile::tempdir().unwrap();
         let mut file = DocFile::new(dir.path().join("public.automerge"));
-        assert!(file.read().unwrap().is_none());
+        assert!(matches!(file.read().unwrap(), Saved::Nothing));
         let mut r = Replica::new();
         for n in 0..10 {
             let (id, b) = rec(n);
@@ -109,7 +184,8 @@ mod tests {
         }
         // Small pieces are appended, not rewritten.
         assert!(std::fs::metadata(file.path()).unwrap().len() > snapshot_len);
-        let loaded = Replica::load(&file.read().unwrap().unwrap()).unwrap();
+        let (loaded, torn) = load(&file);
+        assert!(!torn);
         assert_eq!(loaded.len(), 20);
         for n in 0..20 {
             assert!(loaded.contains(&rec(n).0));
@@ -122,6 +198,27 @@ mod tests {
         file.snapshot(&mut r).unwrap();
         assert_eq!(file.appended, 0);
         let reopened = DocFile::new(file.path().to_path_buf());
-        assert_eq!(Replica::load(&reopened.read().unwrap().unwrap()).unwrap().len(), 21);
+        assert_eq!(load(&reopened).0.len(), 21);
+    }
+
+    #[test]
+    fn a_torn_last_piece_is_dropped_and_what_precedes_it_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        // No snapshot yet: the first append starts the file.
+        let mut file = DocFile::new(dir.path().join("registry/public.automerge"));
+        let mut r = Replica::new();
+        for n in 0..3 {
+            let (id, b) = rec(n);
+            r.insert(&id, &b).unwrap();
+            file.append(&r.save_incremental()).unwrap();
+        }
+        let bytes = std::fs::read(file.path()).unwrap();
+        for cut in [1, 5, 30] {
+            std::fs::write(file.path(), &bytes[..bytes.len() - cut]).unwrap();
+            let (loaded, torn) = load(&file);
+            assert!(torn, "cut {cut}");
+            assert_eq!(loaded.len(), 2, "cut {cut}");
+            assert!(!loaded.contains(&rec(2).0));
+        }
     }
 }

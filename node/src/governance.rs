@@ -305,10 +305,10 @@ impl Node {
         }
         let id = record.id();
         self.store_gov(record, env)?;
+        self.store.flush()?;
         if let Some(net) = self.net.get() {
             net.try_send(crate::net::Command::GossipGovernance(env.encoded().to_vec()));
         }
-        self.store.flush()?;
         self.apply_governance(now);
         Ok(id)
     }

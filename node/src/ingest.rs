@@ -9,7 +9,7 @@ use anyhow::Result;
 use packfed_protocol::records::check_release;
 use packfed_protocol::{ContentHash, Domain, RecordId, Signed, Verified, pb};
 
-use crate::docfile::DocFile;
+use crate::docfile::{DocFile, Saved};
 use crate::node::Node;
 use crate::registry::Replica;
 use crate::store::{Store, StoreError};
@@ -87,21 +87,55 @@ impl Channel {
     }
 }
 
+/// How a channel's document came out of its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// Read whole from the file (or from sled, where older nodes kept it).
+    Whole,
+    /// The file ended in a torn piece (a crash during an append): the
+    /// readable prefix was loaded and the file rewritten from it. Records
+    /// of the lost tail are still marked pending in the store.
+    Prefix,
+    /// No readable document: it must be rebuilt from every stored record.
+    Rebuild,
+}
+
 /// Loads a channel's registry document from its file (or from sled, where
-/// older nodes kept it); a missing or unreadable one is rebuilt from the
-/// stored records, which are the authority.
-pub fn load_replica(store: &Store, channel: Channel) -> Result<(Replica, DocFile)> {
+/// older nodes kept it). The stored records are the authority: the caller
+/// puts back what the document lacks ([`Node::reconcile_documents`]).
+pub fn load_replica(store: &Store, channel: Channel) -> Result<(Replica, DocFile, Loaded)> {
     let mut file = DocFile::new(store.registry_doc(channel.file_name()));
+    let shown = file.path().display().to_string();
     match file.read() {
-        Ok(Some(bytes)) => match Replica::load(&bytes) {
-            Ok(r) => return Ok((r, file)),
+        Ok(Saved::Pieces { pieces, torn }) => match Replica::load_pieces(&pieces) {
+            Ok((r, n)) if !torn && n == pieces.len() => return Ok((r, file, Loaded::Whole)),
+            // Keeping the readable history (rather than rebuilding with a
+            // fresh one) keeps peers from holding every key twice.
+            Ok((mut r, n)) if n > 0 => {
+                tracing::warn!(file = %shown, pieces = n, "registry document ends in a torn or damaged piece (a crash while saving); loaded what precedes it");
+                file.snapshot(&mut r)?;
+                return Ok((r, file, Loaded::Prefix));
+            }
+            Ok(_) => {
+                tracing::warn!(file = %shown, "registry document holds no readable piece; rebuilding it from stored records")
+            }
             Err(e) => {
-                tracing::warn!(error = %e, file = %file.path().display(), "registry document unreadable; rebuilding it from stored records")
+                tracing::warn!(error = %e, file = %shown, "registry document unreadable; rebuilding it from stored records")
             }
         },
-        Ok(None) => {}
+        // Written by a node from before framing: one whole automerge save.
+        Ok(Saved::Unframed(bytes)) => match Replica::load(&bytes) {
+            Ok(mut r) => {
+                file.snapshot(&mut r)?;
+                return Ok((r, file, Loaded::Whole));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, file = %shown, "registry document unreadable; rebuilding it from stored records")
+            }
+        },
+        Ok(Saved::Nothing) => {}
         Err(e) => {
-            tracing::warn!(error = %e, file = %file.path().display(), "cannot read the registry document; rebuilding it from stored records")
+            tracing::warn!(error = %e, file = %shown, "cannot read the registry document; rebuilding it from stored records")
         }
     }
     let mut legacy = Vec::new();
@@ -113,31 +147,17 @@ pub fn load_replica(store: &Store, channel: Channel) -> Result<(Replica, DocFile
     }
     let loaded = (!legacy.is_empty()).then(|| Replica::load(&legacy).ok()).flatten();
     drop(legacy);
-    let mut r = match loaded {
-        Some(r) => r,
-        None => rebuild_replica(store, channel)?,
+    let (mut r, how) = match loaded {
+        Some(r) => (r, Loaded::Whole),
+        None => (Replica::new(), Loaded::Rebuild),
     };
-    file.snapshot(&mut r)?;
-    for k in legacy_keys {
-        store.crdt.remove(k).map_err(StoreError::from)?;
-    }
-    Ok((r, file))
-}
-
-fn rebuild_replica(store: &Store, channel: Channel) -> Result<Replica, StoreError> {
-    let mut r = Replica::new();
-    for (n, item) in store.all_records().enumerate() {
-        let (id, env) = item?;
-        if record_channel(&env) == channel {
-            let _ = r.insert(&id, &env);
-        }
-        // Bounds what automerge buffers for the open transaction.
-        if n % 4096 == 4095 {
-            r.settle();
+    if how == Loaded::Whole {
+        file.snapshot(&mut r)?;
+        for k in legacy_keys {
+            store.crdt.remove(k).map_err(StoreError::from)?;
         }
     }
-    r.settle();
-    Ok(r)
+    Ok((r, file, how))
 }
 
 /// The document a stored record belongs in: org releases in the org one.
@@ -181,27 +201,40 @@ impl Node {
         }
     }
 
-    /// Saves the documents' changes since the last save to their files.
-    /// The bytes are produced under the document lock and written after it.
+    /// Saves the documents' changes since the last save to their files, in
+    /// the order that keeps them derived from the store: the bytes are taken
+    /// under the document lock, then the store is flushed (so a document
+    /// never lists a record the store could lose), then the file is written
+    /// and synced, and only then are the records it holds unmarked pending.
     pub fn save_replica(&self) -> Result<()> {
+        let pending = self.store.doc_pending()?;
+        let mut saved = Vec::new();
+        let mut flushed = false;
         for channel in [Channel::Public, Channel::Org] {
             let Ok(mut file) = self.doc_file_for(channel).lock() else {
                 continue;
             };
-            let (bytes, snapshot) = match self.replica_for(channel).lock() {
+            let (bytes, snapshot, held) = match self.replica_for(channel).lock() {
                 Ok(mut r) => {
+                    let held: Vec<RecordId> = pending.iter().filter(|id| r.contains(id)).copied().collect();
                     let piece = r.save_incremental();
                     if piece.is_empty() {
+                        // Nothing new: what it holds is in the file already.
+                        saved.extend(held);
                         continue;
                     }
                     if file.wants_snapshot(piece.len()) {
-                        (r.save(), true)
+                        (r.save(), true, held)
                     } else {
-                        (piece, false)
+                        (piece, false, held)
                     }
                 }
                 Err(_) => continue,
             };
+            if !flushed {
+                self.store.flush()?;
+                flushed = true;
+            }
             if snapshot {
                 file.write_snapshot(&bytes)?;
                 drop(bytes);
@@ -210,8 +243,77 @@ impl Node {
             } else {
                 file.append(&bytes)?;
             }
+            saved.extend(held);
+        }
+        if !saved.is_empty() {
+            self.store.doc_saved(&saved)?;
         }
         Ok(())
+    }
+
+    /// Puts every stored record a document lacks back into it, then saves:
+    /// the records of a crashed node's last seconds (marked pending in the
+    /// store) or, for a document that had to be rebuilt, every record.
+    /// Records keep the channel the live path gives them.
+    pub fn reconcile_documents(&self, public: Loaded, org: Loaded) -> Result<usize> {
+        let rebuild = |c: Channel| match c {
+            Channel::Public => public == Loaded::Rebuild,
+            Channel::Org => org == Loaded::Rebuild,
+        };
+        let mut restored = 0;
+        let mut put_back = |id: &RecordId, env: &[u8]| {
+            let channel = self.channel_of_stored(env);
+            if let Ok(mut r) = self.replica_for(channel).lock()
+                && !r.contains(id)
+                && r.insert(id, env).unwrap_or(false)
+            {
+                restored += 1;
+                // Bounds what automerge buffers for the open transaction.
+                if restored % 4096 == 0 {
+                    r.settle();
+                }
+            }
+        };
+        if rebuild(Channel::Public) || rebuild(Channel::Org) {
+            for item in self.store.all_records() {
+                let (id, env) = item?;
+                let channel = self.channel_of_stored(&env);
+                if rebuild(channel) {
+                    put_back(&id, &env);
+                }
+            }
+        }
+        for id in self.store.doc_pending()? {
+            if let Some(env) = self.store.record(&id)? {
+                put_back(&id, env.encoded());
+            }
+        }
+        for channel in [Channel::Public, Channel::Org] {
+            if let Ok(mut r) = self.replica_for(channel).lock() {
+                r.settle();
+            }
+        }
+        if restored > 0 {
+            tracing::info!(records = restored, "put stored records back into the registry document");
+        }
+        self.save_replica()?;
+        Ok(restored)
+    }
+
+    /// The document a stored record belongs in, decided as on the live
+    /// path: org releases and attestations of org releases in the org one.
+    fn channel_of_stored(&self, envelope: &[u8]) -> Channel {
+        let Ok(env) = Signed::decode(envelope) else {
+            return Channel::Public;
+        };
+        match env.domain() {
+            Some(Domain::Attestation) => env
+                .verify::<pb::Attestation>(self.federation())
+                .ok()
+                .and_then(|v| self.check_subject(&v).ok())
+                .unwrap_or(Channel::Public),
+            _ => record_channel(envelope),
+        }
     }
 
     /// Verifies and stores one record from a peer.
@@ -514,7 +616,7 @@ mod tests {
     }
 
     #[test]
-    fn registry_document_moves_out_of_sled_and_survives_a_bad_file() {
+    fn registry_document_moves_out_of_sled_and_a_bad_file_asks_for_a_rebuild() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, a_bytes) = stored(&store, 1);
@@ -526,19 +628,99 @@ mod tests {
         key.extend_from_slice(&1u64.to_be_bytes());
         store.crdt.insert(key, legacy.save()).unwrap();
 
-        let (r, file) = load_replica(&store, Channel::Public).unwrap();
+        let (r, file, how) = load_replica(&store, Channel::Public).unwrap();
+        assert_eq!(how, Loaded::Whole);
         assert!(
             r.contains(&a) && !r.contains(&b),
             "the saved document is loaded, not rebuilt"
         );
         assert_eq!(store.crdt.scan_prefix(Channel::Public.legacy_prefix()).count(), 0);
-        let (again, _) = load_replica(&store, Channel::Public).unwrap();
-        assert_eq!(again.len(), 1, "now read from the file");
+        let (again, _, how) = load_replica(&store, Channel::Public).unwrap();
+        assert_eq!((again.len(), how), (1, Loaded::Whole), "now read from the file");
 
         std::fs::write(file.path(), b"not an automerge document").unwrap();
-        let (rebuilt, _) = load_replica(&store, Channel::Public).unwrap();
-        assert!(rebuilt.contains(&a) && rebuilt.contains(&b), "rebuilt from the records");
-        let (reloaded, _) = load_replica(&store, Channel::Public).unwrap();
-        assert_eq!(reloaded.len(), 2);
+        let (_, _, how) = load_replica(&store, Channel::Public).unwrap();
+        assert_eq!(how, Loaded::Rebuild);
+    }
+
+    fn home_store(dir: &std::path::Path) -> std::path::PathBuf {
+        crate::config::Home {
+            root: dir.to_path_buf(),
+        }
+        .store()
+    }
+
+    /// A node in a fresh development home.
+    fn dev_node(dir: &std::path::Path) -> Node {
+        let home = crate::config::Home {
+            root: dir.to_path_buf(),
+        };
+        crate::init::init_dev_home(&home).unwrap();
+        Node::open(home).unwrap()
+    }
+
+    fn claim(node: &Node, ns: &str) -> Signed {
+        let key = packfed_protocol::KeyPair::generate().unwrap();
+        let c = pb::NamespaceClaim {
+            namespace: ns.into(),
+            claimed_at_ms: 1,
+        };
+        Signed::sign(&c, &key, node.federation())
+    }
+
+    #[test]
+    fn records_stored_but_not_saved_in_the_document_are_put_back_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dev_node(dir.path());
+        let saved = claim(&node, "saved");
+        assert!(matches!(
+            node.ingest(saved.encoded(), Channel::Public),
+            Ingested::New(_)
+        ));
+        node.save_replica().unwrap();
+        assert!(
+            node.store.doc_pending().unwrap().is_empty(),
+            "a saved record is no longer pending"
+        );
+        // Stored and flushed, then the process dies before the next save.
+        let lost = claim(&node, "lost");
+        assert!(matches!(node.ingest(lost.encoded(), Channel::Public), Ingested::New(_)));
+        node.store.flush().unwrap();
+        assert_eq!(node.store.doc_pending().unwrap(), vec![lost.id()]);
+        drop(node);
+
+        let node = Node::open(crate::config::Home {
+            root: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        let r = node.replica.lock().unwrap();
+        assert!(r.contains(&saved.id()) && r.contains(&lost.id()));
+        drop(r);
+        assert!(node.store.doc_pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_torn_append_keeps_the_history_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dev_node(dir.path());
+        let first = claim(&node, "first");
+        node.ingest(first.encoded(), Channel::Public);
+        node.save_replica().unwrap();
+        let heads_before = node.replica.lock().unwrap().heads();
+        let second = claim(&node, "second");
+        node.ingest(second.encoded(), Channel::Public);
+        node.save_replica().unwrap();
+        let path = node.store.registry_doc(Channel::Public.file_name());
+        drop(node);
+        // A crash in the middle of the last append: part of it is on disk.
+        // (The second record would still be marked pending then: the marks
+        // go only after the append is synced.)
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+
+        let (mut r, _, how) = load_replica(&Store::open(&home_store(dir.path())).unwrap(), Channel::Public).unwrap();
+        assert_eq!(how, Loaded::Prefix);
+        assert!(r.contains(&first.id()), "the history before the torn piece is kept");
+        assert_eq!(r.heads(), heads_before, "the same history, not a rebuilt one");
     }
 }

@@ -642,6 +642,14 @@ async fn install_picks(
             fs::create_dir_all(final_path.parent().context("path")?)?;
             fs::rename(staging.path().join("new").join(&p.path), &final_path)?;
         }
+        // The moved directories are durable before the lockfile names them.
+        let parents: BTreeSet<PathBuf> = locked
+            .iter()
+            .filter_map(|p| target.join(&p.path).parent().map(Path::to_path_buf))
+            .collect();
+        for dir in &parents {
+            crate::config::sync_dir(dir).with_context(|| format!("syncing {}", dir.display()))?;
+        }
         lock.packs.retain(|old| !locked.iter().any(|n| n.path == old.path));
         lock.packs.extend(locked.iter().cloned());
         lock.packs.sort_by(|a, b| a.path.cmp(&b.path));

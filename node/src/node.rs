@@ -223,8 +223,10 @@ impl Node {
         let key = keys::node_key(&home)?;
         let peer_id = keys::peer_id(&key)?.to_string();
         let store = Store::open(&home.store())?;
-        let (replica, replica_file) = crate::ingest::load_replica(&store, crate::ingest::Channel::Public)?;
-        let (org_replica, org_replica_file) = crate::ingest::load_replica(&store, crate::ingest::Channel::Org)?;
+        let (replica, replica_file, public_loaded) =
+            crate::ingest::load_replica(&store, crate::ingest::Channel::Public)?;
+        let (org_replica, org_replica_file, org_loaded) =
+            crate::ingest::load_replica(&store, crate::ingest::Channel::Org)?;
         let local_policy = crate::trust::load_local_policy(&home, config.policy.local.as_deref())?;
         let policy = crate::trust::PolicyInForce::new(0, None, genesis.policy.accept.clone(), local_policy.clone());
         let node = Node {
@@ -250,6 +252,9 @@ impl Node {
             learn: Default::default(),
         };
         node.load_governance()?;
+        // The store is the authority and the documents are derived from it:
+        // whatever a crash kept out of them goes back before any peer syncs.
+        node.reconcile_documents(public_loaded, org_loaded)?;
         Ok(node)
     }
 
@@ -304,10 +309,12 @@ impl Node {
         }
         self.store.insert_yank(&yank)?;
         self.replicate(&yank.id(), yank.envelope().encoded());
+        // Durable before anyone hears of it: a crash cannot take back what
+        // a peer already holds.
+        self.store.flush()?;
         if let Some(net) = self.net.get() {
             net.try_send(crate::net::Command::Gossip(yank.envelope().encoded().to_vec()));
         }
-        self.store.flush()?;
         Ok(id)
     }
 }

@@ -69,8 +69,36 @@ impl Replica {
         Ok(Replica { doc, saved })
     }
 
+    /// Loads saved pieces in order (a snapshot, then incremental saves),
+    /// stopping at the first piece that does not load. Returns the document
+    /// and how many pieces it holds; `Ok` with 0 pieces is an empty document.
+    pub fn load_pieces(pieces: &[Vec<u8>]) -> Result<(Replica, usize), ReplicaError> {
+        let Some(first) = pieces.first() else {
+            return Ok((Replica::new(), 0));
+        };
+        let mut doc = AutoCommit::load(first)?;
+        let mut loaded = 1;
+        for piece in &pieces[1..] {
+            // The file's framing already dropped a torn last piece; a piece
+            // that still fails (damaged bytes) ends what can be trusted.
+            if let Err(e) = doc.load_incremental(piece) {
+                tracing::warn!(error = %e, piece = loaded, "registry document piece does not load; ignoring it and what follows");
+                break;
+            }
+            loaded += 1;
+        }
+        doc.update_diff_cursor();
+        let saved = doc.get_heads();
+        Ok((Replica { doc, saved }, loaded))
+    }
+
     pub fn contains(&self, id: &RecordId) -> bool {
         self.doc.get(ROOT, id.to_hex()).ok().flatten().is_some()
+    }
+
+    /// The document's current heads (its history, by change hash).
+    pub fn heads(&mut self) -> Vec<automerge::ChangeHash> {
+        self.doc.get_heads()
     }
 
     pub fn len(&self) -> usize {

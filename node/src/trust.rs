@@ -307,7 +307,7 @@ impl Node {
 
     /// Checks a verified attestation against what this node knows: a known
     /// release's hash must match. Returns the channel it belongs to.
-    fn check_subject(&self, a: &Verified<pb::Attestation>) -> Result<Channel, AttestError> {
+    pub(crate) fn check_subject(&self, a: &Verified<pb::Attestation>) -> Result<Channel, AttestError> {
         self.check_subject_cached(a, &mut Default::default())
     }
 
@@ -434,6 +434,7 @@ impl Node {
         let StoredAttestations { mut results, fetch } =
             self.store_attestations(std::slice::from_ref(&v), Channel::Org, false);
         results.pop().unwrap_or(Ok(false))?;
+        self.store.flush()?;
         let org = self.check_subject(&v).map(|c| c == Channel::Org).unwrap_or(false);
         if !org && let Some(net) = self.net.get() {
             net.try_send(crate::net::Command::GossipAttestation(env.encoded().to_vec()));
@@ -443,7 +444,6 @@ impl Node {
                 net.try_send(crate::net::Command::Mirror(hash, size));
             }
         }
-        self.store.flush()?;
         Ok(v.id())
     }
 

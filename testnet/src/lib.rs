@@ -89,8 +89,12 @@ impl NodeJson {
 /// it outlives the caller and a Ctrl-C in the caller's terminal.
 pub fn spawn_node(bin: &Path, home: &Path, env: &[(&str, &str)], detach: bool) -> Result<Child> {
     let _ = std::fs::remove_file(home.join("node.json")); // stale after a kill -9
-    let log = std::fs::File::create(home.join("node.log"))
-        .with_context(|| format!("creating {}", home.join("node.log").display()))?;
+    // Appended, so a restarted node's log follows the one before it.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("node.log"))
+        .with_context(|| format!("opening {}", home.join("node.log").display()))?;
     let mut cmd = Command::new(bin);
     cmd.arg("--home")
         .arg(home)
@@ -185,6 +189,24 @@ impl TestNode {
 
     pub fn run(&self, args: &[&str]) -> Result<Output> {
         packfed(&self.bin, &self.home, args)
+    }
+
+    /// Starts the node again on its home, after [`TestNode::stop`] or
+    /// [`TestNode::kill9`].
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("node is still running");
+        }
+        let child = spawn_node(&self.bin, &self.home, &[], false)?;
+        let pid = child.id();
+        self.child = Some(child);
+        self.api = wait_node_json(&self.home, pid, Duration::from_secs(30))?.api;
+        Ok(())
+    }
+
+    /// The process id of the running node.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: no chance to flush or clean up.

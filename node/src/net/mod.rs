@@ -320,6 +320,43 @@ struct PeerState {
     iroh_addrs: Vec<std::net::SocketAddr>,
 }
 
+/// A peer this node keeps dialing while it is not connected: bootstrap
+/// peers and peers from the address book.
+struct Redial {
+    addrs: Vec<Multiaddr>,
+    next_at: std::time::Instant,
+    backoff: Duration,
+}
+
+/// First and longest pause between two dials of one absent peer.
+const REDIAL_MIN: Duration = Duration::from_secs(1);
+const REDIAL_MAX: Duration = Duration::from_secs(30);
+
+impl Redial {
+    fn new(addrs: Vec<Multiaddr>) -> Redial {
+        Redial {
+            addrs,
+            next_at: std::time::Instant::now(),
+            backoff: REDIAL_MIN,
+        }
+    }
+
+    /// Whether to dial now; if so, the next try waits twice as long.
+    fn due(&mut self, now: std::time::Instant) -> bool {
+        if now < self.next_at {
+            return false;
+        }
+        self.next_at = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(REDIAL_MAX);
+        true
+    }
+
+    fn reset(&mut self) {
+        self.backoff = REDIAL_MIN;
+        self.next_at = std::time::Instant::now() + REDIAL_MIN;
+    }
+}
+
 /// An outgoing registry sync session with one peer.
 struct SyncSession {
     state: sync::State,
@@ -345,6 +382,10 @@ pub struct Reactor {
     last_announce: std::time::Instant,
     search_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<pb::SearchResponse, String>>>,
     search_limiter: RateLimiter<PeerId>,
+    /// Peers to dial again whenever they are not connected.
+    redial: HashMap<PeerId, Redial>,
+    /// Bootstrap addresses without a peer id: dialed while no peer is connected.
+    bootstrap_plain: Vec<(Multiaddr, Redial)>,
 }
 
 const SYNC_STATE_PREFIX: &str = "sync/";
@@ -393,6 +434,8 @@ impl Reactor {
             last_announce: std::time::Instant::now(),
             search_requests: HashMap::new(),
             search_limiter: RateLimiter::default(),
+            redial: HashMap::new(),
+            bootstrap_plain: Vec::new(),
         })
     }
 
@@ -400,17 +443,79 @@ impl Reactor {
         self.handle.clone()
     }
 
-    /// Dials the configured bootstrap peers.
+    /// Dials the configured bootstrap peers and every peer in the address
+    /// book; all of them are dialed again whenever they are not connected.
     fn bootstrap(&mut self) {
         for addr in self.node.config.net.bootstrap.clone() {
             let Ok(ma) = addr.parse::<Multiaddr>() else {
                 tracing::warn!(%addr, "bootstrap address is not a multiaddr; skipped");
                 continue;
             };
-            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = ma.iter().last() {
-                self.swarm.behaviour_mut().kad.add_address(&peer, ma.clone());
+            match ma.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(peer)) => {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, ma.clone());
+                    self.redial
+                        .entry(peer)
+                        .or_insert_with(|| Redial::new(Vec::new()))
+                        .addrs
+                        .push(ma);
+                }
+                _ => self.bootstrap_plain.push((ma, Redial::new(Vec::new()))),
             }
-            if let Err(e) = self.swarm.dial(ma) {
+        }
+        match self.node.store.known_peers() {
+            Ok(known) => {
+                for p in known {
+                    let Ok(peer) = p.peer_id.parse::<PeerId>() else {
+                        continue;
+                    };
+                    if peer == *self.swarm.local_peer_id() {
+                        continue;
+                    }
+                    let addrs: Vec<Multiaddr> = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                    let entry = self.redial.entry(peer).or_insert_with(|| Redial::new(Vec::new()));
+                    for a in addrs {
+                        if !entry.addrs.contains(&a) {
+                            entry.addrs.push(a);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the address book"),
+        }
+        self.redial_absent();
+    }
+
+    /// Dials every bootstrap or known peer that is not connected and whose
+    /// backoff has passed.
+    fn redial_absent(&mut self) {
+        use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+        let now = std::time::Instant::now();
+        let mut dials = Vec::new();
+        for (peer, r) in self.redial.iter_mut() {
+            if !self.swarm.is_connected(peer) && !r.addrs.is_empty() && r.due(now) {
+                dials.push((*peer, r.addrs.clone()));
+            }
+        }
+        for (peer, addrs) in dials {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "cannot dial known peer");
+            }
+        }
+        if self.peers.values().any(|p| p.federation_ok) {
+            return;
+        }
+        let plain: Vec<Multiaddr> = self
+            .bootstrap_plain
+            .iter_mut()
+            .filter_map(|(a, r)| r.due(now).then(|| a.clone()))
+            .collect();
+        for addr in plain {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
             }
         }
@@ -467,6 +572,7 @@ impl Reactor {
     }
 
     fn on_tick(&mut self) {
+        self.redial_absent();
         let peers: Vec<PeerId> = self
             .peers
             .iter()
@@ -641,6 +747,23 @@ impl Reactor {
         for addr in &info.listen_addrs {
             self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
         }
+        let addrs: Vec<Multiaddr> = info
+            .listen_addrs
+            .iter()
+            .take(crate::store::peers::MAX_ADDRS_PER_PEER)
+            .cloned()
+            .collect();
+        let text: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        if let Err(e) = self
+            .node
+            .store
+            .remember_peer(&peer.to_string(), &text, crate::packing::now_ms())
+        {
+            tracing::debug!(%peer, error = %e, "cannot remember peer");
+        }
+        let r = self.redial.entry(peer).or_insert_with(|| Redial::new(Vec::new()));
+        r.addrs = addrs;
+        r.reset();
         let first = {
             let p = self.peers.entry(peer).or_default();
             let first = !p.federation_ok;

@@ -17,10 +17,17 @@
 //! - `yanks`: `name \0 version \0 content hash` -> yank record id || signer.
 //! - `attestations`, `status`: see [`trust`].
 //! - `gov`: governance record id -> () (the envelopes are in `records`).
+//! - `doc_pending`: record id -> () for every stored record that the saved
+//!   registry document may not hold yet. Written in the same transaction (or
+//!   before) the record, removed once a document file that holds the record
+//!   is synced; at open the node puts these back into the document. This is
+//!   the high-water mark that keeps the derived document complete after a
+//!   crash without a scan of every record.
 //!
 //! Writes that a caller acknowledges are flushed first ([`Store::flush`]).
 
 pub mod blobs;
+pub mod peers;
 mod records;
 pub mod trust;
 
@@ -96,6 +103,8 @@ pub struct Store {
     gov: sled::Tree,
     /// Replication state (automerge documents, per-peer sync states).
     pub(crate) crdt: sled::Tree,
+    /// Stored records the saved registry document may lack (see above).
+    doc_pending: sled::Tree,
     publish_lock: std::sync::Arc<std::sync::Mutex<()>>,
     changes: std::sync::Arc<std::sync::OnceLock<ChangeSink>>,
     /// Release records stored: sled's `len` walks the whole tree, and this is
@@ -137,6 +146,7 @@ impl Store {
             status: db.open_tree("status")?,
             gov: db.open_tree("gov")?,
             crdt: db.open_tree("crdt")?,
+            doc_pending: db.open_tree("doc_pending")?,
             publish_lock: Default::default(),
             changes: Default::default(),
             release_records: Default::default(),
@@ -182,9 +192,10 @@ impl Store {
     /// Stores a verified governance record. Not durable until flushed.
     pub fn insert_gov(&self, id: &packfed_protocol::RecordId, envelope: &[u8]) -> Result<(), StoreError> {
         use sled::Transactional;
-        (&self.records, &self.gov).transaction(|(records, gov)| {
+        (&self.records, &self.gov, &self.doc_pending).transaction(|(records, gov, pending)| {
             records.insert(id.as_bytes(), envelope)?;
             gov.insert(id.as_bytes(), &[])?;
+            pending.insert(id.as_bytes(), &[])?;
             Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
         })?;
         Ok(())
@@ -197,6 +208,27 @@ impl Store {
             .keys()
             .map(|k| packfed_protocol::RecordId::from_slice(&k?).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()
+    }
+
+    /// Records the saved registry document may not hold yet.
+    pub fn doc_pending(&self) -> Result<Vec<packfed_protocol::RecordId>, StoreError> {
+        self.doc_pending
+            .iter()
+            .keys()
+            .map(|k| packfed_protocol::RecordId::from_slice(&k?).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    /// Forgets pending entries whose records a synced document file holds.
+    /// Not flushed: an entry that comes back after a crash is only checked
+    /// again at the next open.
+    pub fn doc_saved(&self, ids: &[packfed_protocol::RecordId]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(id.as_bytes());
+        }
+        self.doc_pending.apply_batch(batch)?;
+        Ok(())
     }
 
     pub async fn flush_async(&self) -> Result<(), StoreError> {

@@ -130,17 +130,19 @@ impl Store {
             claimed_at_ms: claim.record().claimed_at_ms,
         };
         let encoded = postcard::to_stdvec(&candidate).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let won = (&self.records, &self.namespaces).transaction(|(records, namespaces)| {
-            records.insert(claim.id().as_bytes(), claim.envelope().encoded())?;
-            match owner_in(namespaces, &ns)? {
-                Some(current) if current == candidate => Ok(true),
-                Some(current) if !candidate.beats(&current) => Ok(false),
-                _ => {
-                    namespaces.insert(ns.as_bytes(), encoded.as_slice())?;
-                    Ok(true)
+        let won =
+            (&self.records, &self.namespaces, &self.doc_pending).transaction(|(records, namespaces, pending)| {
+                records.insert(claim.id().as_bytes(), claim.envelope().encoded())?;
+                pending.insert(claim.id().as_bytes(), &[])?;
+                match owner_in(namespaces, &ns)? {
+                    Some(current) if current == candidate => Ok(true),
+                    Some(current) if !candidate.beats(&current) => Ok(false),
+                    _ => {
+                        namespaces.insert(ns.as_bytes(), encoded.as_slice())?;
+                        Ok(true)
+                    }
                 }
-            }
-        })?;
+            })?;
         if won {
             self.changed(super::Change::Namespace(ns));
         }
@@ -159,11 +161,13 @@ impl Store {
         let key = release_key(&r.name, &r.version, &rid);
         let mut by_hash_key = hash.as_bytes().to_vec();
         by_hash_key.extend_from_slice(rid.as_bytes());
-        let new = (&self.records, &self.releases, &self.by_hash).transaction(|(records, releases, by_hash)| {
+        let trees = (&self.records, &self.releases, &self.by_hash, &self.doc_pending);
+        let new = trees.transaction(|(records, releases, by_hash, pending)| {
             if releases.get(key.as_slice())?.is_some() {
                 return Ok(false);
             }
             records.insert(rid.as_bytes(), release.envelope().encoded())?;
+            pending.insert(rid.as_bytes(), &[])?;
             releases.insert(key.as_slice(), &[])?;
             by_hash.insert(by_hash_key.as_slice(), &[])?;
             Ok(true)
@@ -225,8 +229,9 @@ impl Store {
         let key = yank_key(&y.name, &y.version, &y.content_hash);
         let mut value = yank.id().as_bytes().to_vec();
         value.extend_from_slice(yank.signer().as_bytes());
-        let new = (&self.records, &self.yanks).transaction(|(records, yanks)| {
+        let new = (&self.records, &self.yanks, &self.doc_pending).transaction(|(records, yanks, pending)| {
             records.insert(yank.id().as_bytes(), yank.envelope().encoded())?;
+            pending.insert(yank.id().as_bytes(), &[])?;
             Ok(yanks.insert(key.as_slice(), value.as_slice())?.is_none())
         })?;
         self.changed(super::Change::Package(y.name.clone()));
