@@ -6,7 +6,11 @@
 //! (d) a 1 GiB pack transfer between two nodes into the receiver's store,
 //!     beside raw loopback TCP and a bare sled write of the same bytes, with
 //!     the receiver's peak RSS;
-//! (e) install of a pack with 50 dependencies from a peer.
+//! (e) install of a pack with 50 dependencies from a peer;
+//! (q) restart-to-propagation: a node of a 3-process testnet restarts
+//!     (alternately SIGTERM and kill -9), then its next release is timed
+//!     until visible on both peers, beside publish-to-visible on the same
+//!     testnet without a restart.
 //! PACKFED_BENCH_QUICK=1 shrinks every size (smoke runs).
 
 use std::io::{Read, Write};
@@ -315,6 +319,77 @@ fn bench_e(rows: &mut Vec<Row>, deps: usize) {
     ));
 }
 
+/// Times a publish on `fed.nodes[0]` until visible on every other node.
+fn publish_to_visible(fed: &Federation, dir: &Path, name: &str, version: &str) -> Duration {
+    make_pack(dir, name, version, &[], 0).unwrap();
+    let apis: Vec<String> = fed.nodes[1..].iter().map(|n| n.api.clone()).collect();
+    let start = Instant::now();
+    fed.nodes[0]
+        .json(&["publish", &dir.to_string_lossy(), "--key", "k0"])
+        .unwrap();
+    for api in apis {
+        while !visible(&api, name, version) && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    start.elapsed()
+}
+
+fn connected_peers(api: &str) -> u64 {
+    http_get(api, "/v1/status")
+        .and_then(|r| r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["peers"].as_u64())
+        .unwrap_or(0)
+}
+
+fn bench_q(rows: &mut Vec<Row>, restarts: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Federation::up(&bin(), tmp.path(), &["company", "regional", "public"]).unwrap();
+    let dir = tmp.path().join("p");
+    let mut steady: Vec<Duration> = (0..restarts)
+        .map(|i| publish_to_visible(&fed, &dir, "bench/steady", &format!("1.0.{i}")))
+        .collect();
+    steady.sort();
+    let mut after = Vec::new();
+    let mut whole = Vec::new();
+    for i in 0..restarts {
+        if i % 2 == 0 {
+            fed.nodes[0].kill9().unwrap();
+        } else {
+            fed.nodes[0].stop().unwrap();
+        }
+        let t = Instant::now();
+        fed.nodes[0].restart().unwrap();
+        // Published as soon as its peers are back, as a user would.
+        let apis: Vec<String> = fed.nodes.iter().map(|n| n.api.clone()).collect();
+        for api in &apis {
+            while connected_peers(api) < 2 && t.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        after.push(publish_to_visible(&fed, &dir, "bench/restarted", &format!("1.0.{i}")));
+        whole.push(t.elapsed());
+    }
+    after.sort();
+    whole.sort();
+    rows.push(Row(
+        format!("(q) restart-to-propagation, 3-process testnet, {restarts} restarts (alternating SIGTERM, kill -9)"),
+        format!(
+            "publish after restart to visible on both peers p50 {} p99 {}; restart to visible p50 {} p99 {}",
+            ms(pct(&after, 0.5)),
+            ms(pct(&after, 0.99)),
+            ms(pct(&whole, 0.5)),
+            ms(pct(&whole, 0.99))
+        ),
+        format!(
+            "publish-to-visible without a restart p50 {} p99 {}",
+            ms(pct(&steady, 0.5)),
+            ms(pct(&steady, 0.99))
+        ),
+    ));
+}
+
 fn main() {
     let quick = std::env::var_os("PACKFED_BENCH_QUICK").is_some();
     let only = std::env::var("PACKFED_BENCH_ONLY").unwrap_or_default();
@@ -338,6 +413,9 @@ fn main() {
     }
     if want("e") {
         bench_e(&mut rows, if quick { 10 } else { 50 });
+    }
+    if want("q") {
+        bench_q(&mut rows, if quick { 4 } else { 20 });
     }
     println!("\n| federation measurement | result | baseline (same run) |");
     println!("|---|---|---|");
