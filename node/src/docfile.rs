@@ -38,8 +38,14 @@ pub struct DocFile {
 pub enum Saved {
     /// No file, or an empty one.
     Nothing,
-    /// The whole frames, in order, and whether a torn frame followed them.
-    Pieces { pieces: Vec<Vec<u8>>, torn: bool },
+    /// The whole frames, in order (ranges of `bytes`: the document can be
+    /// tens of MB, so the pieces are not copied out), and whether a torn
+    /// frame followed them.
+    Pieces {
+        bytes: Vec<u8>,
+        pieces: Vec<std::ops::Range<usize>>,
+        torn: bool,
+    },
     /// An unframed file as nodes before framing wrote it: one automerge save.
     Unframed(Vec<u8>),
 }
@@ -68,11 +74,13 @@ impl DocFile {
         if bytes.is_empty() {
             return Ok(Saved::Nothing);
         }
-        let Some(mut rest) = bytes.strip_prefix(HEADER) else {
+        if !bytes.starts_with(HEADER) {
             return Ok(Saved::Unframed(bytes));
-        };
+        }
+        let mut at = HEADER.len();
         let mut pieces = Vec::new();
         let torn = loop {
+            let rest = &bytes[at..];
             if rest.is_empty() {
                 break false;
             }
@@ -83,10 +91,10 @@ impl DocFile {
             if tail.len() < len {
                 break true;
             }
-            pieces.push(tail[..len].to_vec());
-            rest = &tail[len..];
+            pieces.push(at + 4..at + 4 + len);
+            at += 4 + len;
         };
-        Ok(Saved::Pieces { pieces, torn })
+        Ok(Saved::Pieces { bytes, pieces, torn })
     }
 
     /// Replaces the file with a full snapshot of `replica`.
@@ -154,8 +162,8 @@ mod tests {
 
     fn load(file: &DocFile) -> (Replica, bool) {
         match file.read().unwrap() {
-            Saved::Pieces { pieces, torn } => {
-                let (r, n) = Replica::load_pieces(&pieces).unwrap();
+            Saved::Pieces { bytes, pieces, torn } => {
+                let (r, n) = Replica::load_pieces(pieces.iter().map(|p| &bytes[p.clone()])).unwrap();
                 assert_eq!(n, pieces.len());
                 (r, torn)
             }

@@ -107,22 +107,24 @@ pub fn load_replica(store: &Store, channel: Channel) -> Result<(Replica, DocFile
     let mut file = DocFile::new(store.registry_doc(channel.file_name()));
     let shown = file.path().display().to_string();
     match file.read() {
-        Ok(Saved::Pieces { pieces, torn }) => match Replica::load_pieces(&pieces) {
-            Ok((r, n)) if !torn && n == pieces.len() => return Ok((r, file, Loaded::Whole)),
-            // Keeping the readable history (rather than rebuilding with a
-            // fresh one) keeps peers from holding every key twice.
-            Ok((mut r, n)) if n > 0 => {
-                tracing::warn!(file = %shown, pieces = n, "registry document ends in a torn or damaged piece (a crash while saving); loaded what precedes it");
-                file.snapshot(&mut r)?;
-                return Ok((r, file, Loaded::Prefix));
+        Ok(Saved::Pieces { bytes, pieces, torn }) => {
+            match Replica::load_pieces(pieces.iter().map(|p| &bytes[p.clone()])) {
+                Ok((r, n)) if !torn && n == pieces.len() => return Ok((r, file, Loaded::Whole)),
+                // Keeping the readable history (rather than rebuilding with a
+                // fresh one) keeps peers from holding every key twice.
+                Ok((mut r, n)) if n > 0 => {
+                    tracing::warn!(file = %shown, pieces = n, "registry document ends in a torn or damaged piece (a crash while saving); loaded what precedes it");
+                    file.snapshot(&mut r)?;
+                    return Ok((r, file, Loaded::Prefix));
+                }
+                Ok(_) => {
+                    tracing::warn!(file = %shown, "registry document holds no readable piece; rebuilding it from stored records")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, file = %shown, "registry document unreadable; rebuilding it from stored records")
+                }
             }
-            Ok(_) => {
-                tracing::warn!(file = %shown, "registry document holds no readable piece; rebuilding it from stored records")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, file = %shown, "registry document unreadable; rebuilding it from stored records")
-            }
-        },
+        }
         // Written by a node from before framing: one whole automerge save.
         Ok(Saved::Unframed(bytes)) => match Replica::load(&bytes) {
             Ok(mut r) => {

@@ -72,13 +72,13 @@ impl Replica {
     /// Loads saved pieces in order (a snapshot, then incremental saves),
     /// stopping at the first piece that does not load. Returns the document
     /// and how many pieces it holds; `Ok` with 0 pieces is an empty document.
-    pub fn load_pieces(pieces: &[Vec<u8>]) -> Result<(Replica, usize), ReplicaError> {
-        let Some(first) = pieces.first() else {
+    pub fn load_pieces<'a>(mut pieces: impl Iterator<Item = &'a [u8]>) -> Result<(Replica, usize), ReplicaError> {
+        let Some(first) = pieces.next() else {
             return Ok((Replica::new(), 0));
         };
         let mut doc = AutoCommit::load(first)?;
         let mut loaded = 1;
-        for piece in &pieces[1..] {
+        for piece in pieces {
             // The file's framing already dropped a torn last piece; a piece
             // that still fails (damaged bytes) ends what can be trusted.
             if let Err(e) = doc.load_incremental(piece) {
