@@ -208,8 +208,8 @@ impl Node {
     /// under the document lock, then the store is flushed (so a document
     /// never lists a record the store could lose), then the file is written
     /// and synced, and only then are the records it holds unmarked pending.
+    /// If a write fails, their marks stay, and the next open puts them back.
     pub fn save_replica(&self) -> Result<()> {
-        let pending = self.store.doc_pending()?;
         let mut saved = Vec::new();
         let mut flushed = false;
         for channel in [Channel::Public, Channel::Org] {
@@ -218,7 +218,7 @@ impl Node {
             };
             let (bytes, snapshot, held) = match self.replica_for(channel).lock() {
                 Ok(mut r) => {
-                    let held: Vec<RecordId> = pending.iter().filter(|id| r.contains(id)).copied().collect();
+                    let held = r.take_unsaved();
                     let piece = r.save_incremental();
                     if piece.is_empty() {
                         // Nothing new: what it holds is in the file already.
@@ -285,11 +285,15 @@ impl Node {
                 }
             }
         }
+        let mut orphans = Vec::new();
         for id in self.store.doc_pending()? {
-            if let Some(env) = self.store.record(&id)? {
-                put_back(&id, env.encoded());
+            match self.store.record(&id)? {
+                Some(env) => put_back(&id, env.encoded()),
+                // Marked, then the crash came before the record was stored.
+                None => orphans.push(id),
             }
         }
+        self.store.doc_saved(&orphans)?;
         for channel in [Channel::Public, Channel::Org] {
             if let Ok(mut r) = self.replica_for(channel).lock() {
                 r.settle();

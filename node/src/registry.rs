@@ -46,6 +46,9 @@ pub struct Replica {
     /// loaded document's own cursor empty, so its first incremental save
     /// would repeat the whole history.
     saved: Vec<automerge::ChangeHash>,
+    /// Records put or received since the last save: once that save is
+    /// synced they are in the file, and their pending marks can go.
+    unsaved: Vec<RecordId>,
 }
 
 impl Default for Replica {
@@ -58,7 +61,11 @@ impl Replica {
     pub fn new() -> Replica {
         let mut doc = AutoCommit::new();
         doc.update_diff_cursor();
-        Replica { doc, saved: Vec::new() }
+        Replica {
+            doc,
+            saved: Vec::new(),
+            unsaved: Vec::new(),
+        }
     }
 
     /// Loads a saved document (snapshot followed by incremental saves).
@@ -66,7 +73,11 @@ impl Replica {
         let mut doc = AutoCommit::load(bytes)?;
         doc.update_diff_cursor();
         let saved = doc.get_heads();
-        Ok(Replica { doc, saved })
+        Ok(Replica {
+            doc,
+            saved,
+            unsaved: Vec::new(),
+        })
     }
 
     /// Loads saved pieces in order (a snapshot, then incremental saves),
@@ -89,7 +100,14 @@ impl Replica {
         }
         doc.update_diff_cursor();
         let saved = doc.get_heads();
-        Ok((Replica { doc, saved }, loaded))
+        Ok((
+            Replica {
+                doc,
+                saved,
+                unsaved: Vec::new(),
+            },
+            loaded,
+        ))
     }
 
     pub fn contains(&self, id: &RecordId) -> bool {
@@ -111,6 +129,7 @@ impl Replica {
 
     /// Adds a verified record; false if it was already there.
     pub fn insert(&mut self, id: &RecordId, envelope: &[u8]) -> Result<bool, ReplicaError> {
+        self.unsaved.push(*id);
         if self.contains(id) {
             return Ok(false);
         }
@@ -155,7 +174,10 @@ impl Replica {
             match patch.action {
                 PatchAction::PutMap { key, .. } => match key.parse::<RecordId>() {
                     Ok(id) => match self.matching_value(&id) {
-                        Some(v) => out.candidates.push((id, v)),
+                        Some(v) => {
+                            self.unsaved.push(id);
+                            out.candidates.push((id, v))
+                        }
                         None => out.garbage += 1,
                     },
                     Err(_) => out.garbage += 1,
@@ -188,11 +210,18 @@ impl Replica {
         for (id, bytes) in records {
             if self.matching_value(id).is_none() {
                 self.doc.put(ROOT, id.to_hex(), ScalarValue::Bytes(bytes.clone()))?;
+                self.unsaved.push(*id);
             }
         }
         self.doc.commit();
         self.doc.update_diff_cursor();
         Ok(())
+    }
+
+    /// The records put or received since the last call: what the next
+    /// save holds that earlier ones may not.
+    pub fn take_unsaved(&mut self) -> Vec<RecordId> {
+        std::mem::take(&mut self.unsaved)
     }
 
     /// The whole document, compressed.

@@ -386,6 +386,8 @@ pub struct Reactor {
     redial: HashMap<PeerId, Redial>,
     /// Bootstrap addresses without a peer id: dialed while no peer is connected.
     bootstrap_plain: Vec<(Multiaddr, Redial)>,
+    /// Whether a registry document save is running.
+    saving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const SYNC_STATE_PREFIX: &str = "sync/";
@@ -436,6 +438,7 @@ impl Reactor {
             search_limiter: RateLimiter::default(),
             redial: HashMap::new(),
             bootstrap_plain: Vec::new(),
+            saving: Default::default(),
         })
     }
 
@@ -533,13 +536,25 @@ impl Reactor {
                 Some(cmd) = self.rx.recv() => self.on_command(cmd),
                 _ = tick.tick() => self.on_tick(),
                 _ = announce.tick() => self.announce(),
-                _ = save.tick() => {
-                    if let Err(e) = self.node.save_replica() {
-                        tracing::warn!(error = %e, "cannot save the registry document");
-                    }
-                }
+                _ = save.tick() => self.save_in_background(),
             }
         }
+    }
+
+    /// Saves the registry documents off the reactor: a save flushes the
+    /// store first (see [`Node::save_replica`]), and the reactor must keep
+    /// absorbing a large sync meanwhile. At most one save runs at a time.
+    fn save_in_background(&mut self) {
+        if self.saving.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let (node, saving) = (self.node.clone(), self.saving.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = node.save_replica() {
+                tracing::warn!(error = %e, "cannot save the registry document");
+            }
+            saving.store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     fn announce(&mut self) {
