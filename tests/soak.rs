@@ -263,6 +263,9 @@ fn acknowledged_records_survive_kill_9_at_random_moments() {
         all.proposals.extend(acked.proposals);
         all.votes.extend(acked.votes);
         all.installs.extend(acked.installs);
+        if (i + 1) % 20 == 0 {
+            println!("soak: {} iterations done, {:.0?}", i + 1, started.elapsed());
+        }
     }
     // Nothing acknowledged in an earlier iteration was lost by a later crash.
     assert_everywhere(&fed.nodes, &all);
