@@ -173,13 +173,17 @@ pub async fn fetch_blob_with_progress(
             Ok(()) if writer.size() == size => {
                 let staged = tokio::task::block_in_place(|| writer.finish())?;
                 if staged.hash != hash {
-                    // Only the range fallback can get here: iroh verifies as it goes.
+                    // Only the range fallback can get here: iroh verifies as
+                    // it goes. Where the bad bytes are is unknown, so the
+                    // next provider starts from the beginning.
                     store.discard(staged.seq)?;
-                    bail!(
+                    tracing::warn!(%hash, peer = %provider.peer, via, "provider served corrupted bytes; trying the next");
+                    errors.push(format!(
                         "{}: peer served corrupted bytes (BLAKE3 {} instead of {hash})",
-                        provider.peer,
-                        staged.hash
-                    );
+                        provider.peer, staged.hash
+                    ));
+                    writer = store.blob_writer(size)?;
+                    continue;
                 }
                 tokio::task::block_in_place(|| -> Result<()> {
                     store.commit_blob(staged)?;
