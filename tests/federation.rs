@@ -204,6 +204,12 @@ fn corrupt_provider_is_detected_and_another_one_serves() {
     fed.nodes[1].stop().unwrap();
     fed.nodes[1] = TestNode::start_with_env(&bin(), &b_home, &[("PACKFED_TEST_CORRUPT_SERVING", "1")]).unwrap();
     fed.wait_connected(DEADLINE).unwrap();
+    // C asks regional mirrors first, once B's announcement says it is one.
+    wait_for(DEADLINE, "C to hear B's announcement", || {
+        let peers = fed.nodes[2].json(&["peers"]).ok()?;
+        peers.as_array()?.iter().any(|p| p["role"] == "regional").then_some(())
+    })
+    .unwrap();
 
     let t = root.join("c").to_string_lossy().to_string();
     let done = fed.nodes[2].json(&["install", "acme/big", "--to", &t]).unwrap();
