@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use packfed_protocol::PublicKey;
 
-use crate::genesis::Role;
+use crate::membership::Role;
 use crate::policy::{Accept, AttestationKind, Verdict};
 
 /// What the engine needs to know about the release itself.

@@ -2,7 +2,8 @@
 //! (time is always an argument).
 //!
 //! Today: the genesis file ([`genesis`]) that founds a federation, with its
-//! members, parameters and initial acceptance policy ([`policy`]); the engine
+//! members ([`membership`]: keys, roles, weights), parameters and initial
+//! acceptance policy ([`policy`]); the engine
 //! that evaluates acceptance policies against a release ([`evaluate`]); and
 //! the per-user install trust policy ([`trust`]); and proposals, votes and
 //! the tally ([`proposals`]), whose [`state`] folds governance records into
@@ -11,6 +12,7 @@
 pub mod duration;
 pub mod evaluate;
 pub mod genesis;
+pub mod membership;
 pub mod policy;
 pub mod proposals;
 pub mod trust;

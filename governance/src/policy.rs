@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::genesis::Role;
+use crate::membership::Role;
 
 /// Attestation predicate kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use crate::evaluate::{
     AttestationFact, Evaluation, Failure, ReleaseFacts, check_count, check_license, current, key16, matching,
     role_matches,
 };
-use crate::genesis::Role;
+use crate::membership::Role;
 use crate::policy::{AttestationKind, Verdict};
 
 /// One M-of-N requirement; every entry must hold.
