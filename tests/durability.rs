@@ -20,10 +20,6 @@ fn publish(node: &TestNode, root: &Path, name: &str, version: &str, key: &str) -
     node.json(&["publish", &dir.to_string_lossy(), "--key", key]).unwrap()
 }
 
-fn has_release(node: &TestNode, id: &str) -> bool {
-    node.json(&["info", id]).is_ok()
-}
-
 fn doc_file(node: &TestNode) -> PathBuf {
     node.home.join("store/registry/public.automerge")
 }
@@ -66,7 +62,7 @@ fn releases_acknowledged_before_a_kill_9_reach_a_peer_that_joins_later() {
     let b = TestNode::start(&bin(), &b_home).unwrap();
     for id in ["acme/first@1.0.0", "acme/second@1.0.0"] {
         wait_for(DEADLINE, &format!("{id} to reach the new peer"), || {
-            has_release(&b, id).then_some(())
+            b.has_release(id).then_some(())
         })
         .unwrap();
     }
@@ -81,16 +77,6 @@ fn peers(node: &TestNode) -> u64 {
         .ok()
         .and_then(|v| v["peers"].as_u64())
         .unwrap_or(0)
-}
-
-fn has_attestation(node: &TestNode, id: &str, attestation: &str) -> bool {
-    node.json(&["attestations", id])
-        .ok()
-        .and_then(|v| {
-            v.as_array()
-                .map(|a| a.iter().any(|x| x["id"].as_str() == Some(attestation)))
-        })
-        .unwrap_or(false)
 }
 
 fn has_vote(node: &TestNode, proposal: &str) -> bool {
@@ -148,7 +134,7 @@ fn a_restarted_node_is_heard_at_once_ten_times_over() {
         let id = format!("{name}@1.0.0");
         publish(a, root, &name, "1.0.0", "k0");
         let t = Instant::now();
-        times.push(("release", time_to_all(&others, t, &id, |n| has_release(n, &id))));
+        times.push(("release", time_to_all(&others, t, &id, |n| n.has_release(&id))));
 
         let att = a
             .json(&["attest", &id, "--kind", "audit", "--result", "pass", "--key", "k1"])
@@ -157,7 +143,7 @@ fn a_restarted_node_is_heard_at_once_ten_times_over() {
         let t = Instant::now();
         times.push((
             "attestation",
-            time_to_all(&others, t, "the attestation", |n| has_attestation(n, &id, &att_id)),
+            time_to_all(&others, t, "the attestation", |n| n.has_attestation(&id, &att_id)),
         ));
 
         let p = a

@@ -119,17 +119,6 @@ fn stream(
     acked
 }
 
-fn has_release(node: &TestNode, id: &str) -> bool {
-    node.json(&["info", id]).is_ok()
-}
-
-fn has_attestation(node: &TestNode, id: &str, att: &str) -> bool {
-    node.json(&["attestations", id])
-        .ok()
-        .and_then(|v| v.as_array().map(|a| a.iter().any(|x| x["id"].as_str() == Some(att))))
-        .unwrap_or(false)
-}
-
 fn proposal_votes(node: &TestNode, proposal: &str) -> Option<Vec<String>> {
     let v: Value = node.json(&["gov", "show", proposal]).ok()?;
     Some(
@@ -146,13 +135,13 @@ fn assert_everywhere(nodes: &[TestNode], acked: &Acked) {
     for n in nodes {
         for id in &acked.releases {
             wait_for(DEADLINE, &format!("{id} on {}", n.home.display()), || {
-                has_release(n, id).then_some(())
+                n.has_release(id).then_some(())
             })
             .unwrap();
         }
         for (id, att) in &acked.attestations {
             wait_for(DEADLINE, &format!("attestation {att} on {}", n.home.display()), || {
-                has_attestation(n, id, att).then_some(())
+                n.has_attestation(id, att).then_some(())
             })
             .unwrap();
         }

@@ -204,6 +204,22 @@ impl TestNode {
         Ok(())
     }
 
+    /// Whether this node shows release `id` (`name@version`).
+    pub fn has_release(&self, id: &str) -> bool {
+        self.json(&["info", id]).is_ok()
+    }
+
+    /// Whether this node holds attestation `attestation` of release `id`.
+    pub fn has_attestation(&self, id: &str, attestation: &str) -> bool {
+        self.json(&["attestations", id])
+            .ok()
+            .and_then(|v| {
+                v.as_array()
+                    .map(|a| a.iter().any(|x| x["id"].as_str() == Some(attestation)))
+            })
+            .unwrap_or(false)
+    }
+
     /// The process id of the running node.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
