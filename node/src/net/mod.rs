@@ -333,9 +333,9 @@ const REDIAL_MIN: Duration = Duration::from_secs(1);
 const REDIAL_MAX: Duration = Duration::from_secs(30);
 
 impl Redial {
-    fn new(addrs: Vec<Multiaddr>) -> Redial {
+    fn new() -> Redial {
         Redial {
-            addrs,
+            addrs: Vec::new(),
             next_at: std::time::Instant::now(),
             backoff: REDIAL_MIN,
         }
@@ -457,13 +457,9 @@ impl Reactor {
             match ma.iter().last() {
                 Some(libp2p::multiaddr::Protocol::P2p(peer)) => {
                     self.swarm.behaviour_mut().kad.add_address(&peer, ma.clone());
-                    self.redial
-                        .entry(peer)
-                        .or_insert_with(|| Redial::new(Vec::new()))
-                        .addrs
-                        .push(ma);
+                    self.redial.entry(peer).or_insert_with(Redial::new).addrs.push(ma);
                 }
-                _ => self.bootstrap_plain.push((ma, Redial::new(Vec::new()))),
+                _ => self.bootstrap_plain.push((ma, Redial::new())),
             }
         }
         match self.node.store.known_peers() {
@@ -476,7 +472,7 @@ impl Reactor {
                         continue;
                     }
                     let addrs: Vec<Multiaddr> = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-                    let entry = self.redial.entry(peer).or_insert_with(|| Redial::new(Vec::new()));
+                    let entry = self.redial.entry(peer).or_insert_with(Redial::new);
                     for a in addrs {
                         if !entry.addrs.contains(&a) {
                             entry.addrs.push(a);
@@ -776,7 +772,7 @@ impl Reactor {
         {
             tracing::debug!(%peer, error = %e, "cannot remember peer");
         }
-        let r = self.redial.entry(peer).or_insert_with(|| Redial::new(Vec::new()));
+        let r = self.redial.entry(peer).or_insert_with(Redial::new);
         r.addrs = addrs;
         r.reset();
         let first = {
