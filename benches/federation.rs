@@ -187,12 +187,13 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     let size = p["size"].as_u64().unwrap();
     let boot = fed.nodes[0].p2p_addr().unwrap();
     let b = fed.init_home("b", "public", Some(&boot), &[]).unwrap();
-    let node_b = TestNode::start_with_env(&bin(), &b, &[("PACKFED_TEST_HOOKS", "1")]).unwrap();
+    // B fetches by hash as a node that learnt it out of band would (the
+    // adversary runs the product's fetch; it serves honestly).
+    let testnet = PathBuf::from(env!("CARGO_BIN_EXE_testnet"));
+    let node_b = TestNode::start_adversary(&bin(), &testnet, &b).unwrap();
     fed.nodes.push(node_b);
     fed.wait_connected(Duration::from_secs(30)).unwrap();
     let pid = fed.nodes[1].child.as_ref().unwrap().id();
-    let token = std::fs::read_to_string(b.join("api-token")).unwrap();
-    let body = format!("{{\"hash\":\"{hash}\",\"size\":{size}}}");
     // Announcements carry the iroh address (and the name): wait for A's.
     wait_for(Duration::from_secs(60), "A's announcement to reach B", || {
         let peers = fed.nodes[1].json(&["peers"]).ok()?;
@@ -200,18 +201,8 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     })
     .unwrap();
     let start = Instant::now();
-    let mut c = std::net::TcpStream::connect(&fed.nodes[1].api).unwrap();
-    write!(
-        c,
-        "POST /v1/test/fetch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        token.trim(),
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
+    fed.nodes[1].fetch_by_hash(&hash, size).unwrap();
     let took = start.elapsed();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let rss = peak_rss_kib(pid);
     let via_iroh = std::fs::read_to_string(b.join("node.log"))
         .unwrap_or_default()

@@ -30,7 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use packfed_node::config::Home;
-use packfed_node::ingest::{Channel, Ingested};
+use packfed_node::core::Channel;
+use packfed_node::node::Ingested;
 use packfed_node::node::Node;
 use packfed_node::search::catalog::Filters;
 use packfed_node::search::index::{DocText, TextIndex};
@@ -210,7 +211,7 @@ fn start_service(rt: &tokio::runtime::Runtime, home: &Path, index: &Path) -> (Ar
         })
         .expect("open the node"),
     );
-    let svc = open_service(&node, index);
+    let svc = open_service(index);
     let t = Instant::now();
     svc.start(node.clone()).expect("start the search service");
     assert!(
@@ -220,11 +221,9 @@ fn start_service(rt: &tokio::runtime::Runtime, home: &Path, index: &Path) -> (Ar
     (node, svc, t.elapsed())
 }
 
-fn open_service(node: &Arc<Node>, index: &Path) -> Arc<SearchService> {
+fn open_service(index: &Path) -> Arc<SearchService> {
     let _ = std::fs::remove_dir_all(index);
-    let svc = Arc::new(SearchService::open(index).expect("open the search index"));
-    let _ = node.search.set(svc.clone());
-    svc
+    Arc::new(SearchService::open(index).expect("open the search index"))
 }
 
 fn local_query(text: &str) -> LocalQuery {
@@ -507,7 +506,7 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
     ingest_all(&node, &batch_a);
     let raw_a = t.elapsed();
     let rss_opened = rss_kib(me).0;
-    let svc = open_service(&node, &tmp.path().join("inproc-index"));
+    let svc = open_service(&tmp.path().join("inproc-index"));
     let t = Instant::now();
     svc.start(node.clone()).expect("start the search service");
     assert!(

@@ -19,7 +19,8 @@ use packfed_governance::Role;
 use packfed_governance::evaluate::{AttestationFact, ReleaseFacts, evaluate_all};
 use packfed_governance::policy::{Accept, AttestationKind, Denial, Requirement, Verdict};
 use packfed_node::config::Home;
-use packfed_node::ingest::{Channel, Ingested};
+use packfed_node::core::Channel;
+use packfed_node::node::Ingested;
 use packfed_node::node::Node;
 use packfed_protocol::{KeyPair, PublicKey, Signed, pb};
 use packfed_testnet::{Federation, TestNode, make_pack, packfed_json, wait_for};
@@ -202,7 +203,7 @@ fn bench_g(rows: &mut Vec<Row>, n: usize) {
         for chunk in bytes.chunks(batch) {
             for r in node.ingest_batch(chunk, Channel::Public) {
                 match r {
-                    Ingested::New(_) => new += 1,
+                    Ingested::New => new += 1,
                     other => panic!("attestation not stored: {other:?}"),
                 }
             }

@@ -11,6 +11,11 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
 }
 
+/// The `testnet` binary: its `adversary` command is the hostile peer.
+fn testnet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_testnet"))
+}
+
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn search_ids(node: &TestNode, q: &str) -> Vec<String> {
@@ -199,10 +204,14 @@ fn corrupt_provider_is_detected_and_another_one_serves() {
     })
     .unwrap();
 
-    // B (regional, asked first) now serves corrupted bytes.
+    // B (regional, asked first) comes back as the adversary, on the same
+    // home, and serves corrupted bytes on both transports.
     let b_home = fed.nodes[1].home.clone();
     fed.nodes[1].stop().unwrap();
-    fed.nodes[1] = TestNode::start_with_env(&bin(), &b_home, &[("PACKFED_TEST_CORRUPT_SERVING", "1")]).unwrap();
+    fed.nodes[1] = TestNode::start_adversary(&bin(), &testnet_bin(), &b_home).unwrap();
+    fed.nodes[1]
+        .control("/v1/test/serve", &serde_json::json!({"mode": "corrupt"}))
+        .unwrap();
     fed.wait_connected(DEADLINE).unwrap();
     // C asks regional mirrors first, once B's announcement says it is one.
     wait_for(DEADLINE, "C to hear B's announcement", || {
@@ -231,7 +240,7 @@ fn forged_gossip_is_rejected_and_the_sender_penalized() {
     let victim = TestNode::start(&bin(), &victim_home).unwrap();
     let boot = victim.p2p_addr().unwrap();
     let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
-    let evil = TestNode::start_with_env(&bin(), &evil_home, &[("PACKFED_TEST_HOOKS", "1")]).unwrap();
+    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
     let evil_id = evil.json(&["status"]).unwrap()["peer_id"].as_str().unwrap().to_string();
     wait_for(DEADLINE, "connection", || {
         (victim.json(&["peers"]).ok()?.as_array()?.len() == 1).then_some(())
@@ -258,8 +267,7 @@ fn forged_gossip_is_rejected_and_the_sender_penalized() {
                 .as_nanos()
                 .to_be_bytes(),
         );
-        let body = format!("{{\"hex\":\"{}\"}}", hex::encode(&garbage));
-        let _ = evil.post_json("/v1/test/gossip", &body);
+        let _ = evil.gossip("", &garbage);
         (status(&victim)["rejected_records"].as_u64()? > before["rejected_records"].as_u64()?).then_some(())
     })
     .unwrap();
@@ -279,6 +287,11 @@ fn forged_gossip_is_rejected_and_the_sender_penalized() {
     let after = status(&victim);
     assert!(after["releases"].as_u64().unwrap() <= 1, "{after}");
     assert!(victim.json(&["search", "evil"]).is_ok());
+    // The positive control: the adversary's genuine release does arrive.
+    wait_for(DEADLINE, "the genuine release to arrive", || {
+        victim.has_release("evil/pack@1.0.0").then_some(())
+    })
+    .unwrap();
     let _ = published;
 }
 
@@ -287,7 +300,8 @@ fn org_packs_reach_org_peers_only() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     // a and b form an org; c is outside.
-    let fed = Federation::org_trio(&bin(), root, &[("PACKFED_TEST_HOOKS", "1")]).unwrap();
+    // C, outside the org, is the adversary: it asks for the org blob by hash.
+    let fed = Federation::org_trio(&bin(), root, Some(&testnet_bin())).unwrap();
 
     // A public pack too, so we know C is in sync when it sees that one.
     let public = root.join("public");
@@ -325,11 +339,20 @@ fn org_packs_reach_org_peers_only() {
     .unwrap();
     assert!(search_ids(&fed.nodes[2], "secret").is_empty());
     assert!(fed.nodes[2].json(&["info", "acme/secret"]).is_err());
-    let body = format!("{{\"hash\":\"{hash}\",\"size\":{}}}", p["size"].as_u64().unwrap());
-    let resp = fed.nodes[2].post_json("/v1/test/fetch", &body).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 502"),
-        "C must not be able to fetch the org blob: {resp}"
-    );
+    let size = p["size"].as_u64().unwrap();
+    let resp = fed.nodes[2]
+        .control("/v1/test/fetch", &serde_json::json!({"hash": hash, "size": size}))
+        .unwrap_err()
+        .to_string();
+    assert!(resp.contains("502"), "C must not be able to fetch the org blob: {resp}");
     assert_eq!(status(&fed.nodes[2])["blobs"], 0);
+    // The positive control: the same adversary fetches the public pack by hash.
+    let open = fed.nodes[0].json(&["info", "acme/open"]).unwrap();
+    fed.nodes[2]
+        .control(
+            "/v1/test/fetch",
+            &serde_json::json!({"hash": open["hash"], "size": open["size"]}),
+        )
+        .unwrap();
+    assert_eq!(status(&fed.nodes[2])["blobs"], 1);
 }

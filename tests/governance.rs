@@ -12,6 +12,11 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
 }
 
+/// The `testnet` binary: its `adversary` command is the hostile peer.
+fn testnet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_testnet"))
+}
+
 const DEADLINE: Duration = Duration::from_secs(40);
 
 const AUDIT_POLICY: &str =
@@ -154,16 +159,15 @@ fn quorum_non_members_and_new_members() {
         .as_str()
         .unwrap()
         .to_string();
-    // A node with test hooks plays the injector.
+    // The adversary (a peer of its own) plays the injector.
     let boot = nodes[0].p2p_addr().unwrap();
     let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
-    let evil = TestNode::start_with_env(&bin(), &evil_home, &[("PACKFED_TEST_HOOKS", "1")]).unwrap();
+    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
     let before: Vec<u64> = nodes.iter().map(rejected_or_stored).collect();
     wait_for(DEADLINE, "the injected vote to reach the other nodes", || {
         // Freshly signed each time: a new message id for gossip.
         let injected = packfed_testnet::sign_vote_hex(&outsider, &fed_id, &add, "against").unwrap();
-        let body = format!("{{\"hex\":\"{injected}\",\"topic\":\"governance\"}}");
-        let _ = evil.post_json("/v1/test/gossip", &body);
+        let _ = evil.gossip("governance", &hex::decode(injected).unwrap());
         nodes
             .iter()
             .zip(&before)
@@ -171,7 +175,17 @@ fn quorum_non_members_and_new_members() {
             .then_some(())
     })
     .unwrap();
-    vote(&nodes[1], &add, "for", "k0");
+    // The positive control: a member's vote the same adversary gossips counts.
+    let k0 = std::fs::read_to_string(root.join("keys-home/keys/k0.key")).unwrap();
+    wait_for(DEADLINE, "the member's vote from the adversary to count", || {
+        let member_vote = packfed_testnet::sign_vote_hex(&k0, &fed_id, &add, "for").unwrap();
+        let _ = evil.gossip("governance", &hex::decode(member_vote).unwrap());
+        nodes
+            .iter()
+            .all(|n| proposal(n, &add).is_some_and(|p| p["for"] == 1))
+            .then_some(())
+    })
+    .unwrap();
     vote(&nodes[2], &add, "for", "k2");
     wait_state(nodes, &add, "executed");
     for n in nodes {

@@ -12,6 +12,11 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
 }
 
+/// The `testnet` binary: its `adversary` command is the hostile peer.
+fn testnet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_testnet"))
+}
+
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A pack with chosen searchable fields. `polished` adds a README and
@@ -239,7 +244,7 @@ fn a_damaged_index_is_rebuilt_from_the_store() {
 fn fan_out_keeps_org_entries_in_the_org_and_reports_a_silent_peer() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let mut fed = Federation::org_trio(&bin(), root, &[]).unwrap();
+    let mut fed = Federation::org_trio(&bin(), root, None).unwrap();
     let (a, b, c) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
     let peer_id = |n: &TestNode| n.json(&["status"]).unwrap()["peer_id"].as_str().unwrap().to_string();
     let (ida, idb, idc) = (peer_id(a), peer_id(b), peer_id(c));
@@ -352,8 +357,10 @@ fn nodes_learn_ranking_together_from_signed_summaries() {
     let mut fed = Federation::empty(&bin(), root, 3).unwrap();
     let first = fed.init_home("n0", "public", None, &[]).unwrap();
     set_round(&first, "2s");
+    // n0 is the adversary: a full node (its own summaries count like any
+    // other's, the positive control) that also gossips hostile ones.
     fed.nodes
-        .push(TestNode::start_with_env(&bin(), &first, &[("PACKFED_TEST_HOOKS", "1")]).unwrap());
+        .push(TestNode::start_adversary(&bin(), &testnet_bin(), &first).unwrap());
     let boot = fed.nodes[0].p2p_addr().unwrap();
     for i in 1..3 {
         let home = fed.init_home(&format!("n{i}"), "company", Some(&boot), &[]).unwrap();
@@ -431,8 +438,7 @@ fn nodes_learn_ranking_together_from_signed_summaries() {
             let hex =
                 packfed_testnet::sign_learning_summary_hex(&fed_id, 2000, schema, [5.0, 0.0, 0.0, 0.0, 0.0], corrupt)
                     .unwrap();
-            let body = format!("{{\"hex\":\"{hex}\",\"topic\":\"learn\"}}");
-            let _ = n0.post_json("/v1/test/gossip", &body);
+            let _ = n0.gossip("learn", &hex::decode(hex).unwrap());
             [n1, n2]
                 .iter()
                 .zip(&before)

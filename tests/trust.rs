@@ -11,6 +11,11 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
 }
 
+/// The `testnet` binary: its `adversary` command is the hostile peer.
+fn testnet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_testnet"))
+}
+
 const DEADLINE: Duration = Duration::from_secs(30);
 
 const AUDIT_POLICY: &str = r#"
@@ -189,8 +194,9 @@ fn bad_attestations_are_rejected_everywhere() {
     let root = tmp.path();
     let mut fed = Federation::empty(&bin(), root, 3).unwrap();
     let a_home = fed.init_home("a", "company", None, &[]).unwrap();
+    // The publisher is the adversary: a node of its own that gossips what it is told.
     fed.nodes
-        .push(TestNode::start_with_env(&bin(), &a_home, &[("PACKFED_TEST_HOOKS", "1")]).unwrap());
+        .push(TestNode::start_adversary(&bin(), &testnet_bin(), &a_home).unwrap());
     let boot = fed.nodes[0].p2p_addr().unwrap();
     for name in ["b", "c"] {
         let home = fed.init_home(name, "public", Some(&boot), &[]).unwrap();
@@ -232,8 +238,7 @@ fn bad_attestations_are_rejected_everywhere() {
             &format!("peers to reject the attestation with a {what}"),
             || {
                 let hex = sign(&k0, fed_hex, "acme/lib", "1.0.0", hash_hex, corrupt).unwrap();
-                let body = format!("{{\"hex\":\"{hex}\",\"topic\":\"attestations\"}}");
-                let _ = a.post_json("/v1/test/gossip", &body);
+                let _ = a.gossip("attestations", &hex::decode(hex).unwrap());
                 ([b, c].iter().zip(&before).all(|(n, was)| rejected(n) > *was)).then_some(())
             },
         )
@@ -248,6 +253,21 @@ fn bad_attestations_are_rejected_everywhere() {
         );
         assert_eq!(info(n, "acme/lib@1.0.0").unwrap()["status"], "accepted");
     }
+    // The positive control: a valid attestation from the same adversary arrives.
+    wait_for(DEADLINE, "the valid attestation to arrive", || {
+        let hex = sign(&k0, &fed_id, "acme/lib", "1.0.0", &hash, false).unwrap();
+        let _ = a.gossip("attestations", &hex::decode(hex).unwrap());
+        [b, c]
+            .iter()
+            .all(|n| {
+                n.json(&["attestations", "acme/lib@1.0.0"])
+                    .ok()
+                    .and_then(|l| l.as_array().map(|a| a.iter().any(|x| x["kind"] == "audit")))
+                    .unwrap_or(false)
+            })
+            .then_some(())
+    })
+    .unwrap();
 }
 
 fn rejected(n: &TestNode) -> u64 {

@@ -44,6 +44,10 @@ pub struct ApiState {
     pub node: Arc<Node>,
     pub token: String,
     pub publishes: AtomicU64,
+    /// The network, when it runs (absent in offline tools and benches).
+    pub net: Option<crate::net::NetHandle>,
+    /// The search service, when it runs.
+    pub search: Option<Arc<crate::search::SearchService>>,
 }
 
 /// An error as the API returns it.
@@ -85,14 +89,18 @@ impl From<crate::store::StoreError> for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: Arc<ApiState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API with more routes behind the token (a harness adds its own).
+pub fn router_with(state: Arc<ApiState>, extra: Router<Arc<ApiState>>) -> Router {
     let mutating = Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/yank", post(yank))
         .route("/v1/attest", post(attest))
         .route("/v1/gov/submit", post(gov_submit))
         .route("/v1/learn/install", post(learn_install))
-        .route("/v1/test/gossip", post(gossip_raw))
-        .route("/v1/test/fetch", post(fetch_raw))
+        .merge(extra)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/status", get(status))
@@ -138,7 +146,7 @@ async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: N
 
 async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Value>> {
     let n = &s.node;
-    let peers = match n.net.get() {
+    let peers = match s.net.as_ref() {
         Some(net) => net.peers().await.len(),
         None => 0,
     };
@@ -149,13 +157,13 @@ async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Va
         "federation_id": n.federation().to_hex(),
         "federation": n.genesis.info.name,
         "peers": peers,
-        "rejected_records": crate::ingest::IngestStats::get(&n.stats.rejected),
-        "crdt_garbage": crate::ingest::IngestStats::get(&n.stats.crdt_garbage),
+        "rejected_records": crate::node::IngestStats::get(&n.stats.rejected),
+        "crdt_garbage": crate::node::IngestStats::get(&n.stats.crdt_garbage),
         "releases": n.store.release_count(),
         "blobs": n.store.blob_count(),
         "policy_version": n.policy().version,
         "gov_records": n.gov_records().len(),
-        "search": n.search.get().map(|s| {
+        "search": s.search.as_ref().map(|s| {
             let st = s.stats();
             json!({
                 "documents": st.documents,
@@ -169,63 +177,11 @@ async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Va
 }
 
 async fn peers(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
-    let peers = match s.node.net.get() {
+    let peers = match s.net.as_ref() {
         Some(net) => net.peers().await,
         None => Vec::new(),
     };
     Json(json!(peers))
-}
-
-#[derive(Deserialize)]
-struct RawFetch {
-    hash: String,
-    size: u64,
-}
-
-/// Test hook (PACKFED_TEST_HOOKS=1): fetch a blob by hash from the
-/// federation, as a node that learnt the hash out of band would.
-async fn fetch_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawFetch>) -> ApiResult<Json<serde_json::Value>> {
-    if std::env::var_os("PACKFED_TEST_HOOKS").is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
-    }
-    let hash: ContentHash = body
-        .hash
-        .parse()
-        .map_err(|e| ApiError::bad("bad_hash", format!("{e}")))?;
-    let Some(net) = s.node.net.get() else {
-        return Err(ApiError::bad("offline", "no network"));
-    };
-    crate::fetch::fetch_blob(&s.node, net, hash, body.size)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", format!("{e:#}")))?;
-    Ok(Json(json!({"fetched": true})))
-}
-
-#[derive(Deserialize)]
-struct RawGossip {
-    hex: String,
-    /// "attestations" or "governance" for those topics; the records topic otherwise.
-    #[serde(default)]
-    topic: String,
-}
-
-/// Test hook, enabled only with PACKFED_TEST_HOOKS=1: gossip raw bytes as
-/// this node, so tests can play a hostile peer with a real node.
-async fn gossip_raw(State(s): State<Arc<ApiState>>, Json(body): Json<RawGossip>) -> ApiResult<Json<serde_json::Value>> {
-    if std::env::var_os("PACKFED_TEST_HOOKS").is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
-    }
-    let bytes = hex::decode(&body.hex).map_err(|_| ApiError::bad("bad_hex", "not hex"))?;
-    if let Some(net) = s.node.net.get() {
-        let cmd = match body.topic.as_str() {
-            "attestations" => crate::net::Command::GossipAttestation(bytes),
-            "governance" => crate::net::Command::GossipGovernance(bytes),
-            "learn" => crate::net::Command::GossipLearn(bytes),
-            _ => crate::net::Command::GossipRaw(bytes),
-        };
-        net.send(cmd).await;
-    }
-    Ok(Json(json!({"sent": true})))
 }
 
 #[derive(Deserialize)]
@@ -441,14 +397,22 @@ async fn search(
         .timeout_ms
         .map(|ms| std::time::Duration::from_millis(ms.min(MAX_SEARCH_TIMEOUT_MS)))
         .unwrap_or(search::federated::DEFAULT_TIMEOUT);
-    let resp = search::federated::search(&s.node, query, fanout, timeout, q.explain)
-        .await
-        .map_err(|e| match e {
-            search::federated::SearchError::NotRunning => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", e.to_string())
-            }
-            other => ApiError::internal(other),
-        })?;
+    let resp = search::federated::search(
+        &s.node,
+        s.search.as_ref(),
+        s.net.as_ref(),
+        query,
+        fanout,
+        timeout,
+        q.explain,
+    )
+    .await
+    .map_err(|e| match e {
+        search::federated::SearchError::NotRunning => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", e.to_string())
+        }
+        other => ApiError::internal(other),
+    })?;
     Ok(Json(resp))
 }
 
@@ -549,7 +513,7 @@ async fn attest(State(s): State<Arc<ApiState>>, Json(body): Json<AttestBody>) ->
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
-            crate::trust::AttestError::Store(e) => ApiError::internal(e),
+            crate::node::AttestError::Store(e) => ApiError::internal(e),
             other => ApiError::bad("bad_attestation", other.to_string()),
         })?;
     Ok(Json(json!({"attestation_id": id.to_hex()})))
@@ -569,7 +533,7 @@ async fn policy(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "set_by": p.set_by.map(hex::encode),
         "source": source,
         "rules": rules,
-        "fingerprint": hex::encode(s.node.policy_fingerprint()),
+        "fingerprint": hex::encode(s.node.policy().fingerprint),
     }))
 }
 
@@ -580,7 +544,7 @@ async fn prefetch(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> A
     let hash: ContentHash = hash.parse().map_err(|e| ApiError::bad("bad_hash", format!("{e}")))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<serde_json::Value>(64);
     let have = s.node.store.has_blob(&hash)?;
-    match (have, s.node.known_size(&hash), s.node.net.get().cloned()) {
+    match (have, s.node.known_size(&hash), s.net.clone()) {
         (true, _, _) => {
             let _ = tx.try_send(json!({"done": true, "fetched": false}));
         }
@@ -685,8 +649,8 @@ async fn gov_submit(
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
-            crate::governance::GovError::Store(e) => ApiError::internal(e),
-            crate::governance::GovError::Refused { code, message } => ApiError::bad(code, message),
+            crate::node::GovError::Store(e) => ApiError::internal(e),
+            crate::node::GovError::Refused { code, message } => ApiError::bad(code, message),
             other => ApiError::bad("bad_record", other.to_string()),
         })?;
     Ok(Json(json!({"id": hex::encode(id)})))
@@ -698,7 +662,7 @@ async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiRe
         // A release this node knows but whose bytes it lacks: fetch them from
         // the federation first (company nodes cache what they install).
         let size = s.node.known_size(&hash);
-        if let (Some(size), Some(net)) = (size, s.node.net.get()) {
+        if let (Some(size), Some(net)) = (size, s.net.as_ref()) {
             crate::fetch::fetch_blob(&s.node, net, hash, size)
                 .await
                 .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", format!("{e:#}")))?;

@@ -701,9 +701,9 @@ async fn run(cli: Cli) -> Result<()> {
                 .get(&format!("/v1/info/{}?version={}", pid.name, pid.version))
                 .await?;
             let release = verified_release(&info, &fed)?;
-            let env = crate::trust::sign_attestation(
+            let env = crate::core::verdict::sign_attestation(
                 &release,
-                &crate::trust::Statement {
+                &crate::core::verdict::Statement {
                     kind: &kind,
                     pass,
                     note: &note,

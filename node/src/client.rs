@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::Home;
-use crate::daemon::NodeJson;
+use crate::config::NodeJson;
 
 /// An error the user should see as-is, with a machine-readable code.
 #[derive(Debug, thiserror::Error)]

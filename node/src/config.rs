@@ -276,3 +276,21 @@ mod tests {
         assert!(c.api.listen.starts_with("127.0.0.1:"));
     }
 }
+
+/// The contents of `HOME/node.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeJson {
+    pub peer_id: String,
+    pub api: String,
+    pub listen_addrs: Vec<String>,
+    pub pid: u32,
+}
+
+/// Rewrites node.json with the libp2p addresses once they are known.
+pub fn update_listen_addrs<'a>(home: &Home, addrs: impl Iterator<Item = &'a libp2p::Multiaddr>) -> anyhow::Result<()> {
+    let path = home.node_json();
+    let mut info: NodeJson = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let peer = info.peer_id.clone();
+    info.listen_addrs = addrs.map(|a| format!("{a}/p2p/{peer}")).collect();
+    write_atomic(&path, serde_json::to_string_pretty(&info)?.as_bytes())
+}

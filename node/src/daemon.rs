@@ -1,29 +1,58 @@
-//! `packfed node run`: the daemon. Opens the node, serves the API, writes
-//! `HOME/node.json` once listening and removes it on a clean exit
-//! (SIGINT/SIGTERM).
+//! `packfed node run`: the daemon, the top of the shell. Opens the node,
+//! starts search, iroh and the libp2p reactor, wires what the node hands
+//! out (gossip, provider records, mirror fetches) to them, runs the
+//! governance and learning timers, serves the API, writes `HOME/node.json`
+//! once listening and removes it on a clean exit (SIGINT/SIGTERM).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use crate::api::{self, ApiState};
-use crate::config::{Home, write_atomic};
+use crate::blobs::ChunkSource;
+use crate::config::{Home, NodeJson, write_atomic};
 use crate::init;
-use crate::node::Node;
+use crate::net::{NetHandle, RangeSource};
+use crate::node::{Node, Outbound};
+use crate::search::SearchService;
 
-/// The contents of `HOME/node.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeJson {
-    pub peer_id: String,
-    pub api: String,
-    pub listen_addrs: Vec<String>,
-    pub pid: u32,
+/// What answers peers' requests for blob bytes, on both transports.
+pub struct Sources {
+    pub chunks: Arc<dyn ChunkSource>,
+    pub ranges: Arc<dyn RangeSource>,
+    /// Whether iroh checks bytes against the outboard before sending them.
+    pub validate_on_send: bool,
+}
+
+impl Sources {
+    /// The store, as every node serves it.
+    pub fn store(node: &Arc<Node>) -> Sources {
+        Sources {
+            chunks: Arc::new(crate::blobs::SledSource { node: node.clone() }),
+            ranges: Arc::new(crate::net::StoreRanges { node: node.clone() }),
+            validate_on_send: true,
+        }
+    }
+}
+
+/// How a daemon is put together. `packfed node run` uses the defaults; a
+/// program built on the library (the test harness's adversary) can serve
+/// other bytes and add API routes, which sit behind the API token.
+#[derive(Default)]
+pub struct Options {
+    pub sources: Option<Box<dyn FnOnce(&Arc<Node>) -> Sources + Send>>,
+    pub routes: Option<axum::Router<Arc<ApiState>>>,
 }
 
 /// Runs the daemon until a signal asks it to stop.
 pub async fn run(home: Home) -> Result<()> {
+    run_with(home, Options::default()).await
+}
+
+/// [`run`], put together as `options` say.
+pub async fn run_with(home: Home, options: Options) -> Result<()> {
     if !home.config().exists() {
         let created = init::init_dev_home(&home)?;
         eprintln!(
@@ -45,7 +74,6 @@ pub async fn run(home: Home) -> Result<()> {
         crate::search::SearchService::open(&home.search_index())
             .with_context(|| format!("opening the search index in {}", home.search_index().display()))?,
     );
-    let _ = node.search.set(search.clone());
     search.start(node.clone())?;
     let token = std::fs::read_to_string(home.api_token())
         .with_context(|| format!("reading {}", home.api_token().display()))?
@@ -59,11 +87,6 @@ pub async fn run(home: Home) -> Result<()> {
         )
     })?;
     let api_addr = listener.local_addr()?;
-    let state = Arc::new(ApiState {
-        node: node.clone(),
-        token,
-        publishes: AtomicU64::new(0),
-    });
     let info = NodeJson {
         peer_id: node.peer_id.clone(),
         api: api_addr.to_string(),
@@ -75,20 +98,37 @@ pub async fn run(home: Home) -> Result<()> {
     let endpoint = crate::blobs::loopback_endpoint(node.key.seed(), &iroh_bind(&node.config.api.listen))
         .await
         .context("starting the iroh endpoint")?;
-    let opts = crate::blobs::StoreOptions {
-        // Test hook: a corrupt provider must not catch its own corruption.
-        validate_on_send: !node.corrupt_serving(),
+    let sources = match options.sources {
+        Some(make) => make(&node),
+        None => Sources::store(&node),
     };
-    let router = crate::blobs::serve(
-        endpoint.clone(),
-        Arc::new(crate::blobs::SledSource { node: node.clone() }),
-        opts,
-    );
+    let opts = crate::blobs::StoreOptions {
+        validate_on_send: sources.validate_on_send,
+    };
+    let router = crate::blobs::serve(endpoint.clone(), sources.chunks, opts);
     let _ = node.iroh.set(endpoint);
+    let outbox = node
+        .connect_outbox()
+        .context("the node's outbox is already connected")?;
     // After node.json exists: the network adds its listen addresses to it.
-    let _net = crate::net::start(node.clone()).context("starting the libp2p network")?;
-    tokio::spawn(crate::governance::run(node.clone()));
-    tokio::spawn(crate::learn::node::run(node.clone()));
+    let services = crate::net::Services {
+        ranges: sources.ranges,
+        search: Some(Arc::new(crate::search::federated::Answerer {
+            node: node.clone(),
+            search: search.clone(),
+        })),
+    };
+    let net = crate::net::start(node.clone(), services).context("starting the libp2p network")?;
+    tokio::spawn(dispatch(node.clone(), net.clone(), outbox));
+    tokio::spawn(crate::node::governance::run(node.clone()));
+    tokio::spawn(learn(node.clone(), search.clone()));
+    let state = Arc::new(ApiState {
+        node: node.clone(),
+        token,
+        publishes: AtomicU64::new(0),
+        net: Some(net),
+        search: Some(search),
+    });
     tracing::info!(peer_id = %node.peer_id, api = %api_addr, federation = %node.federation(), "node running");
     eprintln!("packfed node {} serving the API on http://{api_addr}", node.peer_id);
 
@@ -100,7 +140,8 @@ pub async fn run(home: Home) -> Result<()> {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let served = axum::serve(listener, api::router(state))
+    let app = api::router_with(state, options.routes.unwrap_or_default());
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     let _ = std::fs::remove_file(home.node_json());
@@ -111,20 +152,45 @@ pub async fn run(home: Home) -> Result<()> {
     served.context("API server failed")
 }
 
+/// Carries what the node hands out to the network and the mirror, in order.
+async fn dispatch(node: Arc<Node>, net: NetHandle, mut outbox: mpsc::UnboundedReceiver<Outbound>) {
+    while let Some(out) = outbox.recv().await {
+        match out {
+            Outbound::Gossip(topic, bytes) => net.send(crate::net::Command::Gossip(topic, bytes)).await,
+            Outbound::Provide(hash) => net.send(crate::net::Command::Provide(hash)).await,
+            Outbound::Mirror(hash, size) => crate::fetch::spawn_mirror(node.clone(), net.clone(), hash, size),
+        }
+    }
+}
+
+/// Ticks the node's learning (publish, aggregate at each round boundary)
+/// and gives the search ranking what it learnt.
+async fn learn(node: Arc<Node>, search: Arc<SearchService>) {
+    let Some(tick) = node.learn_schedule() else { return };
+    // Adopt a model saved by an earlier run.
+    search.set_weights(node.ranking_model().weights);
+    search.set_installs(&node.all_usage());
+    loop {
+        let n = node.clone();
+        match tokio::task::spawn_blocking(move || n.learn_tick(crate::packing::now_ms())).await {
+            Ok(Ok(t)) => {
+                if let Some(agg) = t.aggregated {
+                    search.set_weights(node.ranking_model().weights);
+                    search.set_installs(&agg.usage);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "learning round failed"),
+            Err(e) => tracing::warn!(error = %e, "learning task failed"),
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
 /// The iroh endpoint binds on the API's host (loopback unless configured
 /// otherwise), any port.
 fn iroh_bind(api: &str) -> String {
     let host = api.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
     format!("{host}:0")
-}
-
-/// Rewrites node.json with the libp2p addresses once they are known.
-pub fn update_listen_addrs<'a>(home: &Home, addrs: impl Iterator<Item = &'a libp2p::Multiaddr>) -> Result<()> {
-    let path = home.node_json();
-    let mut info: NodeJson = serde_json::from_slice(&std::fs::read(&path)?)?;
-    let peer = info.peer_id.clone();
-    info.listen_addrs = addrs.map(|a| format!("{a}/p2p/{peer}")).collect();
-    write_atomic(&path, serde_json::to_string_pretty(&info)?.as_bytes())
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,7 @@
 //! whole blob hashes to the signed release's hash, so nothing corrupt is
 //! ever committed; a provider that fails, stalls or lies is skipped.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,47 +17,7 @@ use crate::net::{MAX_BLOB_RANGE, NetHandle, Provider};
 use crate::node::Node;
 use crate::store::BlobWriter;
 
-const STATUS_OK: u32 = 0;
-const STATUS_NOT_FOUND: u32 = 1;
-const STATUS_REFUSED: u32 = 2;
-
-/// Answers one range request from the store.
-pub fn serve_range(node: &Node, peer: &PeerId, req: &pb::BlobRequest) -> pb::BlobResponse {
-    let refuse = |status| pb::BlobResponse {
-        status,
-        data: Vec::new(),
-        size: 0,
-    };
-    let Ok(hash) = ContentHash::from_slice(&req.hash) else {
-        return refuse(STATUS_REFUSED);
-    };
-    if !node.may_serve(&hash, peer) {
-        return refuse(STATUS_NOT_FOUND);
-    }
-    let Ok((meta, mut reader)) = node.store.blob_reader(&hash) else {
-        return refuse(STATUS_NOT_FOUND);
-    };
-    if req.offset > meta.size {
-        return refuse(STATUS_REFUSED);
-    }
-    let len = u64::from(req.length.min(MAX_BLOB_RANGE)).min(meta.size - req.offset) as usize;
-    // Skip to the offset chunk by chunk (bounded reads, never the whole blob).
-    if std::io::copy(&mut (&mut reader).take(req.offset), &mut std::io::sink()).is_err() {
-        return refuse(STATUS_NOT_FOUND);
-    }
-    let mut data = vec![0u8; len];
-    if reader.read_exact(&mut data).is_err() {
-        return refuse(STATUS_NOT_FOUND);
-    }
-    if node.corrupt_serving() && !data.is_empty() {
-        data[0] ^= 0xff; // test hook: play a provider that serves corrupted bytes
-    }
-    pb::BlobResponse {
-        status: STATUS_OK,
-        data,
-        size: meta.size,
-    }
-}
+use crate::net::ranges::STATUS_OK;
 
 /// Fetches `[writer.size..size)` of `hash` from one peer over the libp2p
 /// range protocol (the fallback when the peer announced no iroh address).

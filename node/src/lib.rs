@@ -6,12 +6,12 @@
 //! - [`store`]: the sled database (blobs with outboards, records, indexes)
 //! - [`publish`]: the node side of a publish (verify, recompute, commit)
 //! - [`packing`]: the publisher side (pack, assess, sign)
-//! - [`node`]: the running node's state and operations
+//! - [`core`]: the sans-IO rules: admission, verdicts, governance, learning rounds
+//! - [`node`]: the shell around the core: the store, the registry documents,
+//!   and carrying out what the core decides
 //! - [`registry`], [`docfile`]: the replicated registry document and its file
 //! - [`memory`]: returning freed memory to the OS after bulk loads
 //! - [`search`]: local search
-//! - [`trust`]: attestations and the acceptance policy applied to releases
-//! - [`governance`]: proposals and votes, and the policy and members they set
 //! - [`api`]: the HTTP/JSON API; [`daemon`]: `packfed node run`
 //! - [`client`]: the CLI's connection to a daemon
 //! - [`install`]: resolve, fetch, verify, install, and `verify`
@@ -22,11 +22,10 @@ pub mod blobs;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod core;
 pub mod daemon;
 pub mod docfile;
 pub mod fetch;
-pub mod governance;
-pub mod ingest;
 pub mod init;
 pub mod install;
 pub mod keys;
@@ -40,4 +39,3 @@ pub mod registry;
 pub mod resolve;
 pub mod search;
 pub mod store;
-pub mod trust;

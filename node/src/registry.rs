@@ -143,6 +143,13 @@ impl Replica {
 
     /// Commits pending inserts and marks them seen, so `receive` reports
     /// only what peers brought.
+    /// The automerge document itself, for tools that write changes of their
+    /// own (a test harness playing a peer that vandalizes the registry).
+    /// Whatever it writes reaches peers only as candidates they verify.
+    pub fn document_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
     pub fn settle(&mut self) {
         self.doc.update_diff_cursor();
     }

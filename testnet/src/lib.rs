@@ -4,6 +4,7 @@
 //! by the benches; the `testnet` command (`src/main.rs`) builds on it, and
 //! [`sim`] is the in-process large-N gossip simulation.
 
+pub mod adversary;
 pub mod catalog;
 pub mod sim;
 
@@ -88,6 +89,20 @@ impl NodeJson {
 /// `HOME/node.log`. With `detach` the node gets its own process group, so
 /// it outlives the caller and a Ctrl-C in the caller's terminal.
 pub fn spawn_node(bin: &Path, home: &Path, env: &[(&str, &str)], detach: bool) -> Result<Child> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--home").arg(home).args(["node", "run"]);
+    spawn_logged(cmd, home, env, detach)
+}
+
+/// Spawns `testnet adversary --home HOME` (the `testnet` binary at `bin`),
+/// logged like [`spawn_node`].
+pub fn spawn_adversary(bin: &Path, home: &Path, env: &[(&str, &str)]) -> Result<Child> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("adversary").arg("--home").arg(home);
+    spawn_logged(cmd, home, env, false)
+}
+
+fn spawn_logged(mut cmd: Command, home: &Path, env: &[(&str, &str)], detach: bool) -> Result<Child> {
     let _ = std::fs::remove_file(home.join("node.json")); // stale after a kill -9
     // Appended, so a restarted node's log follows the one before it.
     let log = std::fs::OpenOptions::new()
@@ -95,11 +110,7 @@ pub fn spawn_node(bin: &Path, home: &Path, env: &[(&str, &str)], detach: bool) -
         .append(true)
         .open(home.join("node.log"))
         .with_context(|| format!("opening {}", home.join("node.log").display()))?;
-    let mut cmd = Command::new(bin);
-    cmd.arg("--home")
-        .arg(home)
-        .args(["node", "run"])
-        .env_remove("PACKFED_HOME")
+    cmd.env_remove("PACKFED_HOME")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -108,8 +119,7 @@ pub fn spawn_node(bin: &Path, home: &Path, env: &[(&str, &str)], detach: bool) -
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
-    cmd.spawn()
-        .with_context(|| format!("spawning {} node run", bin.display()))
+    cmd.spawn().with_context(|| format!("spawning {:?}", cmd.get_program()))
 }
 
 /// Waits until `HOME/node.json` is written by process `pid` and names a
@@ -134,10 +144,13 @@ pub fn p2p_addr(home: &Path, deadline: Duration) -> Result<String> {
 
 /// A node process with its own home.
 pub struct TestNode {
+    /// The `packfed` binary, for CLI commands against this node.
     pub bin: PathBuf,
     pub home: PathBuf,
     pub child: Option<Child>,
     pub api: String,
+    /// Set for an adversary: the `testnet` binary that runs it.
+    adversary: Option<PathBuf>,
 }
 
 impl TestNode {
@@ -147,18 +160,58 @@ impl TestNode {
         Self::start_with_env(bin, home, &[])
     }
 
-    /// Starts with extra environment variables (test hooks).
+    /// Starts with extra environment variables (`RUST_LOG`, say).
     pub fn start_with_env(bin: &Path, home: &Path, env: &[(&str, &str)]) -> Result<TestNode> {
         let child = spawn_node(bin, home, env, false)?;
+        Self::started(bin, home, child, None)
+    }
+
+    /// Starts the adversary ([`adversary`]) on an initialized home: a full
+    /// node with hostile controls on its API. `testnet` is the `testnet`
+    /// binary, `bin` the `packfed` one (for CLI commands against it).
+    pub fn start_adversary(bin: &Path, testnet: &Path, home: &Path) -> Result<TestNode> {
+        let child = spawn_adversary(testnet, home, &[])?;
+        Self::started(bin, home, child, Some(testnet.to_path_buf()))
+    }
+
+    fn started(bin: &Path, home: &Path, child: Child, adversary: Option<PathBuf>) -> Result<TestNode> {
         let pid = child.id();
         let mut node = TestNode {
             bin: bin.to_path_buf(),
             home: home.to_path_buf(),
             child: Some(child),
             api: String::new(),
+            adversary,
         };
         node.api = wait_node_json(home, pid, Duration::from_secs(30))?.api;
         Ok(node)
+    }
+
+    /// POSTs one of the adversary's controls and checks it succeeded: the
+    /// JSON answer.
+    pub fn control(&self, path: &str, body: &Value) -> Result<Value> {
+        let raw = self.post_json(path, &body.to_string())?;
+        let (head, json) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("{path} answered {raw}");
+        }
+        Ok(serde_json::from_str(json).with_context(|| format!("{path} answered {raw}"))?)
+    }
+
+    /// The adversary fetches a blob by hash from the federation, as a node
+    /// that learnt the hash out of band would.
+    pub fn fetch_by_hash(&self, hash: &str, size: u64) -> Result<()> {
+        self.control("/v1/test/fetch", &serde_json::json!({"hash": hash, "size": size}))
+            .map(drop)
+    }
+
+    /// Gossips `bytes` exactly as given on a topic ("" is the records topic).
+    pub fn gossip(&self, topic: &str, bytes: &[u8]) -> Result<()> {
+        self.control(
+            "/v1/test/gossip",
+            &serde_json::json!({"topic": topic, "hex": hex::encode(bytes)}),
+        )
+        .map(drop)
     }
 
     /// The libp2p address to bootstrap from (waits until it is known).
@@ -197,7 +250,10 @@ impl TestNode {
         if self.child.is_some() {
             bail!("node is still running");
         }
-        let child = spawn_node(&self.bin, &self.home, &[], false)?;
+        let child = match &self.adversary {
+            Some(testnet) => spawn_adversary(testnet, &self.home, &[])?,
+            None => spawn_node(&self.bin, &self.home, &[], false)?,
+        };
         let pid = child.id();
         self.child = Some(child);
         self.api = wait_node_json(&self.home, pid, Duration::from_secs(30))?.api;
@@ -444,9 +500,9 @@ impl Federation {
     }
 
     /// Three company nodes: `a` and `b` share an org catalog, `c` is
-    /// outside it; `b` and `c` bootstrap to `a`. `c_env` adds environment
-    /// variables (test hooks) to `c`.
-    pub fn org_trio(bin: &Path, root: &Path, c_env: &[(&str, &str)]) -> Result<Federation> {
+    /// outside it; `b` and `c` bootstrap to `a`. With `c_adversary` (the
+    /// `testnet` binary), `c` is the adversary.
+    pub fn org_trio(bin: &Path, root: &Path, c_adversary: Option<&Path>) -> Result<Federation> {
         let mut fed = Federation::empty(bin, root, 3)?;
         let homes: Vec<PathBuf> = ["a", "b", "c"]
             .iter()
@@ -477,7 +533,10 @@ impl Federation {
             edit(h, "bootstrap = []", format!("bootstrap = [\"{boot}\"]"))?;
         }
         fed.nodes.push(TestNode::start(bin, &homes[1])?);
-        fed.nodes.push(TestNode::start_with_env(bin, &homes[2], c_env)?);
+        fed.nodes.push(match c_adversary {
+            Some(testnet) => TestNode::start_adversary(bin, testnet, &homes[2])?,
+            None => TestNode::start(bin, &homes[2])?,
+        });
         fed.wait_connected(Duration::from_secs(30))?;
         Ok(fed)
     }
@@ -546,7 +605,7 @@ pub fn preload(home: &Path, n: usize) -> Result<packfed_protocol::KeyPair> {
         };
         node.ingest(
             packfed_protocol::Signed::sign(&claim, &key, &fed).encoded(),
-            packfed_node::ingest::Channel::Public,
+            packfed_node::core::Channel::Public,
         );
     }
     for i in 0..n {
@@ -566,7 +625,7 @@ pub fn preload(home: &Path, n: usize) -> Result<packfed_protocol::KeyPair> {
         };
         node.ingest(
             packfed_protocol::Signed::sign(&r, &key, &fed).encoded(),
-            packfed_node::ingest::Channel::Public,
+            packfed_node::core::Channel::Public,
         );
     }
     node.save_replica()?;
@@ -581,7 +640,8 @@ pub fn preload(home: &Path, n: usize) -> Result<packfed_protocol::KeyPair> {
 /// publication times are spread over the last two years (a package's later
 /// versions later). For benches and search-quality runs.
 pub fn preload_catalog(home: &Path, specs: &[catalog::PackSpec]) -> Result<()> {
-    use packfed_node::ingest::{Channel, Ingested};
+    use packfed_node::core::Channel;
+    use packfed_node::node::Ingested;
     use packfed_protocol::{KeyPair, Signed, pb};
     const DAY_MS: u64 = 86_400_000;
     const TWO_YEARS_MS: u64 = 730 * DAY_MS;

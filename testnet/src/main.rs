@@ -5,6 +5,7 @@
 //! testnet up 5 [--dir DIR] [--roles company,regional,public]   # DIR defaults to ./testnet-run
 //! testnet status [--dir DIR]
 //! testnet down [--dir DIR]
+//! testnet adversary --home DIR     # a hostile node; see packfed_testnet::adversary
 //! ```
 //!
 //! `up` records every node it starts in `DIR/pids` (one `pid<TAB>name<TAB>home`
@@ -57,6 +58,12 @@ enum Cmd {
         #[arg(long, default_value = "testnet-run")]
         dir: PathBuf,
     },
+    /// Run a hostile node from a home made by `packfed init`: a full node
+    /// (like `packfed node run`) whose API adds the /v1/test/* controls.
+    Adversary {
+        #[arg(long)]
+        home: PathBuf,
+    },
     /// Stop the recorded nodes (SIGTERM, then SIGKILL after the timeout).
     Down {
         #[arg(long, default_value = "testnet-run")]
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
         Cmd::Up { n, dir, roles, timeout } => up(n, &dir, &roles, Duration::from_secs(timeout), cli.json),
         Cmd::Status { dir } => status(&dir, cli.json),
         Cmd::Down { dir, timeout } => down(&dir, Duration::from_secs(timeout), cli.json),
+        Cmd::Adversary { home } => adversary(home),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,6 +96,19 @@ fn main() -> ExitCode {
 }
 
 /// The `packfed` binary: next to this executable, else `$PACKFED_BIN`, else on `PATH`.
+fn adversary(home: PathBuf) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(packfed_testnet::adversary::run(home))
+}
+
 fn packfed_bin() -> Result<PathBuf> {
     if let Ok(exe) = std::env::current_exe()
         && let Some(dir) = exe.parent()

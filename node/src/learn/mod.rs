@@ -33,7 +33,6 @@
 pub mod aggregate;
 pub mod dp;
 pub mod model;
-pub mod node;
 pub mod sim;
 pub mod train;
 

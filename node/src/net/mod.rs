@@ -1,8 +1,9 @@
 //! The network reactor: one libp2p swarm (TCP + noise + yamux) with
 //! identify, kademlia, gossipsub, request-response (registry sync, blob
-//! ranges) and optional mDNS. It only moves bytes: records go to
-//! [`Node::ingest`], the registry document to [`crate::registry`], blob
-//! bytes to [`crate::fetch`].
+//! ranges, search) and optional mDNS. It only moves bytes: records go to
+//! [`Node::ingest`], the registry document to `registry`; blob ranges and
+//! searches are answered by the [`Services`] the daemon gives it, and
+//! fetches (the `fetch` module) ask through [`NetHandle`].
 //!
 //! Peers of another federation are refused: identify carries the federation
 //! id in the agent version, and every topic and protocol name carries it too.
@@ -18,6 +19,10 @@
 //! are then ignored until the penalty decays.
 
 mod codec;
+pub mod limiter;
+pub mod ranges;
+
+pub use ranges::StoreRanges;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,31 +40,40 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, mdns, noise, tc
 use packfed_protocol::{ContentHash, Signed, pb};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ingest::{Channel, Ingested};
-use crate::node::Node;
+use crate::core::{Channel, Topic};
+use crate::node::{Ingested, Node};
 pub use codec::ProstCodec;
-
-use crate::search::fanout;
-use crate::search::limiter::RateLimiter;
+use limiter::RateLimiter;
 
 /// Blob range requests carry at most this much data.
 pub const MAX_BLOB_RANGE: u32 = 1024 * 1024;
+/// Largest search request frame.
+pub const MAX_SEARCH_REQUEST_FRAME: usize = 4 * 1024;
+/// Largest search response frame.
+pub const MAX_SEARCH_RESPONSE_FRAME: usize = 2 * 1024 * 1024;
+
+/// Answers peers' range requests for blob bytes (the store, for a node).
+pub trait RangeSource: Send + Sync {
+    fn serve(&self, peer: &PeerId, request: &pb::BlobRequest) -> pb::BlobResponse;
+}
+
+/// Answers peers' searches (the search service, which the daemon wires in).
+pub trait SearchAnswers: Send + Sync {
+    fn answer(&self, peer: &PeerId, org_peer: bool, request: &pb::SearchRequest) -> pb::SearchResponse;
+    /// A peer's search was refused by the rate limit.
+    fn rate_limited(&self);
+}
+
+/// What the reactor serves besides records and the registry.
+pub struct Services {
+    pub ranges: Arc<dyn RangeSource>,
+    pub search: Option<Arc<dyn SearchAnswers>>,
+}
 
 /// What the rest of the node asks of the network.
 pub enum Command {
-    /// Gossip a record on the records topic.
-    Gossip(Vec<u8>),
-    /// Gossip raw bytes on the records topic (test hook: lets a test node
-    /// play a hostile peer).
-    GossipRaw(Vec<u8>),
-    /// Gossip an attestation on the attestations topic.
-    GossipAttestation(Vec<u8>),
-    /// Gossip a proposal, vote or cancel on the governance topic.
-    GossipGovernance(Vec<u8>),
-    /// Gossip a learning summary on the learn topic.
-    GossipLearn(Vec<u8>),
-    /// Fetch a blob if this node's role mirrors accepted packs.
-    Mirror(ContentHash, u64),
+    /// Gossip bytes on a topic, as given.
+    Gossip(Topic, Vec<u8>),
     Peers(oneshot::Sender<Vec<PeerView>>),
     /// Peers that may hold a blob, best first.
     Providers(ContentHash, oneshot::Sender<Vec<Provider>>),
@@ -200,6 +214,16 @@ impl Names {
             learn_topic: IdentTopic::new(format!("packfed/{hex}/learn")),
         }
     }
+
+    pub fn topic(&self, t: Topic) -> &IdentTopic {
+        match t {
+            Topic::Records => &self.records_topic,
+            Topic::Attestations => &self.attestations_topic,
+            Topic::Governance => &self.governance_topic,
+            Topic::Learn => &self.learn_topic,
+            Topic::Nodes => &self.nodes_topic,
+        }
+    }
 }
 
 fn scoring(names: &Names) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
@@ -295,7 +319,7 @@ pub fn behaviour(key: &libp2p::identity::Keypair, names: &Names, mdns_on: bool) 
         // The asker keeps its own (much shorter) deadline; this only frees
         // the stream of a peer that never answers.
         search: request_response::Behaviour::with_codec(
-            ProstCodec::new(fanout::MAX_REQUEST_FRAME, fanout::MAX_RESPONSE_FRAME),
+            ProstCodec::new(MAX_SEARCH_REQUEST_FRAME, MAX_SEARCH_RESPONSE_FRAME),
             [(search_proto, ProtocolSupport::Full)],
             rr.with_request_timeout(Duration::from_secs(10)),
         ),
@@ -366,6 +390,7 @@ struct SyncSession {
 /// The reactor's state.
 pub struct Reactor {
     node: Arc<Node>,
+    services: Services,
     swarm: Swarm<Behaviour>,
     names: Names,
     rx: mpsc::Receiver<Command>,
@@ -396,7 +421,7 @@ const MAX_SYNC_ROUNDS: u32 = 64;
 
 impl Reactor {
     /// Builds the swarm from the node key and starts listening.
-    pub fn new(node: Arc<Node>) -> Result<Reactor> {
+    pub fn new(node: Arc<Node>, services: Services) -> Result<Reactor> {
         let names = Names::new(node.federation());
         let key = libp2p::identity::Keypair::ed25519_from_bytes(node.key.seed()).context("node key")?;
         let mdns_on = node.config.net.mdns;
@@ -422,6 +447,7 @@ impl Reactor {
         let (tx, rx) = mpsc::channel(1024);
         Ok(Reactor {
             node,
+            services,
             swarm,
             names,
             rx,
@@ -597,30 +623,11 @@ impl Reactor {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Mirror(hash, size) => self.after_new_record(Some((hash, size))),
-            Command::GossipAttestation(bytes) => {
-                let topic = self.names.attestations_topic.clone();
-                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-                    tracing::debug!(error = %e, "attestation not gossiped");
-                }
-            }
-            Command::GossipLearn(bytes) => {
-                let topic = self.names.learn_topic.clone();
-                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-                    tracing::debug!(error = %e, "learning summary not gossiped");
-                }
-            }
-            Command::GossipGovernance(bytes) => {
-                let topic = self.names.governance_topic.clone();
-                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-                    tracing::debug!(error = %e, "governance record not gossiped");
-                }
-            }
-            Command::Gossip(bytes) | Command::GossipRaw(bytes) => {
-                let topic = self.names.records_topic.clone();
+            Command::Gossip(topic, bytes) => {
+                let topic = self.names.topic(topic).clone();
                 if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
                     // No peer subscribed yet: registry sync repairs it.
-                    tracing::debug!(error = %e, "record not gossiped");
+                    tracing::debug!(error = %e, "not gossiped");
                 }
             }
             Command::Peers(reply) => {
@@ -689,7 +696,7 @@ impl Reactor {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "libp2p listening");
-                let _ = crate::daemon::update_listen_addrs(&self.node.home, self.swarm.listeners());
+                let _ = crate::config::update_listen_addrs(&self.node.home, self.swarm.listeners());
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 if self.refused.contains(&peer_id) {
@@ -810,25 +817,12 @@ impl Reactor {
                 }
                 MessageAcceptance::Accept
             }
-            Ingested::New(fetch) => {
-                self.after_new_record(fetch);
-                MessageAcceptance::Accept
-            }
-            Ingested::Known => MessageAcceptance::Accept,
+            Ingested::New | Ingested::Known => MessageAcceptance::Accept,
         };
         self.swarm
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &source, acceptance);
-    }
-
-    /// A new release may need its blob (regional mirrors take every one).
-    fn after_new_record(&mut self, fetch: Option<(ContentHash, u64)>) {
-        if let Some((hash, size)) = fetch
-            && self.node.config.node.role == crate::config::NodeRole::Regional
-        {
-            crate::fetch::spawn_mirror(self.node.clone(), self.handle.clone(), hash, size);
-        }
     }
 
     fn state_key(peer: &PeerId, doc: u32) -> Vec<u8> {
@@ -903,7 +897,6 @@ impl Reactor {
                 let bytes: Vec<Vec<u8>> = got.candidates.into_iter().map(|(_, b)| b).collect();
                 for outcome in self.node.ingest_batch(&bytes, channel) {
                     match outcome {
-                        Ingested::New(fetch) => self.after_new_record(fetch),
                         Ingested::Invalid(reason) => {
                             tracing::warn!(%peer, %reason, "ignored an invalid record from registry sync");
                             self.node
@@ -1016,7 +1009,7 @@ impl Reactor {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    let response = crate::fetch::serve_range(&self.node, &peer, &request);
+                    let response = self.services.ranges.serve(&peer, &request);
                     let _ = self.swarm.behaviour_mut().blob.send_response(channel, response);
                 }
                 request_response::Message::Response { request_id, response } => {
@@ -1051,10 +1044,16 @@ impl Reactor {
                             .send_response(channel, refuse("not a peer of this federation"));
                         return;
                     }
+                    let Some(answers) = self.services.search.clone() else {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .search
+                            .send_response(channel, refuse("search is not running on this node"));
+                        return;
+                    };
                     if !self.search_limiter.allow(&peer, crate::packing::now_ms()) {
-                        if let Some(s) = self.node.search.get() {
-                            s.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
+                        answers.rate_limited();
                         tracing::debug!(%peer, "search rate limit reached");
                         let _ = self.swarm.behaviour_mut().search.send_response(
                             channel,
@@ -1063,10 +1062,10 @@ impl Reactor {
                         return;
                     }
                     // Searching takes a few ms: off the reactor.
-                    let node = self.node.clone();
+                    let org_peer = self.node.is_org_peer(&peer);
                     let handle = self.handle.clone();
                     tokio::task::spawn_blocking(move || {
-                        let response = node.answer_search(&peer, &request);
+                        let response = answers.answer(&peer, org_peer, &request);
                         handle.try_send(Command::SearchAnswer(channel, response));
                     });
                 }
@@ -1121,10 +1120,10 @@ fn ed25519_protobuf(key: &[u8; 32]) -> Vec<u8> {
 }
 
 /// Starts the network for `node` and returns its handle.
-pub fn start(node: Arc<Node>) -> Result<NetHandle> {
-    let reactor = Reactor::new(node.clone())?;
+/// Starts the reactor; `services` answer peers' blob and search requests.
+pub fn start(node: Arc<Node>, services: Services) -> Result<NetHandle> {
+    let reactor = Reactor::new(node, services)?;
     let handle = reactor.handle();
-    let _ = node.net.set(handle.clone());
     tokio::spawn(reactor.run());
     Ok(handle)
 }

@@ -23,8 +23,8 @@ pub const MAX_QUERY_BYTES: usize = 256;
 /// Most results a peer may ask for or send.
 pub const MAX_REMOTE_RESULTS: usize = 50;
 /// Frame limits of the search protocol.
-pub const MAX_REQUEST_FRAME: usize = 4 * 1024;
-pub const MAX_RESPONSE_FRAME: usize = 2 * 1024 * 1024;
+pub const MAX_REQUEST_FRAME: usize = crate::net::MAX_SEARCH_REQUEST_FRAME;
+pub const MAX_RESPONSE_FRAME: usize = crate::net::MAX_SEARCH_RESPONSE_FRAME;
 /// Most peers one search asks.
 pub const MAX_FANOUT: usize = 32;
 

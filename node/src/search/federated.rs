@@ -11,6 +11,7 @@ use packfed_protocol::{Signed, pb};
 
 use super::fanout::{self, SearchHit, SearchResponse, Unanswered};
 use super::{LocalQuery, SearchService};
+use crate::net::NetHandle;
 use crate::node::Node;
 
 /// Which peers a search asks.
@@ -42,31 +43,30 @@ pub enum SearchError {
     Task(String),
 }
 
-impl Node {
-    pub fn search_service(&self) -> Result<&Arc<SearchService>, SearchError> {
-        self.search.get().ok_or(SearchError::NotRunning)
-    }
+/// Answers peers' searches from this node's index: bounded, rate-limited
+/// by the network layer, org entries only for an org peer, each hit with its
+/// signed release.
+pub struct Answerer {
+    pub node: Arc<Node>,
+    pub search: Arc<SearchService>,
+}
 
-    /// Answers a peer's search: bounded, rate-limited by the caller, org
-    /// entries only for an org peer, each hit with its signed release.
-    pub fn answer_search(&self, peer: &PeerId, request: &pb::SearchRequest) -> pb::SearchResponse {
+impl crate::net::SearchAnswers for Answerer {
+    fn answer(&self, _peer: &PeerId, org_peer: bool, request: &pb::SearchRequest) -> pb::SearchResponse {
         let refuse = |error: String| pb::SearchResponse {
             hits: Vec::new(),
             error,
         };
-        let Ok(svc) = self.search_service() else {
-            return refuse("search is not running on this node".into());
-        };
-        let q = match fanout::from_request(request, self.is_org_peer(peer)) {
+        let q = match fanout::from_request(request, org_peer) {
             Ok(q) => q,
             Err(e) => return refuse(format!("bad search request: {e}")),
         };
-        match svc.search(&q, crate::packing::now_ms()) {
+        match self.search.search(&q, crate::packing::now_ms()) {
             Ok(hits) => pb::SearchResponse {
                 hits: hits
                     .iter()
                     .filter_map(|h| {
-                        let env = self.store.record(&h.entry.rid).ok().flatten()?;
+                        let env = self.node.store.record(&h.entry.rid).ok().flatten()?;
                         Some(fanout::to_wire(h, env.encoded()))
                     })
                     .collect(),
@@ -75,18 +75,26 @@ impl Node {
             Err(e) => refuse(format!("search failed: {e}")),
         }
     }
+
+    fn rate_limited(&self) {
+        self.search
+            .rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Runs `q` here and on the peers `fanout` picks; merges what answers
 /// within `timeout`.
 pub async fn search(
     node: &Arc<Node>,
+    svc: Option<&Arc<SearchService>>,
+    net: Option<&NetHandle>,
     q: LocalQuery,
     fanout_to: Fanout,
     timeout: Duration,
     explain: bool,
 ) -> Result<SearchResponse, SearchError> {
-    let svc = node.search_service()?.clone();
+    let svc = svc.ok_or(SearchError::NotRunning)?.clone();
     if !svc.caught_up(CATCH_UP).await {
         tracing::debug!("search ran before the index caught up with recent changes");
     }
@@ -102,11 +110,11 @@ pub async fn search(
     );
     let local: Vec<SearchHit> = local.iter().map(|h| SearchHit::local(h, &me, explain)).collect();
 
-    let (targets, mut unanswered) = targets(node, fanout_to).await;
+    let (targets, mut unanswered) = targets(node, net, fanout_to).await;
     let request = fanout::to_request(&q);
     let asks = targets.iter().map(|peer| {
         let request = request.clone();
-        let net = node.net.get().cloned();
+        let net = net.cloned();
         async move {
             let Some(net) = net else {
                 return (*peer, Err("network not running".to_string()));
@@ -175,8 +183,8 @@ fn checked(
 }
 
 /// The peers to ask, and the org peers that cannot be asked (not connected).
-async fn targets(node: &Arc<Node>, fanout_to: Fanout) -> (Vec<PeerId>, Vec<Unanswered>) {
-    let Some(net) = node.net.get() else {
+async fn targets(node: &Arc<Node>, net: Option<&NetHandle>, fanout_to: Fanout) -> (Vec<PeerId>, Vec<Unanswered>) {
+    let Some(net) = net else {
         return (Vec::new(), Vec::new());
     };
     if fanout_to == Fanout::Local {

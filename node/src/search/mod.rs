@@ -1,7 +1,7 @@
 //! Search: a tantivy index over every release's text ([`index`]), an
 //! in-memory catalog of what can change about each release ([`catalog`]),
 //! a ranking model over verifiable signals ([`rank`]), and the merge of
-//! answers from peers ([`fanout`], [`limiter`]).
+//! answers from peers ([`fanout`]).
 //!
 //! The store reports every change ([`Change`]); one indexer thread turns
 //! them into catalog updates and index additions, committing in batches.
@@ -12,7 +12,6 @@ pub mod catalog;
 pub mod fanout;
 pub mod federated;
 pub mod index;
-pub mod limiter;
 pub mod rank;
 
 use std::cell::Cell;

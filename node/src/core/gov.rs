@@ -1,37 +1,32 @@
-//! Governance in the node: proposals, votes and cancels arrive (gossip on the
-//! governance topic, registry sync, or this node's API), are verified and
-//! kept; the governance crate's pure `state` turns the record set into the
-//! membership, parameters and policy in force, recomputed as records arrive
-//! and at each deadline. When a policy proposal executes, the node switches
-//! policy version and re-evaluates every release.
+//! Governance: proposals, votes and cancels are verified and kept; the
+//! governance crate's pure `state` turns the record set into the
+//! membership, parameters and policy in force at a given time. When they
+//! change, [`Governance::apply`] says so ([`Effect::MembersChanged`],
+//! [`Effect::ReevaluateStale`], [`Effect::Reassign`]) and when to look again.
 //!
 //! Records are not judged against membership on arrival: a vote by someone
 //! who was a member when it was cast must count on a node that receives it
 //! after that member was removed. The tally ignores what does not count.
+//! Only a record signed on this node is refused when it could not count
+//! ([`Governance::check_local`]), so its signer hears why.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use packfed_governance::proposals::{
     self, Action, CancelRecord, Choice, GovRecord, GovState, ProposalRecord, VoteRecord,
 };
-use packfed_governance::{Member, Policy, Role};
+use packfed_governance::{Genesis, Member, Policy, Role};
 use packfed_protocol::{Domain, PublicKey, Signed, pb};
 
-use crate::node::Node;
+use super::verdict::{PolicyInForce, RuleSet};
+use super::{Channel, Effect, Write};
 use crate::store::StoreError;
 
 /// Records may claim a time at most this far ahead of our clock.
 pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 
 const MAX_TITLE_BYTES: usize = 256;
-
-/// The governance records this node holds.
-#[derive(Default)]
-pub struct GovBook {
-    records: Vec<GovRecord>,
-    ids: HashSet<[u8; 32]>,
-}
 
 /// Why a governance record was refused.
 #[derive(Debug, thiserror::Error)]
@@ -144,130 +139,142 @@ pub fn decode_record(env: &Signed, fed: &packfed_protocol::FederationId, now_ms:
     Ok(record)
 }
 
-impl Node {
-    /// Loads the stored governance records (at open).
-    pub fn load_governance(&self) -> Result<usize, StoreError> {
-        let now = crate::packing::now_ms();
-        let mut n = 0;
-        for id in self.store.gov_ids()? {
-            let Some(env) = self.store.record(&id)? else { continue };
-            match decode_record(&env, self.federation(), u64::MAX - MAX_CLOCK_SKEW_MS) {
-                Ok(r) => {
-                    self.book_insert(r);
-                    n += 1;
-                }
-                Err(e) => tracing::warn!(error = %e, "stored governance record no longer verifies"),
-            }
+/// The governance records a node holds and what they put in force.
+pub struct Governance {
+    genesis: Genesis,
+    local: Option<RuleSet>,
+    records: Vec<GovRecord>,
+    ids: HashSet<[u8; 32]>,
+    policy: Arc<PolicyInForce>,
+    /// Namespace owners governance set, as last applied.
+    owners: BTreeMap<String, PublicKey>,
+}
+
+impl Governance {
+    /// The genesis state, with the node's local rules added to the policy.
+    pub fn new(genesis: Genesis, local: Option<RuleSet>) -> Governance {
+        let policy = PolicyInForce::new(
+            0,
+            None,
+            genesis.policy.accept.clone(),
+            local.clone(),
+            genesis.members.clone(),
+        );
+        Governance {
+            genesis,
+            local,
+            records: Vec::new(),
+            ids: HashSet::new(),
+            policy: Arc::new(policy),
+            owners: BTreeMap::new(),
         }
-        self.apply_governance(now);
-        Ok(n)
     }
 
-    fn book_insert(&self, r: GovRecord) -> bool {
-        let Ok(mut book) = self.gov.lock() else { return false };
-        if !book.ids.insert(r.id()) {
+    /// The policy (and membership) in force.
+    pub fn policy(&self) -> Arc<PolicyInForce> {
+        self.policy.clone()
+    }
+
+    pub fn records(&self) -> &[GovRecord] {
+        &self.records
+    }
+
+    pub fn knows(&self, id: &[u8; 32]) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Keeps a record already stored (at open); false if it was known.
+    pub fn load(&mut self, r: GovRecord) -> bool {
+        if !self.ids.insert(r.id()) {
             return false;
         }
-        book.records.push(r);
+        self.records.push(r);
         true
     }
 
-    pub fn gov_records(&self) -> Vec<GovRecord> {
-        self.gov.lock().map(|b| b.records.clone()).unwrap_or_default()
+    /// A record from a peer or from this node: verified, bounded in time
+    /// (`now_ms` + skew), kept if new. Returns what to do with it, or None
+    /// if it was known.
+    pub fn admit(
+        &mut self,
+        env: &Signed,
+        fed: &packfed_protocol::FederationId,
+        now_ms: u64,
+    ) -> Result<Option<Vec<Effect>>, GovError> {
+        let r = decode_record(env, fed, now_ms)?;
+        if !self.load(r) {
+            return Ok(None);
+        }
+        Ok(Some(vec![
+            Effect::Store(Write::Gov(env.clone())),
+            Effect::Replicate(Channel::Public, env.clone()),
+            Effect::GovernanceChanged,
+        ]))
     }
 
     /// The governance state at `now_ms`.
-    pub fn gov_state(&self, now_ms: u64) -> GovState {
-        proposals::state(&self.genesis, &self.gov_records(), now_ms)
+    pub fn state(&self, now_ms: u64) -> GovState {
+        proposals::state(&self.genesis, &self.records, now_ms)
     }
 
-    /// Stores a verified governance record; true if new. Not durable until flushed.
-    pub fn store_gov(&self, r: GovRecord, env: &Signed) -> Result<bool, StoreError> {
-        if self.gov.lock().map(|b| b.ids.contains(&r.id())).unwrap_or(false) {
-            return Ok(false);
-        }
-        self.store.insert_gov(&env.id(), env.encoded())?;
-        self.replicate(&env.id(), env.encoded());
-        let new = self.book_insert(r);
-        self.gov_changed.notify_one();
-        Ok(new)
-    }
-
-    /// Recomputes the state; switches the policy (and re-evaluates every
-    /// release) or the membership when they changed. Returns when to look
-    /// again.
-    pub fn apply_governance(&self, now_ms: u64) -> Option<u64> {
-        let st = self.gov_state(now_ms);
-        let members_changed = self.members.read().map(|m| **m != st.members).unwrap_or(true);
-        if members_changed && let Ok(mut m) = self.members.write() {
-            *m = Arc::new(st.members.clone());
-        }
+    /// Puts the state at `now_ms` in force: the membership, the policy and
+    /// namespace owners. Says what changed and when to look again.
+    pub fn apply(&mut self, now_ms: u64) -> Vec<Effect> {
+        let st = self.state(now_ms);
+        let mut out = Vec::new();
+        let members_changed = self.policy.members != st.members;
+        let policy_changed = self.policy.version != st.policy_version;
         if members_changed {
-            self.store.changed(crate::store::Change::Members);
+            out.push(Effect::MembersChanged);
         }
-        let current = self.policy();
-        let policy_changed = current.version != st.policy_version;
         if policy_changed {
-            let next = crate::trust::PolicyInForce::new(
+            tracing::info!(version = st.policy_version, "acceptance policy changed by governance");
+        }
+        if members_changed || policy_changed {
+            self.policy = Arc::new(PolicyInForce::new(
                 st.policy_version,
                 st.policy_set_by,
                 st.policy.accept.clone(),
-                self.local_policy.clone(),
-            );
-            tracing::info!(version = st.policy_version, "acceptance policy changed by governance");
-            if let Ok(mut p) = self.policy.write() {
-                *p = Arc::new(next);
-            }
+                self.local.clone(),
+                st.members.clone(),
+            ));
         }
         let mut owners_changed = false;
         for (ns, owner) in &st.namespace_owners {
-            match self.store.reassign_namespace(ns, owner) {
-                Ok(true) => {
-                    tracing::info!(namespace = %ns, owner = %owner, "namespace reassigned by governance");
-                    owners_changed = true;
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "reassigning a namespace failed"),
+            if self.owners.get(ns) != Some(owner) {
+                self.owners.insert(ns.clone(), *owner);
+                out.push(Effect::Reassign(ns.clone(), *owner));
+                owners_changed = true;
             }
-        }
-        if owners_changed {
-            let _ = self.store.flush();
         }
         if policy_changed || members_changed || owners_changed {
-            match self.reevaluate_stale() {
-                Ok(n) if n > 0 => tracing::info!(releases = n, "re-evaluated releases"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "re-evaluating releases failed"),
-            }
+            out.push(Effect::ReevaluateStale);
         }
-        st.next_deadline_ms
+        if let Some(t) = st.next_deadline_ms {
+            out.push(Effect::WakeAt(t));
+        }
+        out
     }
 
-    /// A governance record signed on this node (the CLI): refused with a
-    /// clear reason when it could not count, else stored, gossiped, flushed.
-    pub fn submit_gov(&self, env: &Signed) -> Result<[u8; 32], GovError> {
-        let now = crate::packing::now_ms();
-        let record = decode_record(env, self.federation(), now)?;
-        let st = self.gov_state(now);
+    /// Refuses, with a clear reason, a record signed on this node that could
+    /// not count in the state at `now_ms`.
+    pub fn check_local(&self, record: &GovRecord, now_ms: u64) -> Result<(), GovError> {
+        let st = self.state(now_ms);
         let refuse = |code, message: String| Err(GovError::Refused { code, message });
-        match &record {
+        match record {
             GovRecord::Proposal(p) => match st.member(&p.proposer) {
-                None => {
-                    return refuse(
-                        "not_member",
-                        format!("{} is not a member of this federation", p.proposer),
-                    );
-                }
-                Some(m) if m.weight < st.parameters.proposal_threshold => {
-                    return refuse(
-                        "below_threshold",
-                        format!(
-                            "{} has weight {}, below the proposal threshold {}",
-                            p.proposer, m.weight, st.parameters.proposal_threshold
-                        ),
-                    );
-                }
-                Some(_) => {}
+                None => refuse(
+                    "not_member",
+                    format!("{} is not a member of this federation", p.proposer),
+                ),
+                Some(m) if m.weight < st.parameters.proposal_threshold => refuse(
+                    "below_threshold",
+                    format!(
+                        "{} has weight {}, below the proposal threshold {}",
+                        p.proposer, m.weight, st.parameters.proposal_threshold
+                    ),
+                ),
+                Some(_) => Ok(()),
             },
             GovRecord::Vote(v) => {
                 let Some(p) = st.proposal(&v.proposal) else {
@@ -289,55 +296,18 @@ impl Node {
                 if st.member(&v.voter).is_none() {
                     return refuse("not_member", format!("{} is not a member of this federation", v.voter));
                 }
+                Ok(())
             }
             GovRecord::Cancel(c) => match st.proposal(&c.proposal) {
-                None => {
-                    return refuse(
-                        "not_found",
-                        format!("no proposal {} on this node", hex::encode(c.proposal)),
-                    );
-                }
+                None => refuse(
+                    "not_found",
+                    format!("no proposal {} on this node", hex::encode(c.proposal)),
+                ),
                 Some(p) if p.proposer != c.by => {
-                    return refuse("not_proposer", "only the proposer may cancel a proposal".into());
+                    refuse("not_proposer", "only the proposer may cancel a proposal".into())
                 }
-                Some(_) => {}
+                Some(_) => Ok(()),
             },
-        }
-        let id = record.id();
-        self.store_gov(record, env)?;
-        self.store.flush()?;
-        if let Some(net) = self.net.get() {
-            net.try_send(crate::net::Command::GossipGovernance(env.encoded().to_vec()));
-        }
-        self.apply_governance(now);
-        Ok(id)
-    }
-
-    /// The role a key holds in the membership in force.
-    pub fn member_role(&self, key: &PublicKey) -> Option<Role> {
-        let members = self.members.read().ok()?;
-        members.iter().find(|m| m.public_key == *key).map(|m| m.role)
-    }
-}
-
-/// Recomputes governance as records arrive and at each deadline.
-pub async fn run(node: Arc<Node>) {
-    loop {
-        let next = {
-            let node = node.clone();
-            tokio::task::spawn_blocking(move || node.apply_governance(crate::packing::now_ms()))
-                .await
-                .ok()
-                .flatten()
-        };
-        // Wake at the next deadline (at least every 5 s, in case the clock jumps).
-        let wait = next
-            .map(|t| t.saturating_sub(crate::packing::now_ms()))
-            .unwrap_or(u64::MAX)
-            .clamp(20, 5_000);
-        tokio::select! {
-            _ = node.gov_changed.notified() => {}
-            _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
         }
     }
 }

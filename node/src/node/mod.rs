@@ -2,20 +2,53 @@
 //! layer (`api`) only translates; everything a node does lives here or in the
 //! modules it calls.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use anyhow::{Context, Result};
 use packfed_governance::Genesis;
 use packfed_protocol::manifest::Visibility;
 use packfed_protocol::records::PackId;
-use packfed_protocol::{ContentHash, FederationId, KeyPair, RecordId, Signed, SignedError, pb};
+use packfed_protocol::{ContentHash, FederationId, KeyPair, RecordId, Signed, pb};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::config::{Config, Home};
+use crate::core::gov::Governance;
+use crate::core::learning::Learning;
+use crate::core::{Channel, Effect, Topic, View, Write};
+use crate::docfile::DocFile;
 use crate::keys;
-use crate::store::{ReleaseEntry, Store, StoreError};
+use crate::registry::Replica;
+use crate::store::{AttestationEntry, Change, ReleaseEntry, ReleaseStatus, Store, StoreError};
 
-/// Everything a running node holds.
+mod documents;
+pub mod governance;
+mod ingest;
+mod learning;
+mod trust;
+
+pub use crate::core::admit::{AttestError, YankError};
+pub use crate::core::gov::GovError;
+pub use documents::{Loaded, load_replica};
+pub use ingest::{IngestStats, Ingested};
+pub use learning::LearnTick;
+pub use trust::{AttestationView, load_local_policy};
+
+/// What the node hands to the network layer (and the mirror), in order.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Gossip these bytes on a topic.
+    Gossip(Topic, Vec<u8>),
+    /// Announce that this node holds a blob.
+    Provide(ContentHash),
+    /// Fetch a blob this mirror accepted.
+    Mirror(ContentHash, u64),
+}
+
+/// Everything a running node holds: the store, the registry documents, and
+/// the core's state (governance, learning). The rules are the core's
+/// ([`crate::core`]); this shell reads the store for it and carries out the
+/// effects it returns.
 pub struct Node {
     pub home: Home,
     pub config: Config,
@@ -24,31 +57,52 @@ pub struct Node {
     pub key: KeyPair,
     pub peer_id: String,
     /// The replicated public registry document.
-    pub replica: std::sync::Mutex<crate::registry::Replica>,
+    pub replica: Mutex<Replica>,
     /// The org registry document, synced only with org peers.
-    pub org_replica: std::sync::Mutex<crate::registry::Replica>,
+    pub org_replica: Mutex<Replica>,
     /// Where each document is saved.
-    pub(crate) replica_file: std::sync::Mutex<crate::docfile::DocFile>,
-    pub(crate) org_replica_file: std::sync::Mutex<crate::docfile::DocFile>,
+    replica_file: Mutex<DocFile>,
+    org_replica_file: Mutex<DocFile>,
     /// Counters of what peers sent.
-    pub stats: crate::ingest::IngestStats,
-    /// The network, once started (absent in offline tools and tests).
-    pub net: std::sync::OnceLock<crate::net::NetHandle>,
+    pub stats: IngestStats,
     /// The iroh endpoint that moves pack bytes, once started.
-    pub iroh: std::sync::OnceLock<iroh::Endpoint>,
-    /// Restrictions this node adds to the federation policy (`[policy] local`).
-    pub local_policy: Option<crate::trust::RuleSet>,
-    /// The acceptance policy in force (federation + local).
-    pub policy: std::sync::RwLock<Arc<crate::trust::PolicyInForce>>,
-    /// Governance records held, and the membership in force.
-    pub gov: std::sync::Mutex<crate::governance::GovBook>,
-    pub members: std::sync::RwLock<Arc<Vec<packfed_governance::Member>>>,
+    pub iroh: OnceLock<iroh::Endpoint>,
+    /// Governance records held, and the policy and membership in force.
+    gov: Mutex<Governance>,
     /// Signalled when a governance record arrives.
     pub gov_changed: tokio::sync::Notify,
-    /// The search index, once the daemon started it.
-    pub search: std::sync::OnceLock<Arc<crate::search::SearchService>>,
     /// Federated learning: the model in force and this round's summaries.
-    pub learn: std::sync::Mutex<crate::learn::node::LearnBook>,
+    learn: Mutex<Learning>,
+    /// Where gossip, provider records and mirror requests go, once the
+    /// network runs (absent in offline tools and tests: dropped).
+    outbox: OnceLock<mpsc::UnboundedSender<Outbound>>,
+}
+
+/// The store as the core reads it.
+pub struct StoreView<'a> {
+    store: &'a Store,
+    fed: &'a FederationId,
+}
+
+impl View for StoreView<'_> {
+    fn has_record(&self, id: &RecordId) -> Result<bool, StoreError> {
+        self.store.has_record(id)
+    }
+    fn namespace_owner(&self, ns: &str) -> Result<Option<packfed_protocol::PublicKey>, StoreError> {
+        Ok(self.store.namespace_owner(ns)?.map(|o| o.key()))
+    }
+    fn release(&self, name: &str, version: &str) -> Result<Option<ReleaseEntry>, StoreError> {
+        self.store.release(self.fed, name, version)
+    }
+    fn release_record(&self, name: &str, version: &str) -> Result<Option<pb::Release>, StoreError> {
+        self.store.release_unverified(name, version)
+    }
+    fn attestations_of(&self, name: &str, version: &str) -> Result<Vec<AttestationEntry>, StoreError> {
+        self.store.attestations_of(name, version)
+    }
+    fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError> {
+        self.store.status(release)
+    }
 }
 
 /// A release as the API shows it.
@@ -191,27 +245,6 @@ impl ReleaseView {
     }
 }
 
-/// Why a yank was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum YankError {
-    #[error("yank record refused: {0}")]
-    Signature(#[from] SignedError),
-    #[error("yank record is malformed: {0}")]
-    Malformed(String),
-    #[error("{0} is not published on this node")]
-    NotFound(String),
-    #[error("the yank names hash {claimed} but {id} is {actual}")]
-    HashMismatch {
-        id: String,
-        claimed: String,
-        actual: String,
-    },
-    #[error("only the owner of namespace {namespace} ({owner}) may yank its releases")]
-    NotOwner { namespace: String, owner: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 impl Node {
     /// Opens the node in an initialized home.
     pub fn open(home: Home) -> Result<Node> {
@@ -223,39 +256,123 @@ impl Node {
         let key = keys::node_key(&home)?;
         let peer_id = keys::peer_id(&key)?.to_string();
         let store = Store::open(&home.store())?;
-        let (replica, replica_file, public_loaded) =
-            crate::ingest::load_replica(&store, crate::ingest::Channel::Public)?;
-        let (org_replica, org_replica_file, org_loaded) =
-            crate::ingest::load_replica(&store, crate::ingest::Channel::Org)?;
-        let local_policy = crate::trust::load_local_policy(&home, config.policy.local.as_deref())?;
-        let policy = crate::trust::PolicyInForce::new(0, None, genesis.policy.accept.clone(), local_policy.clone());
+        let (replica, replica_file, public_loaded) = load_replica(&store, Channel::Public)?;
+        let (org_replica, org_replica_file, org_loaded) = load_replica(&store, Channel::Org)?;
+        let local_policy = load_local_policy(&home, config.policy.local.as_deref())?;
+        let learn = Learning::new(config.learn.round.millis(), config.learn.enabled);
         let node = Node {
-            gov: Default::default(),
-            members: std::sync::RwLock::new(Arc::new(genesis.members.clone())),
+            gov: Mutex::new(Governance::new(genesis.clone(), local_policy)),
             gov_changed: tokio::sync::Notify::new(),
-            policy: std::sync::RwLock::new(Arc::new(policy)),
-            local_policy,
+            learn: Mutex::new(learn),
             home,
             config,
             genesis,
             store,
             key,
             peer_id,
-            replica: std::sync::Mutex::new(replica),
-            org_replica: std::sync::Mutex::new(org_replica),
-            replica_file: std::sync::Mutex::new(replica_file),
-            org_replica_file: std::sync::Mutex::new(org_replica_file),
+            replica: Mutex::new(replica),
+            org_replica: Mutex::new(org_replica),
+            replica_file: Mutex::new(replica_file),
+            org_replica_file: Mutex::new(org_replica_file),
             stats: Default::default(),
-            net: Default::default(),
             iroh: Default::default(),
-            search: Default::default(),
-            learn: Default::default(),
+            outbox: Default::default(),
         };
+        node.load_learning();
         node.load_governance()?;
         // The store is the authority and the documents are derived from it:
         // whatever a crash kept out of them goes back before any peer syncs.
         node.reconcile_documents(public_loaded, org_loaded)?;
         Ok(node)
+    }
+
+    /// The receiving end of what the node hands to the network; once.
+    pub fn connect_outbox(&self) -> Option<mpsc::UnboundedReceiver<Outbound>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.outbox.set(tx).ok().map(|_| rx)
+    }
+
+    fn send_out(&self, o: Outbound) {
+        if let Some(tx) = self.outbox.get() {
+            let _ = tx.send(o);
+        }
+    }
+
+    /// The store as the core reads it.
+    pub fn view(&self) -> StoreView<'_> {
+        StoreView {
+            store: &self.store,
+            fed: &self.genesis.id,
+        }
+    }
+
+    /// Whether this node fetches every pack it accepts.
+    pub fn mirrors(&self) -> bool {
+        self.config.node.role == crate::config::NodeRole::Regional
+    }
+
+    fn gov_lock(&self) -> MutexGuard<'_, Governance> {
+        self.gov.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn learn_lock(&self) -> MutexGuard<'_, Learning> {
+        self.learn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Carries out what the core decided, in order.
+    pub(crate) fn apply(&self, effects: Vec<Effect>) -> Result<(), StoreError> {
+        let mut reassigned = false;
+        for e in effects {
+            match e {
+                Effect::Store(w) => self.write(w)?,
+                Effect::Flush => self.store.flush()?,
+                Effect::Replicate(channel, env) => self.replicate_to(channel, &env.id(), env.encoded()),
+                Effect::Gossip(topic, bytes) => self.send_out(Outbound::Gossip(topic, bytes)),
+                Effect::SetStatus(id, status) => {
+                    self.store.set_status(&id, &status)?;
+                }
+                Effect::Reevaluate(subjects) => {
+                    for (name, version) in subjects {
+                        let fx = self.reevaluation(&name, &version)?;
+                        self.apply(fx)?;
+                    }
+                }
+                Effect::ReevaluateStale => {
+                    if reassigned {
+                        self.store.flush()?;
+                    }
+                    match self.reevaluate_stale() {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(releases = n, "re-evaluated releases"),
+                        Err(e) => tracing::warn!(error = %e, "re-evaluating releases failed"),
+                    }
+                }
+                Effect::Fetch(hash, size) => self.send_out(Outbound::Mirror(hash, size)),
+                Effect::Reassign(ns, owner) => {
+                    if self.store.reassign_namespace(&ns, &owner)? {
+                        tracing::info!(namespace = %ns, %owner, "namespace reassigned by governance");
+                        reassigned = true;
+                    }
+                }
+                Effect::GovernanceChanged => self.gov_changed.notify_one(),
+                Effect::MembersChanged => self.store.changed(Change::Members),
+                Effect::WakeAt(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, w: Write) -> Result<(), StoreError> {
+        match w {
+            Write::Claim(v) => self.store.insert_claim(&v).map(drop),
+            Write::Release(v, hash) => self.store.insert_release_record(&v, &hash).map(drop),
+            Write::Yank(v) => self.store.insert_yank(&v).map(drop),
+            Write::Attestations(items) => {
+                let items: Vec<_> = items.iter().map(|(a, e)| (a, e.clone())).collect();
+                self.store.insert_attestations(&items)
+            }
+            Write::Gov(env) => self.store.insert_gov(&env.id(), env.encoded()),
+        }
     }
 
     pub fn federation(&self) -> &FederationId {
@@ -283,38 +400,8 @@ impl Node {
 
     /// Applies a signed yank: only the namespace owner may yank.
     pub fn yank(&self, envelope: &Signed) -> Result<PackId, YankError> {
-        let yank = envelope.verify::<pb::Yank>(self.federation())?;
-        let y = yank.record();
-        let id: PackId = format!("{}@{}", y.name, y.version)
-            .parse()
-            .map_err(|e: packfed_protocol::records::RecordError| YankError::Malformed(e.to_string()))?;
-        let entry = self
-            .store
-            .release(self.federation(), &y.name, &y.version)?
-            .ok_or_else(|| YankError::NotFound(id.to_string()))?;
-        if entry.release.content_hash != y.content_hash {
-            return Err(YankError::HashMismatch {
-                id: id.to_string(),
-                claimed: hex::encode(&y.content_hash),
-                actual: hex::encode(&entry.release.content_hash),
-            });
-        }
-        let ns = id.name.namespace();
-        let owner = self.store.namespace_owner(ns)?.map(|o| o.key());
-        if owner != Some(yank.signer()) {
-            return Err(YankError::NotOwner {
-                namespace: ns.to_string(),
-                owner: owner.map(|o| o.to_hex()).unwrap_or_else(|| "nobody".into()),
-            });
-        }
-        self.store.insert_yank(&yank)?;
-        self.replicate(&yank.id(), yank.envelope().encoded());
-        // Durable before anyone hears of it: a crash cannot take back what
-        // a peer already holds.
-        self.store.flush()?;
-        if let Some(net) = self.net.get() {
-            net.try_send(crate::net::Command::Gossip(yank.envelope().encoded().to_vec()));
-        }
+        let (id, effects) = crate::core::admit::local_yank(&self.view(), self.federation(), envelope)?;
+        self.apply(effects)?;
         Ok(id)
     }
 }
@@ -372,32 +459,22 @@ impl Node {
         {
             envs.insert(0, c);
         }
-        let org = req
-            .release
-            .verify::<pb::Release>(self.federation())
-            .map(|v| Visibility::from_pb(v.record().visibility) == Visibility::Org)
-            .unwrap_or(false);
+        let release = req.release.verify::<pb::Release>(self.federation()).ok();
+        let org = release
+            .as_ref()
+            .is_some_and(|v| Visibility::from_pb(v.record().visibility) == Visibility::Org);
         for env in envs {
             // Org releases never enter the public document or public gossip.
             if org && env.domain() == Some(packfed_protocol::Domain::Release) {
-                self.replicate_to(crate::ingest::Channel::Org, &env.id(), env.encoded());
+                self.replicate_to(Channel::Org, &env.id(), env.encoded());
                 continue;
             }
-            self.replicate(&env.id(), env.encoded());
-            if let Some(net) = self.net.get() {
-                net.try_send(crate::net::Command::Gossip(env.encoded().to_vec()));
-            }
+            self.replicate_to(Channel::Public, &env.id(), env.encoded());
+            self.send_out(Outbound::Gossip(Topic::Records, env.encoded().to_vec()));
         }
-        if let (Some(net), Ok(v)) = (self.net.get(), req.release.verify::<pb::Release>(self.federation()))
-            && let Ok(h) = ContentHash::from_slice(&v.record().content_hash)
-        {
-            net.try_send(crate::net::Command::Provide(h));
+        if let Some(h) = release.and_then(|v| ContentHash::from_slice(&v.record().content_hash).ok()) {
+            self.send_out(Outbound::Provide(h));
         }
-    }
-
-    /// Test hook (PACKFED_TEST_CORRUPT_SERVING=1): serve corrupted bytes.
-    pub fn corrupt_serving(&self) -> bool {
-        std::env::var_os("PACKFED_TEST_CORRUPT_SERVING").is_some()
     }
 }
 

@@ -1,0 +1,20 @@
+//! What the core reads: the records a node holds. The shell backs it with
+//! the sled store; tests back it with maps.
+
+use packfed_protocol::{PublicKey, RecordId, pb};
+
+use crate::store::{AttestationEntry, ReleaseEntry, ReleaseStatus, StoreError};
+
+pub trait View {
+    fn has_record(&self, id: &RecordId) -> Result<bool, StoreError>;
+    /// The key that owns a namespace, if any.
+    fn namespace_owner(&self, ns: &str) -> Result<Option<PublicKey>, StoreError>;
+    /// The visible release `name@version` (signed by its namespace owner).
+    fn release(&self, name: &str, version: &str) -> Result<Option<ReleaseEntry>, StoreError>;
+    /// The visible release's record, without checking its signature again
+    /// (it was checked when stored).
+    fn release_record(&self, name: &str, version: &str) -> Result<Option<pb::Release>, StoreError>;
+    /// Every attestation stored for `name@version`, whatever hash it names.
+    fn attestations_of(&self, name: &str, version: &str) -> Result<Vec<AttestationEntry>, StoreError>;
+    fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError>;
+}

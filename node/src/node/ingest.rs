@@ -1,0 +1,240 @@
+//! Records arriving from peers (gossip or registry sync): the core admits
+//! them ([`crate::core::admit`]) and this shell carries out what it decided.
+//! Nothing a peer sends is stored or forwarded before the core says it is
+//! valid, and nothing here can panic on peer input.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use packfed_protocol::{Domain, Signed, pb};
+
+use super::Node;
+use crate::core::Channel;
+use crate::core::admit::{self, Admitted, Incoming};
+use crate::core::learning::Rejection;
+use crate::core::verdict::Judge;
+
+pub use crate::core::admit::Outcome as Ingested;
+
+/// Release signatures verified together in one batch (a failed batch is
+/// re-checked one by one, so a bad record costs its batch a second pass).
+const RELEASE_BATCH: usize = 1024;
+
+/// Counters shown in status and metrics.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub crdt_garbage: AtomicU64,
+}
+
+impl IngestStats {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+impl Node {
+    /// Verifies and stores one record from a peer.
+    pub fn ingest(&self, bytes: &[u8], channel: Channel) -> Ingested {
+        let result = match admit::open(bytes, self.federation()) {
+            Ok(incoming) => self.admit(incoming, channel, crate::packing::now_ms()),
+            Err(refused) => {
+                if refused.domain == Some(Domain::LearningSummary) {
+                    self.learn_lock().rejected(Rejection::Signature);
+                }
+                Ingested::Invalid(refused.reason)
+            }
+        };
+        self.count(&result);
+        result
+    }
+
+    fn count(&self, result: &Ingested) {
+        match result {
+            Ingested::Invalid(reason) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%reason, "refused a record from a peer");
+            }
+            Ingested::New => {
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Has the core decide on a verified record, and carries it out.
+    fn admit(&self, incoming: Incoming, channel: Channel, now_ms: u64) -> Ingested {
+        let policy = self.policy();
+        let judge = Judge {
+            policy: &policy,
+            mirror: self.mirrors(),
+        };
+        let view = self.view();
+        let decided = match incoming {
+            Incoming::Claim(v) => admit::claim(&view, &v),
+            Incoming::Release(v) => admit::release(&judge, &view, &v, channel),
+            Incoming::Yank(v) => admit::yank(&view, &v),
+            Incoming::Attestation(v) => admit::attestations(&judge, &view, std::slice::from_ref(&v), channel, false)
+                .map(|mut a| Admitted {
+                    outcome: match a.results.pop() {
+                        Some(Ok(true)) => Ingested::New,
+                        Some(Ok(false)) | None => Ingested::Known,
+                        Some(Err(e)) => Ingested::Invalid(e.to_string()),
+                    },
+                    effects: a.effects,
+                }),
+            Incoming::Governance(env) => {
+                let admitted = self.gov_lock().admit(&env, self.federation(), now_ms);
+                Ok(match admitted {
+                    Ok(Some(effects)) => Admitted {
+                        outcome: Ingested::New,
+                        effects,
+                    },
+                    Ok(None) => Admitted {
+                        outcome: Ingested::Known,
+                        effects: Vec::new(),
+                    },
+                    Err(e) => Admitted {
+                        outcome: Ingested::Invalid(e.to_string()),
+                        effects: Vec::new(),
+                    },
+                })
+            }
+            Incoming::Learning(v) => Ok(Admitted {
+                outcome: match self.learn_lock().receive(&v, now_ms) {
+                    Ok(true) => Ingested::New,
+                    Ok(false) => Ingested::Known,
+                    Err(e) => Ingested::Invalid(e),
+                },
+                effects: Vec::new(),
+            }),
+            Incoming::Announcement(v) => Ok(Admitted {
+                outcome: Ingested::Announcement(Box::new(v)),
+                effects: Vec::new(),
+            }),
+        };
+        match decided.and_then(|a| self.apply(a.effects).map(|_| a.outcome)) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(error = %e, "store failed while ingesting a record");
+                Ingested::Invalid(format!("store: {e}"))
+            }
+        }
+    }
+
+    /// Ingests many records that came out of `channel`'s registry document
+    /// (registry sync): releases and attestations, the bulk of a large
+    /// registry, get batched signature checks; every other record goes
+    /// through [`Node::ingest`]. Results are in input order.
+    pub fn ingest_batch(&self, records: &[Vec<u8>], channel: Channel) -> Vec<Ingested> {
+        let mut out: Vec<Option<Ingested>> = (0..records.len()).map(|_| None).collect();
+        let mut attest_idx = Vec::new();
+        let mut attest_envs = Vec::new();
+        let mut release_idx = Vec::new();
+        let mut release_envs = Vec::new();
+        let mut claims = Vec::new();
+        let mut rest = Vec::new();
+        for (i, bytes) in records.iter().enumerate() {
+            let env = match Signed::decode(bytes) {
+                Ok(env) => env,
+                Err(_) => {
+                    rest.push(i);
+                    continue;
+                }
+            };
+            let (idx, envs) = match env.domain() {
+                Some(Domain::Attestation) => (&mut attest_idx, &mut attest_envs),
+                Some(Domain::Release) => (&mut release_idx, &mut release_envs),
+                // Namespace claims first: a release is judged (and mirrored)
+                // on arrival only if its owner's claim is already known.
+                Some(Domain::NamespaceClaim) => {
+                    claims.push(i);
+                    continue;
+                }
+                _ => {
+                    rest.push(i);
+                    continue;
+                }
+            };
+            if self.store.has_record(&env.id()).unwrap_or(false) {
+                out[i] = Some(Ingested::Known);
+                continue;
+            }
+            idx.push(i);
+            envs.push(env);
+        }
+        for i in claims {
+            out[i] = Some(self.ingest(&records[i], channel));
+        }
+        // Releases next (yanks and attestations name them), their
+        // signatures checked in batches: a fresh node's first sync brings
+        // every release at once.
+        let now = crate::packing::now_ms();
+        for (idx, envs) in release_idx
+            .chunks(RELEASE_BATCH)
+            .zip(release_envs.chunks(RELEASE_BATCH))
+        {
+            let verified = packfed_protocol::verify_batch::<pb::Release>(envs, self.federation());
+            for (i, v) in idx.iter().zip(verified) {
+                let r = match v {
+                    Ok(v) => self.admit(Incoming::Release(v), channel, now),
+                    Err(e) => Ingested::Invalid(e.to_string()),
+                };
+                self.count(&r);
+                out[*i] = Some(r);
+            }
+        }
+        for i in rest {
+            out[i] = Some(self.ingest(&records[i], channel));
+        }
+        if !attest_envs.is_empty() {
+            let verified = packfed_protocol::verify_batch::<pb::Attestation>(&attest_envs, self.federation());
+            let mut good = Vec::new();
+            let mut good_idx = Vec::new();
+            for (i, v) in attest_idx.iter().zip(verified) {
+                match v {
+                    Ok(v) => {
+                        good.push(v);
+                        good_idx.push(*i);
+                    }
+                    Err(e) => out[*i] = Some(Ingested::Invalid(e.to_string())),
+                }
+            }
+            let results = self.admit_attestations(&good, channel);
+            for (i, r) in good_idx.into_iter().zip(results) {
+                self.count(&r);
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter().map(|o| o.unwrap_or(Ingested::Known)).collect()
+    }
+
+    /// Attestations out of `channel`'s document, decided and carried out together.
+    fn admit_attestations(
+        &self,
+        batch: &[packfed_protocol::Verified<pb::Attestation>],
+        channel: Channel,
+    ) -> Vec<Ingested> {
+        let policy = self.policy();
+        let judge = Judge {
+            policy: &policy,
+            mirror: self.mirrors(),
+        };
+        let decided = admit::attestations(&judge, &self.view(), batch, channel, true)
+            .and_then(|a| self.apply(a.effects).map(|_| a.results));
+        match decided {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(true) => Ingested::New,
+                    Ok(false) => Ingested::Known,
+                    Err(e) => Ingested::Invalid(e.to_string()),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "store failed while ingesting attestations");
+                batch.iter().map(|_| Ingested::Invalid(format!("store: {e}"))).collect()
+            }
+        }
+    }
+}

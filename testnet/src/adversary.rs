@@ -1,0 +1,291 @@
+//! The adversary: a full packfed node built from the library, with its own
+//! home and keys, that joins a federation over the real wire protocol and
+//! does what tests (or an operator red-teaming a federation) tell it to.
+//! It publishes, serves, syncs and answers the API like `packfed node run`,
+//! and adds hostile controls on its own API, behind its API token:
+//!
+//! - `POST /v1/test/gossip {"topic": "" | "attestations" | "governance" | "learn" | "nodes", "hex"}`:
+//!   gossips the bytes exactly as given; answers `{"sent": true}`.
+//! - `POST /v1/test/flood {"topic", "hex": [..], "repeat": N}`: gossips each
+//!   message N times; answers `{"sent": count}`.
+//! - `POST /v1/test/serve {"mode": "honest" | "corrupt" | "truncate"}`: what
+//!   it serves of blob ranges from now on, on both transports (iroh without
+//!   its own outboard check, and the libp2p range protocol).
+//! - `POST /v1/test/registry {"put": [{"key", "hex"}], "delete": [key]}`:
+//!   writes raw changes into its public registry document, which registry
+//!   sync then offers to peers as they are.
+//! - `POST /v1/test/fetch {"hash", "size"}`: fetches a blob by hash from the
+//!   federation, as a node that learnt the hash out of band would.
+//!
+//! Nothing here exists in the `packfed` binary: the product only offers
+//! the extension points ([`packfed_node::daemon::Options`]) any program built
+//! on the library has.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use anyhow::Result;
+use automerge::ROOT;
+use automerge::transaction::Transactable;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use packfed_node::api::ApiState;
+use packfed_node::blobs::{Bytes, ChunkSource, EndpointId, Hash};
+use packfed_node::config::Home;
+use packfed_node::core::Topic;
+use packfed_node::daemon::{Options, Sources};
+use packfed_node::net::{Command, RangeSource};
+use packfed_protocol::{ContentHash, pb};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// What the adversary serves of blob bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Serve {
+    Honest = 0,
+    /// The first byte of every range flipped.
+    Corrupt = 1,
+    /// Half of every range.
+    Truncate = 2,
+}
+
+/// The serving mode, shared by both transports and the API.
+#[derive(Clone, Default)]
+pub struct Mode(Arc<AtomicU8>);
+
+impl Mode {
+    pub fn get(&self) -> Serve {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Serve::Corrupt,
+            2 => Serve::Truncate,
+            _ => Serve::Honest,
+        }
+    }
+
+    pub fn set(&self, s: Serve) {
+        self.0.store(s as u8, Ordering::Relaxed);
+    }
+
+    fn mangle(&self, data: &mut Vec<u8>) {
+        match self.get() {
+            Serve::Honest => {}
+            Serve::Corrupt => {
+                if let Some(b) = data.first_mut() {
+                    *b ^= 0xff;
+                }
+            }
+            Serve::Truncate => data.truncate(data.len() / 2),
+        }
+    }
+}
+
+struct MangledChunks {
+    inner: Arc<dyn ChunkSource>,
+    mode: Mode,
+}
+
+impl ChunkSource for MangledChunks {
+    fn size(&self, hash: &Hash) -> Option<u64> {
+        self.inner.size(hash)
+    }
+    fn read_at(&self, hash: &Hash, offset: u64, len: usize) -> io::Result<Bytes> {
+        let mut data = self.inner.read_at(hash, offset, len)?.to_vec();
+        self.mode.mangle(&mut data);
+        Ok(Bytes::from(data))
+    }
+    fn outboard(&self, hash: &Hash) -> io::Result<Option<Vec<u8>>> {
+        self.inner.outboard(hash)
+    }
+    fn allowed(&self, hash: &Hash, remote: &EndpointId) -> bool {
+        self.inner.allowed(hash, remote)
+    }
+    fn list(&self) -> Vec<Hash> {
+        self.inner.list()
+    }
+}
+
+struct MangledRanges {
+    inner: Arc<dyn RangeSource>,
+    mode: Mode,
+}
+
+impl RangeSource for MangledRanges {
+    fn serve(&self, peer: &libp2p::PeerId, request: &pb::BlobRequest) -> pb::BlobResponse {
+        let mut r = self.inner.serve(peer, request);
+        self.mode.mangle(&mut r.data);
+        r
+    }
+}
+
+/// Runs the adversary's node in `home` (made by `packfed init`) until a
+/// signal stops it.
+pub async fn run(home: PathBuf) -> Result<()> {
+    let mode = Mode::default();
+    let serving = mode.clone();
+    let sources = move |node: &Arc<packfed_node::node::Node>| {
+        let honest = Sources::store(node);
+        Sources {
+            chunks: Arc::new(MangledChunks {
+                inner: honest.chunks,
+                mode: serving.clone(),
+            }),
+            ranges: Arc::new(MangledRanges {
+                inner: honest.ranges,
+                mode: serving,
+            }),
+            // It must not catch its own corruption.
+            validate_on_send: false,
+        }
+    };
+    let routes = Router::new()
+        .route("/v1/test/gossip", post(gossip))
+        .route("/v1/test/flood", post(flood))
+        .route("/v1/test/serve", post(serve))
+        .route("/v1/test/registry", post(registry))
+        .route("/v1/test/fetch", post(fetch))
+        .layer(Extension(mode));
+    let options = Options {
+        sources: Some(Box::new(sources)),
+        routes: Some(routes),
+    };
+    packfed_node::daemon::run_with(Home { root: home }, options).await
+}
+
+type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+fn bad(code: &str, message: impl Into<String>) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": message.into(), "code": code})),
+    )
+}
+
+fn topic(name: &str) -> Result<Topic, (StatusCode, Json<Value>)> {
+    Ok(match name {
+        "" | "records" => Topic::Records,
+        "attestations" => Topic::Attestations,
+        "governance" => Topic::Governance,
+        "learn" => Topic::Learn,
+        "nodes" => Topic::Nodes,
+        other => return Err(bad("bad_topic", format!("no topic {other:?}"))),
+    })
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, (StatusCode, Json<Value>)> {
+    hex::decode(s).map_err(|_| bad("bad_hex", "hex must be hexadecimal bytes"))
+}
+
+#[derive(Deserialize)]
+struct Gossip {
+    #[serde(default)]
+    topic: String,
+    hex: String,
+}
+
+async fn gossip(State(s): State<Arc<ApiState>>, Json(body): Json<Gossip>) -> Reply {
+    let (t, bytes) = (topic(&body.topic)?, unhex(&body.hex)?);
+    let net = s.net.as_ref().ok_or_else(|| bad("offline", "no network"))?;
+    net.send(Command::Gossip(t, bytes)).await;
+    Ok(Json(json!({"sent": true})))
+}
+
+#[derive(Deserialize)]
+struct Flood {
+    #[serde(default)]
+    topic: String,
+    hex: Vec<String>,
+    #[serde(default = "one")]
+    repeat: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+async fn flood(State(s): State<Arc<ApiState>>, Json(body): Json<Flood>) -> Reply {
+    let t = topic(&body.topic)?;
+    let messages = body.hex.iter().map(|h| unhex(h)).collect::<Result<Vec<_>, _>>()?;
+    let net = s.net.as_ref().ok_or_else(|| bad("offline", "no network"))?;
+    let mut sent = 0;
+    for _ in 0..body.repeat {
+        for m in &messages {
+            net.send(Command::Gossip(t, m.clone())).await;
+            sent += 1;
+        }
+    }
+    Ok(Json(json!({"sent": sent})))
+}
+
+#[derive(Deserialize)]
+struct ServeMode {
+    mode: String,
+}
+
+async fn serve(Extension(mode): Extension<Mode>, Json(body): Json<ServeMode>) -> Reply {
+    let m = match body.mode.as_str() {
+        "honest" => Serve::Honest,
+        "corrupt" => Serve::Corrupt,
+        "truncate" => Serve::Truncate,
+        other => return Err(bad("bad_mode", format!("mode {other:?}: honest, corrupt or truncate"))),
+    };
+    mode.set(m);
+    Ok(Json(json!({"mode": body.mode})))
+}
+
+#[derive(Deserialize)]
+struct Put {
+    key: String,
+    hex: String,
+}
+
+#[derive(Deserialize)]
+struct RegistryEdit {
+    #[serde(default)]
+    put: Vec<Put>,
+    #[serde(default)]
+    delete: Vec<String>,
+}
+
+async fn registry(State(s): State<Arc<ApiState>>, Json(body): Json<RegistryEdit>) -> Reply {
+    let mut replica = s.node.replica.lock().map_err(|_| bad("poisoned", "registry lock"))?;
+    let doc = replica.document_mut();
+    let mut changed = 0;
+    for p in &body.put {
+        let bytes = unhex(&p.hex)?;
+        doc.put(ROOT, p.key.as_str(), bytes)
+            .map_err(|e| bad("automerge", e.to_string()))?;
+        changed += 1;
+    }
+    for k in &body.delete {
+        doc.delete(ROOT, k.as_str())
+            .map_err(|e| bad("automerge", e.to_string()))?;
+        changed += 1;
+    }
+    doc.commit();
+    Ok(Json(json!({"changed": changed})))
+}
+
+#[derive(Deserialize)]
+struct Fetch {
+    hash: String,
+    size: u64,
+}
+
+async fn fetch(State(s): State<Arc<ApiState>>, Json(body): Json<Fetch>) -> Reply {
+    let hash: ContentHash = body.hash.parse().map_err(|e| bad("bad_hash", format!("{e}")))?;
+    let net = s.net.as_ref().ok_or_else(|| bad("offline", "no network"))?;
+    packfed_node::fetch::fetch_blob(&s.node, net, hash, body.size)
+        .await
+        .map_err(|e| {
+            (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({"error": format!("{e:#}"), "code": "fetch_failed"})),
+            )
+        })?;
+    Ok(Json(json!({"fetched": true})))
+}

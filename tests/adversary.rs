@@ -1,0 +1,160 @@
+//! The adversary (`testnet adversary --home DIR`) driven over HTTP: it is a
+//! full node of the federation, its hostile controls sit behind its API
+//! token, and what it sends over the real wire protocol is judged by an
+//! honest node like any peer's, across a kill -9 and a restart of the
+//! adversary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use packfed_protocol::{FederationId, KeyPair, Signed, pb};
+use packfed_testnet::{Federation, NodeJson, TestNode, wait_for};
+use serde_json::{Value, json};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
+}
+
+fn testnet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_testnet"))
+}
+
+const DEADLINE: Duration = Duration::from_secs(40);
+
+fn status(n: &TestNode) -> Value {
+    n.json(&["status"]).unwrap()
+}
+
+fn count(n: &TestNode, field: &str) -> u64 {
+    n.json(&["status"]).ok().and_then(|s| s[field].as_u64()).unwrap_or(0)
+}
+
+/// A claim on `ns` and a release `ns/tool@version` signed by `key`.
+fn claim_and_release(key: &KeyPair, fed: &FederationId, ns: &str, version: &str) -> (Signed, Signed) {
+    let claim = Signed::sign(
+        &pb::NamespaceClaim {
+            namespace: ns.into(),
+            claimed_at_ms: 1,
+        },
+        key,
+        fed,
+    );
+    let release = Signed::sign(
+        &pb::Release {
+            name: format!("{ns}/tool"),
+            version: version.into(),
+            content_hash: blake3::hash(format!("{ns}@{version}").as_bytes()).as_bytes().to_vec(),
+            size: 100,
+            description: "crafted by the adversary".into(),
+            license: "MIT".into(),
+            ..Default::default()
+        },
+        key,
+        fed,
+    );
+    (claim, release)
+}
+
+/// The raw HTTP answer of a POST with the given token.
+fn post_with_token(api: &str, path: &str, token: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(api).unwrap();
+    write!(
+        c,
+        "POST {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_adversary_is_a_peer_whose_hostile_controls_answer_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fed = Federation::empty(&bin(), root, 1).unwrap();
+    let victim_home = fed.init_home("victim", "public", None, &[]).unwrap();
+    let victim = TestNode::start(&bin(), &victim_home).unwrap();
+    let boot = victim.p2p_addr().unwrap();
+    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
+    let mut evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+
+    // It runs as a node does: node.json, the same API, the same federation.
+    let written = NodeJson::read(&evil_home).expect("the adversary writes node.json");
+    assert_eq!(Some(written.pid), evil.pid());
+    let st = status(&evil);
+    assert_eq!(st["federation_id"], status(&victim)["federation_id"]);
+    wait_for(DEADLINE, "the adversary and the victim to connect", || {
+        (victim.json(&["peers"]).ok()?.as_array()?.len() == 1).then_some(())
+    })
+    .unwrap();
+    let fed_id = FederationId(
+        hex::decode(st["federation_id"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+
+    // Its controls sit behind its API token, and say what was wrong.
+    let gossip = json!({"topic": "", "hex": "00"}).to_string();
+    let refused = post_with_token(&evil.api, "/v1/test/gossip", "wrong-token", &gossip);
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let err = evil
+        .control("/v1/test/gossip", &json!({"topic": "nowhere", "hex": "00"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("400") && err.contains("bad_topic"), "{err}");
+    assert_eq!(
+        evil.control("/v1/test/serve", &json!({"mode": "truncate"})).unwrap()["mode"],
+        "truncate"
+    );
+
+    // Gossip: bytes that are no record are refused by the victim; a crafted
+    // but valid release (a fresh key's own namespace) arrives.
+    let rejected = count(&victim, "rejected_records");
+    wait_for(DEADLINE, "the victim to refuse garbage", || {
+        let garbage = format!("not a record {:?}", std::time::Instant::now());
+        let sent = evil.gossip("", garbage.as_bytes()).ok();
+        (sent.is_some() && count(&victim, "rejected_records") > rejected).then_some(())
+    })
+    .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let (claim, release) = claim_and_release(&key, &fed_id, "gossiped", "1.0.0");
+    wait_for(DEADLINE, "the crafted release to arrive by gossip", || {
+        let _ = evil.gossip("", claim.encoded());
+        let _ = evil.gossip("", release.encoded());
+        victim.has_release("gossiped/tool@1.0.0").then_some(())
+    })
+    .unwrap();
+
+    // Registry sync: the adversary answers with changes of its choosing. An
+    // entry that is no record under its key is counted as garbage; a valid
+    // one, never gossiped, arrives by sync.
+    let garbage = count(&victim, "crdt_garbage");
+    let (claim2, release2) = claim_and_release(&key, &fed_id, "synced", "1.0.0");
+    let edit = json!({"put": [
+        {"key": "00".repeat(32), "hex": hex::encode(b"garbage")},
+        {"key": claim2.id().to_hex(), "hex": hex::encode(claim2.encoded())},
+        {"key": release2.id().to_hex(), "hex": hex::encode(release2.encoded())},
+    ]});
+    assert_eq!(evil.control("/v1/test/registry", &edit).unwrap()["changed"], 3);
+    wait_for(DEADLINE, "the synced release and the garbage count", || {
+        (victim.has_release("synced/tool@1.0.0") && count(&victim, "crdt_garbage") > garbage).then_some(())
+    })
+    .unwrap();
+
+    // Across a kill -9 and a restart of the adversary, its records still travel.
+    evil.kill9().unwrap();
+    evil.restart().unwrap();
+    let (claim3, release3) = claim_and_release(&key, &fed_id, "restarted", "1.0.0");
+    wait_for(DEADLINE, "a release from the restarted adversary", || {
+        let _ = evil.gossip("", claim3.encoded());
+        let _ = evil.gossip("", release3.encoded());
+        victim.has_release("restarted/tool@1.0.0").then_some(())
+    })
+    .unwrap();
+    // The victim kept running and answering throughout.
+    assert!(victim.json(&["search", "tool"]).is_ok());
+}
