@@ -37,12 +37,15 @@ impl Sources {
     }
 }
 
+/// Builds the blob sources once the node is open.
+pub type MakeSources = Box<dyn FnOnce(&Arc<Node>) -> Sources + Send>;
+
 /// How a daemon is put together. `packfed node run` uses the defaults; a
 /// program built on the library (the test harness's adversary) can serve
 /// other bytes and add API routes, which sit behind the API token.
 #[derive(Default)]
 pub struct Options {
-    pub sources: Option<Box<dyn FnOnce(&Arc<Node>) -> Sources + Send>>,
+    pub sources: Option<MakeSources>,
     pub routes: Option<axum::Router<Arc<ApiState>>>,
 }
 

@@ -140,7 +140,7 @@ pub fn claim(view: &impl View, v: &Verified<pb::NamespaceClaim>) -> Result<Admit
         return Ok(Admitted::known());
     }
     Ok(Admitted::new(vec![
-        Effect::Store(Write::Claim(v.clone())),
+        Effect::Store(Box::new(Write::Claim(v.clone()))),
         Effect::Replicate(Channel::Public, v.envelope().clone()),
     ]))
 }
@@ -164,7 +164,7 @@ pub fn release(
     if view.has_record(&v.id())? {
         return Ok(Admitted::known());
     }
-    let mut effects = vec![Effect::Store(Write::Release(v.clone(), facts.hash))];
+    let mut effects = vec![Effect::Store(Box::new(Write::Release(v.clone(), facts.hash)))];
     effects.extend(judge_arrival(judge, view, v)?);
     effects.push(Effect::Replicate(record_channel(v.envelope()), v.envelope().clone()));
     Ok(Admitted::new(effects))
@@ -203,7 +203,7 @@ pub fn yank(view: &impl View, v: &Verified<pb::Yank>) -> Result<Admitted, StoreE
         return Ok(Admitted::known());
     }
     Ok(Admitted::new(vec![
-        Effect::Store(Write::Yank(v.clone())),
+        Effect::Store(Box::new(Write::Yank(v.clone()))),
         Effect::Replicate(Channel::Public, v.envelope().clone()),
     ]))
 }
@@ -256,7 +256,7 @@ pub fn local_yank(view: &impl View, fed: &FederationId, env: &Signed) -> Result<
         });
     }
     let effects = vec![
-        Effect::Store(Write::Yank(yank.clone())),
+        Effect::Store(Box::new(Write::Yank(yank.clone()))),
         Effect::Replicate(Channel::Public, env.clone()),
         // A crash cannot take back what a peer already holds.
         Effect::Flush,
@@ -376,7 +376,7 @@ pub fn attestations(
     }
     let mut effects = Vec::new();
     if !store.is_empty() {
-        effects.push(Effect::Store(Write::Attestations(store)));
+        effects.push(Effect::Store(Box::new(Write::Attestations(store))));
     }
     effects.extend(replicate);
     if !subjects.is_empty() {

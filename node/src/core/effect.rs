@@ -20,6 +20,7 @@ pub enum Topic {
 
 /// A verified record to store (with its indexes and pending mark).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant, reason = "always boxed, in Effect::Store")]
 pub enum Write {
     Claim(Verified<pb::NamespaceClaim>),
     Release(Verified<pb::Release>, ContentHash),
@@ -30,7 +31,8 @@ pub enum Write {
 
 #[derive(Debug, Clone)]
 pub enum Effect {
-    Store(Write),
+    /// Boxed: a release is much larger than every other effect.
+    Store(Box<Write>),
     /// Make every write before this durable (flushed).
     Flush,
     /// Add a stored record to a channel's registry document.

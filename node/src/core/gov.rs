@@ -206,7 +206,7 @@ impl Governance {
             return Ok(None);
         }
         Ok(Some(vec![
-            Effect::Store(Write::Gov(env.clone())),
+            Effect::Store(Box::new(Write::Gov(env.clone()))),
             Effect::Replicate(Channel::Public, env.clone()),
             Effect::GovernanceChanged,
         ]))

@@ -83,6 +83,9 @@ pub struct SavedModel {
     pub usage: Vec<([u8; 32], u64, u64)>,
 }
 
+/// Privatizes an update (differential privacy); None sends no noise.
+pub type Noise<'a> = &'a dyn Fn(&[f64; FEATURES]) -> Option<[f64; FEATURES]>;
+
 /// What is due at a tick.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Due {
@@ -293,12 +296,7 @@ impl Learning {
 
     /// This node's summary of `round` from its events of that round; `noise`
     /// privatizes the update when `[learn] dp_epsilon` is set.
-    pub fn summarize(
-        &self,
-        round: u64,
-        stored: &[StoredEvent],
-        noise: Option<&dyn Fn(&[f64; FEATURES]) -> Option<[f64; FEATURES]>>,
-    ) -> pb::LearningSummary {
+    pub fn summarize(&self, round: u64, stored: &[StoredEvent], noise: Option<Noise>) -> pb::LearningSummary {
         let events: Vec<Event> = stored
             .iter()
             .filter_map(|e| {

@@ -165,7 +165,7 @@ impl Sim {
     fn apply(&mut self, effects: Vec<Effect>) {
         for e in effects {
             match e {
-                Effect::Store(w) => self.write(w),
+                Effect::Store(w) => self.write(*w),
                 Effect::Flush => self.flushes += 1,
                 Effect::Replicate(c, env) => self.replicated.push((c, env.id())),
                 Effect::Gossip(t, b) => self.gossiped.push((t, b)),

@@ -896,15 +896,12 @@ impl Reactor {
                 }
                 let bytes: Vec<Vec<u8>> = got.candidates.into_iter().map(|(_, b)| b).collect();
                 for outcome in self.node.ingest_batch(&bytes, channel) {
-                    match outcome {
-                        Ingested::Invalid(reason) => {
-                            tracing::warn!(%peer, %reason, "ignored an invalid record from registry sync");
-                            self.node
-                                .stats
-                                .crdt_garbage
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        _ => {}
+                    if let Ingested::Invalid(reason) = outcome {
+                        tracing::warn!(%peer, %reason, "ignored an invalid record from registry sync");
+                        self.node
+                            .stats
+                            .crdt_garbage
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             }

@@ -324,7 +324,7 @@ impl Node {
         let mut reassigned = false;
         for e in effects {
             match e {
-                Effect::Store(w) => self.write(w)?,
+                Effect::Store(w) => self.write(*w)?,
                 Effect::Flush => self.store.flush()?,
                 Effect::Replicate(channel, env) => self.replicate_to(channel, &env.id(), env.encoded()),
                 Effect::Gossip(topic, bytes) => self.send_out(Outbound::Gossip(topic, bytes)),
