@@ -1,21 +1,20 @@
 //! packfed-node: the `packfed` command line and the node daemon.
 //!
-//! Module map (one concern each):
-//! - [`config`]: the node home and its config file; [`init`]: creating a home
-//! - [`keys`]: key files in the home
-//! - [`store`]: the sled database (blobs with outboards, records, indexes)
-//! - [`publish`]: the node side of a publish (verify, recompute, commit)
-//! - [`packing`]: the publisher side (pack, assess, sign)
+//! Module map, top-down (no module imports one above it):
+//! - [`cli`]: argument parsing and output; [`client`]: its connection to a
+//!   daemon; [`install`]: resolve ([`resolve`]), fetch, verify, install, `verify`
+//! - [`daemon`]: `packfed node run`, putting the pieces below together
+//! - [`api`]: the HTTP/JSON API
+//! - [`search`]: local search and the federated fan-out
+//! - [`fetch`]: fetching blobs from providers; [`blobs`]: iroh-blobs
+//! - [`net`]: the libp2p reactor
+//! - [`node`]: the shell around the core: store, registry documents, effects
 //! - [`core`]: the sans-IO rules: admission, verdicts, governance, learning rounds
-//! - [`node`]: the shell around the core: the store, the registry documents,
-//!   and carrying out what the core decides
-//! - [`registry`], [`docfile`]: the replicated registry document and its file
-//! - [`memory`]: returning freed memory to the OS after bulk loads
-//! - [`search`]: local search
-//! - [`api`]: the HTTP/JSON API; [`daemon`]: `packfed node run`
-//! - [`client`]: the CLI's connection to a daemon
-//! - [`install`]: resolve, fetch, verify, install, and `verify`
-//! - [`cli`]: argument parsing and output
+//! - [`publish`]: the node side of a publish; [`packing`]: the publisher side
+//! - [`store`]: the sled database; [`registry`], [`docfile`]: the replicated
+//!   registry document and its file; [`learn`]: the pure learning math
+//! - [`config`], [`init`], [`keys`]: the home, its config and keys;
+//!   [`memory`]: returning freed memory to the OS after bulk loads
 
 pub mod api;
 pub mod blobs;

@@ -1,6 +1,10 @@
-//! The running node's state and the operations the API exposes. The HTTP
-//! layer (`api`) only translates; everything a node does lives here or in the
-//! modules it calls.
+//! The shell around the core: the running node's store, registry documents
+//! and the core's state, and the operations the API exposes. The core
+//! (`crate::core`) decides; this module reads the store for it
+//! ([`StoreView`]) and carries out the effects it returns ([`Node::apply`]).
+//! What goes to the network leaves through the outbox ([`Outbound`]),
+//! which the daemon connects to the reactor. The HTTP layer (`api`) only
+//! translates.
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
