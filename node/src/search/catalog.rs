@@ -65,18 +65,10 @@ pub struct Entry {
     /// The ranking features but text, as of when the entry was made: the
     /// first pass reads them instead of recomputing logs and exponentials
     /// for every matching document.
-    pub signals: [f64; crate::search::rank::FEATURES],
+    pub signals: [f64; crate::learn::model::FEATURES],
     /// Whether this is the shown version of its package when no field filter
     /// applies, per [`Filters::fast_slot`].
     pub shown_by_default: [bool; 4],
-}
-
-impl Entry {
-    /// Fills [`Entry::signals`] as of `now_ms`.
-    pub fn with_signals(mut self, now_ms: u64) -> Entry {
-        self.signals = crate::search::rank::features(&self, 1.0, 1.0, now_ms);
-        self
-    }
 }
 
 /// What a query asks to see.

@@ -409,7 +409,7 @@ impl Indexer<'_> {
         let q = r.quality.as_ref();
         let license = self.strings.str(&r.license);
         let license_ids = self.strings.license_ids(&license, spdx_ids);
-        Entry {
+        let entry = Entry {
             key: doc_key(&row.record_id),
             rid: row.record_id,
             name: Arc::from(r.name.as_str()),
@@ -432,8 +432,8 @@ impl Indexer<'_> {
             failed_installs: 0,
             signals: [0.0; FEATURES],
             shown_by_default: [false; 4],
-        }
-        .with_signals(crate::packing::now_ms())
+        };
+        rank::with_signals(entry, crate::packing::now_ms())
     }
 
     /// Distinct members with a current passing attestation, and the kinds

@@ -22,6 +22,12 @@ pub use crate::learn::model::{DEFAULT_WEIGHTS, FEATURE_NAMES, FEATURES};
 const DAY_MS: f64 = 86_400_000.0;
 
 /// A result's feature vector.
+/// `e` with [`Entry::signals`] filled as of `now_ms`.
+pub fn with_signals(mut e: Entry, now_ms: u64) -> Entry {
+    e.signals = features(&e, 1.0, 1.0, now_ms);
+    e
+}
+
 pub fn features(e: &Entry, bm25: f32, best_bm25: f32, now_ms: u64) -> [f64; FEATURES] {
     let text = if best_bm25 > 0.0 {
         (f64::from(bm25) / f64::from(best_bm25)).clamp(0.0, 1.0)
