@@ -99,9 +99,13 @@ fn main() -> ExitCode {
 fn adversary(home: PathBuf) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Plain text in a log file, as `packfed node run` writes it (tests and
+    // benches read fields such as via="iroh" from the log).
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
