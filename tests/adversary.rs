@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use packfed_protocol::{FederationId, KeyPair, Signed, pb};
-use packfed_testnet::{Federation, NodeJson, TestNode, wait_for};
+use packfed_testnet::{Federation, NodeJson, TestNode, post_json_with_token, wait_for};
 use serde_json::{Value, json};
 
 fn bin() -> PathBuf {
@@ -75,21 +75,6 @@ fn gossip_until_it_arrives(evil: &TestNode, victim: &TestNode, key: &KeyPair, fe
     .unwrap();
 }
 
-/// The raw HTTP answer of a POST with the given token.
-fn post_with_token(api: &str, path: &str, token: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(api).unwrap();
-    write!(
-        c,
-        "POST {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn the_adversary_is_a_peer_whose_hostile_controls_answer_over_http() {
     let tmp = tempfile::tempdir().unwrap();
@@ -119,7 +104,7 @@ fn the_adversary_is_a_peer_whose_hostile_controls_answer_over_http() {
 
     // Its controls sit behind its API token, and say what was wrong.
     let gossip = json!({"topic": "", "hex": "00"}).to_string();
-    let refused = post_with_token(&evil.api, "/v1/test/gossip", "wrong-token", &gossip);
+    let refused = post_json_with_token(&evil.api, "/v1/test/gossip", "wrong-token", &gossip).unwrap();
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
     let err = evil
         .control("/v1/test/gossip", &json!({"topic": "nowhere", "hex": "00"}))

@@ -85,6 +85,20 @@ impl NodeJson {
     }
 }
 
+/// POSTs JSON to the API at `api` with `token` as the bearer; the raw HTTP answer.
+pub fn post_json_with_token(api: &str, path: &str, token: &str, body: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(api)?;
+    write!(
+        c,
+        "POST {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    c.read_to_string(&mut out)?;
+    Ok(out)
+}
+
 /// Spawns `packfed node run` on an initialized home, stdout and stderr to
 /// `HOME/node.log`. With `detach` the node gets its own process group, so
 /// it outlives the caller and a Ctrl-C in the caller's terminal.
@@ -225,19 +239,8 @@ impl TestNode {
 
     /// POSTs JSON to this node's API with its token; the raw HTTP answer.
     pub fn post_json(&self, path: &str, body: &str) -> std::io::Result<String> {
-        use std::io::{Read, Write};
         let token = std::fs::read_to_string(self.home.join("api-token"))?;
-        let api = &self.api;
-        let mut c = std::net::TcpStream::connect(api)?;
-        write!(
-            c,
-            "POST {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            token.trim(),
-            body.len()
-        )?;
-        let mut out = String::new();
-        c.read_to_string(&mut out)?;
-        Ok(out)
+        post_json_with_token(&self.api, path, token.trim(), body)
     }
 
     pub fn run(&self, args: &[&str]) -> Result<Output> {

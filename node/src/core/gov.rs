@@ -202,14 +202,19 @@ impl Governance {
         now_ms: u64,
     ) -> Result<Option<Vec<Effect>>, GovError> {
         let r = decode_record(env, fed, now_ms)?;
+        Ok(self.admit_decoded(r, env))
+    }
+
+    /// [`Governance::admit`] of a record already decoded from `env`.
+    pub fn admit_decoded(&mut self, r: GovRecord, env: &Signed) -> Option<Vec<Effect>> {
         if !self.load(r) {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(vec![
+        Some(vec![
             Effect::Store(Box::new(Write::Gov(env.clone()))),
             Effect::Replicate(Channel::Public, env.clone()),
             Effect::GovernanceChanged,
-        ]))
+        ])
     }
 
     /// The governance state at `now_ms`.
@@ -239,15 +244,15 @@ impl Governance {
                 st.members.clone(),
             ));
         }
-        let mut owners_changed = false;
+        // Who owns a namespace decides visibility when releases are read;
+        // no verdict depends on it, so a reassignment re-evaluates nothing.
         for (ns, owner) in &st.namespace_owners {
             if self.owners.get(ns) != Some(owner) {
                 self.owners.insert(ns.clone(), *owner);
                 out.push(Effect::Reassign(ns.clone(), *owner));
-                owners_changed = true;
             }
         }
-        if policy_changed || members_changed || owners_changed {
+        if policy_changed || members_changed {
             out.push(Effect::ReevaluateStale);
         }
         if let Some(t) = st.next_deadline_ms {

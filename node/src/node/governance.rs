@@ -63,16 +63,17 @@ impl Node {
     pub fn submit_gov(&self, env: &Signed) -> Result<[u8; 32], GovError> {
         let now = crate::packing::now_ms();
         let record = decode_record(env, self.federation(), now)?;
+        let id = record.id();
         let mut effects = {
             let mut gov = self.gov_lock();
             gov.check_local(&record, now)?;
-            gov.admit(env, self.federation(), now)?.unwrap_or_default()
+            gov.admit_decoded(record, env).unwrap_or_default()
         };
         effects.push(Effect::Flush);
         effects.push(Effect::Gossip(Topic::Governance, env.encoded().to_vec()));
         self.apply(effects)?;
         self.apply_governance(now);
-        Ok(record.id())
+        Ok(id)
     }
 }
 

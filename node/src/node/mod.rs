@@ -325,7 +325,6 @@ impl Node {
 
     /// Carries out what the core decided, in order.
     pub(crate) fn apply(&self, effects: Vec<Effect>) -> Result<(), StoreError> {
-        let mut reassigned = false;
         for e in effects {
             match e {
                 Effect::Store(w) => self.write(*w)?,
@@ -341,21 +340,16 @@ impl Node {
                         self.apply(fx)?;
                     }
                 }
-                Effect::ReevaluateStale => {
-                    if reassigned {
-                        self.store.flush()?;
-                    }
-                    match self.reevaluate_stale() {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(releases = n, "re-evaluated releases"),
-                        Err(e) => tracing::warn!(error = %e, "re-evaluating releases failed"),
-                    }
-                }
+                Effect::ReevaluateStale => match self.reevaluate_stale() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(releases = n, "re-evaluated releases"),
+                    Err(e) => tracing::warn!(error = %e, "re-evaluating releases failed"),
+                },
                 Effect::Fetch(hash, size) => self.send_out(Outbound::Mirror(hash, size)),
                 Effect::Reassign(ns, owner) => {
                     if self.store.reassign_namespace(&ns, &owner)? {
                         tracing::info!(namespace = %ns, %owner, "namespace reassigned by governance");
-                        reassigned = true;
+                        self.store.flush()?;
                     }
                 }
                 Effect::GovernanceChanged => self.gov_changed.notify_one(),
