@@ -456,7 +456,17 @@ mod tests {
             assert_eq!(store.blob_files(), 1);
             assert_eq!(store.chunks.len(), 2);
         }
-        let store = Store::open(&path).unwrap();
+        // sled's flusher thread lets go of the file lock a moment after the
+        // store is dropped: poll for it (this test ran into it under load).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match Store::open(&path) {
+                Err(crate::store::StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert_eq!(store.blob_files(), 0);
         assert_eq!(store.chunks.len(), 0);
     }
