@@ -30,6 +30,21 @@ pub struct Parameters {
     pub grace_period: Duration,
     /// Minimum weight of a proposer.
     pub proposal_threshold: u64,
+    /// Members with these roles witness (keep checkpoint logs that order
+    /// the federation's records).
+    #[serde(default = "default_witness_roles")]
+    pub witness_roles: Vec<Role>,
+    /// A witness quorum is more than this share of the witnesses' weight.
+    #[serde(default = "half")]
+    pub witness_quorum: f64,
+}
+
+fn default_witness_roles() -> Vec<Role> {
+    vec![Role::Maintainer, Role::Core]
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 impl Default for Parameters {
@@ -42,13 +57,15 @@ impl Default for Parameters {
             timelock: Duration(24 * 3600),
             grace_period: Duration(14 * 86_400),
             proposal_threshold: 1,
+            witness_roles: default_witness_roles(),
+            witness_quorum: half(),
         }
     }
 }
 
 impl Parameters {
     /// The names [`Parameters::set`] accepts, as written in the genesis file.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 9] = [
         "quorum",
         "threshold",
         "voting_delay",
@@ -56,6 +73,8 @@ impl Parameters {
         "timelock",
         "grace_period",
         "proposal_threshold",
+        "witness_roles",
+        "witness_quorum",
     ];
 
     /// Sets one parameter from its genesis-file spelling: fractions as
@@ -85,6 +104,22 @@ impl Parameters {
             }
             "timelock" => self.timelock = duration()?,
             "grace_period" => self.grace_period = duration()?,
+            "witness_quorum" => {
+                let f = fraction()?;
+                if f < 0.5 {
+                    return Err(format!(
+                        "witness_quorum must be at least 0.5 (more than half), not {value}"
+                    ));
+                }
+                self.witness_quorum = f;
+            }
+            "witness_roles" => {
+                self.witness_roles = value
+                    .split(',')
+                    .map(|r| r.trim().parse::<Role>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("witness_roles: {e}"))?
+            }
             "proposal_threshold" => {
                 self.proposal_threshold = value
                     .parse()
@@ -145,6 +180,9 @@ fn check(info: &FederationInfo, members: &[Member], p: &Parameters) -> Result<()
     }
     if !(0.0..=1.0).contains(&p.quorum) || !(0.0..=1.0).contains(&p.threshold) {
         return bad("parameters.quorum and parameters.threshold must be between 0 and 1".into());
+    }
+    if !(0.5..=1.0).contains(&p.witness_quorum) {
+        return bad("parameters.witness_quorum must be between 0.5 and 1 (a quorum is more than that share)".into());
     }
     if p.voting_period.secs() == 0 {
         return bad("parameters.voting_period must be longer than 0s".into());

@@ -5,6 +5,7 @@
 //! | method | path | does |
 //! |---|---|---|
 //! | GET  | /v1/status | node status |
+//! | GET  | /v1/witness | witnesses, their latest checkpoints, freshness |
 //! | GET  | /v1/peers | known peers |
 //! | POST | /v1/publish | header `packfed-publish: <hex PublishRequest>`, body: the archive |
 //! | POST | /v1/yank | `{"envelope": hex}` |
@@ -104,6 +105,7 @@ pub fn router_with(state: Arc<ApiState>, extra: Router<Arc<ApiState>>) -> Router
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/witness", get(witness_status))
         .route("/v1/peers", get(peers))
         .route("/v1/search", get(search))
         .route("/v1/packages/{ns}/{name}", get(package))
@@ -146,6 +148,7 @@ async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: N
 
 async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Value>> {
     let n = &s.node;
+    let freshness = n.freshness(crate::packing::now_ms());
     let peers = match s.net.as_ref() {
         Some(net) => net.peers().await.len(),
         None => 0,
@@ -163,6 +166,9 @@ async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Va
         "blobs": n.store.blob_count(),
         "policy_version": n.policy().version,
         "gov_records": n.gov_records().len(),
+        "fresh": freshness.fresh,
+        "view_age_ms": freshness.view_age_ms,
+        "max_staleness_ms": freshness.max_staleness_ms,
         "search": s.search.as_ref().map(|s| {
             let st = s.stats();
             json!({
@@ -174,6 +180,28 @@ async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Va
             })
         }),
     })))
+}
+
+async fn witness_status(State(s): State<Arc<ApiState>>) -> Json<crate::node::WitnessStatus> {
+    Json(s.node.witness_status(crate::packing::now_ms()))
+}
+
+/// How long a local publish or governance record waits for a witness
+/// quorum before the call returns with it still pending.
+const WITNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Polls `done` until it holds or [`WITNESS_WAIT`] passes.
+async fn wait_witnessed(done: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + WITNESS_WAIT;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
 
 async fn peers(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
@@ -286,7 +314,19 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
         let _ = tokio::task::spawn_blocking(move || node.reevaluate(&name, &version)).await;
     }
 
-    tracing::info!(id = %facts.id, hash = %facts.hash, new = published.new, "published");
+    // The namespace is this publisher's once witnesses have seen its claim.
+    let ns = facts.id.name.namespace().to_string();
+    let signer = release.signer();
+    let witnessed = wait_witnessed(|| {
+        s.node
+            .store
+            .namespace_owner(&ns)
+            .ok()
+            .flatten()
+            .is_some_and(|o| o.key() == signer)
+    })
+    .await;
+    tracing::info!(id = %facts.id, hash = %facts.hash, new = published.new, witnessed, "published");
     let q = crate::node::quality_view(Some(&published.quality));
     Ok(Json(json!({
         "id": published.facts.id.to_string(),
@@ -295,6 +335,7 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
         "hash": published.facts.hash.to_hex(),
         "size": declared,
         "record_id": published.record_id.to_hex(),
+        "witnessed": witnessed,
         "quality": q,
         "status": "accepted",
         "new": published.new,
@@ -460,6 +501,13 @@ async fn info(
     let have_blob = s.node.store.has_blob(&view.hash)?;
     let mut v = serde_json::to_value(&view).map_err(ApiError::internal)?;
     v["attestations"] = json!(s.node.attestation_views(&entry)?);
+    v["witnessed_at"] = json!(s.node.witnessed_at(&entry.record_id));
+    v["owner"] = json!(
+        s.node
+            .store
+            .namespace_owner(full.split('/').next().unwrap_or_default())?
+            .map(|o| o.key().to_hex())
+    );
     v["providers"] = if have_blob { json!([s.node.peer_id]) } else { json!([]) };
     Ok(Json(v))
 }
@@ -653,7 +701,9 @@ async fn gov_submit(
             crate::node::GovError::Refused { code, message } => ApiError::bad(code, message),
             other => ApiError::bad("bad_record", other.to_string()),
         })?;
-    Ok(Json(json!({"id": hex::encode(id)})))
+    let rid = packfed_protocol::RecordId(id);
+    let witnessed = wait_witnessed(|| s.node.witnessed_at(&rid).is_some()).await;
+    Ok(Json(json!({"id": hex::encode(id), "witnessed": witnessed})))
 }
 
 async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiResult<Response> {

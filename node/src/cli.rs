@@ -151,6 +151,13 @@ enum Command {
         /// trusted publishers, licenses. Default: `[trust] file` in config.
         #[arg(long)]
         trust: Option<PathBuf>,
+        /// Install even if the node holds no recent checkpoints from a
+        /// witness quorum (recorded in the lockfile).
+        #[arg(long)]
+        allow_stale: bool,
+        /// Install a lower version than the lockfile pins.
+        #[arg(long)]
+        allow_downgrade: bool,
     },
     /// Check an installed tree against its lockfile.
     Verify { dir: PathBuf },
@@ -183,6 +190,15 @@ enum Command {
     /// Federated learning of the search ranking.
     #[command(subcommand)]
     Learn(LearnCommand),
+    /// Witnesses: the checkpoint logs that order the federation.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
+}
+
+#[derive(Subcommand)]
+enum WitnessCommand {
+    /// Witnesses, their latest checkpoints, and this node's freshness.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -409,6 +425,7 @@ async fn run(cli: Cli) -> Result<()> {
                 timelock: timelock.unwrap_or(d.timelock),
                 grace_period: grace_period.unwrap_or(d.grace_period),
                 proposal_threshold: proposal_threshold.unwrap_or(d.proposal_threshold),
+                ..d.clone()
             };
             let text = Genesis::render(&name, &init::random_hex(16)?, members, params, policy)?;
             let id = FederationId::of(text.as_bytes());
@@ -467,6 +484,40 @@ async fn run(cli: Cli) -> Result<()> {
                     v["blobs"],
                     v["policy_version"]
                 )
+            });
+        }
+        Command::Witness(WitnessCommand::Status) => {
+            let client = Client::connect(&home)?;
+            let v: Value = client.get("/v1/witness").await?;
+            output(j, &v, || {
+                let mut lines: Vec<String> = v["witnesses"]
+                    .as_array()
+                    .map(|ws| {
+                        ws.iter()
+                            .map(|w| {
+                                format!(
+                                    "{}  weight {}  seq {}  time {}{}{}",
+                                    &w["public_key"].as_str().unwrap_or("")
+                                        [..16.min(w["public_key"].as_str().unwrap_or("").len())],
+                                    w["weight"],
+                                    w["seq"],
+                                    w["time"],
+                                    if w["local"] == true { "  (this node)" } else { "" },
+                                    if w["equivocated"] == true {
+                                        "  EQUIVOCATED: not counted"
+                                    } else {
+                                        ""
+                                    }
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "fresh {}  view age {} ms  quorum weight {}",
+                    v["fresh"], v["view_age_ms"], v["quorum"]
+                ));
+                lines.join("\n")
             });
         }
         Command::Peers => {
@@ -782,7 +833,13 @@ async fn run(cli: Cli) -> Result<()> {
             locked,
             to,
             trust,
+            allow_stale,
+            allow_downgrade,
         } => {
+            let guards = install::Guards {
+                allow_stale,
+                allow_downgrade,
+            };
             let specs: Vec<Spec> = specs
                 .iter()
                 .map(|s| {
@@ -795,9 +852,9 @@ async fn run(cli: Cli) -> Result<()> {
             let show = !j && std::io::stderr().is_terminal();
             let trust = install::load_trust(&home, trust.as_deref())?;
             let done = if locked {
-                install::install_locked(&client, &fed, &to, show, trust.as_ref()).await?
+                install::install_locked(&client, &fed, &to, show, trust.as_ref(), guards).await?
             } else {
-                install::install(&client, &fed, &specs, &to, show, trust.as_ref()).await?
+                install::install(&client, &fed, &specs, &to, show, trust.as_ref(), guards).await?
             };
             let v = serde_json::to_value(&done)?;
             output(j, &v, || {

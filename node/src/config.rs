@@ -104,6 +104,54 @@ pub struct Config {
     pub trust: TrustSection,
     #[serde(default)]
     pub learn: LearnSection,
+    #[serde(default)]
+    pub witness: WitnessSection,
+}
+
+/// `[witness]`: the checkpoint logs this node keeps for witness members.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessSection {
+    /// Names (or public keys) of the home's keys to witness with; absent:
+    /// every key in the home that belongs to a witness member. One witness
+    /// key must be used by one node only: two nodes signing one key's log
+    /// equivocate, and that witness stops counting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    /// Sign a checkpoint this soon after news (milliseconds).
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_interval_ms: u64,
+    /// Sign one at least this often with no news, so peers see the view is
+    /// fresh (milliseconds).
+    #[serde(default = "default_idle_ms")]
+    pub idle_interval_ms: u64,
+    /// A view without checkpoints from a witness quorum newer than this is
+    /// stale: installs refuse it (e.g. "1h").
+    #[serde(default = "default_staleness")]
+    pub max_staleness: packfed_governance::duration::Duration,
+}
+
+fn default_checkpoint_ms() -> u64 {
+    500
+}
+
+fn default_idle_ms() -> u64 {
+    60_000
+}
+
+fn default_staleness() -> packfed_governance::duration::Duration {
+    packfed_governance::duration::Duration(3600)
+}
+
+impl Default for WitnessSection {
+    fn default() -> Self {
+        WitnessSection {
+            keys: None,
+            checkpoint_interval_ms: default_checkpoint_ms(),
+            idle_interval_ms: default_idle_ms(),
+            max_staleness: default_staleness(),
+        }
+    }
 }
 
 /// `[learn]`: federated learning of the search ranking.

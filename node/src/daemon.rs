@@ -124,6 +124,7 @@ pub async fn run_with(home: Home, options: Options) -> Result<()> {
     let net = crate::net::start(node.clone(), services).context("starting the libp2p network")?;
     tokio::spawn(dispatch(node.clone(), net.clone(), outbox));
     tokio::spawn(crate::node::governance::run(node.clone()));
+    tokio::spawn(witness(node.clone()));
     tokio::spawn(learn(node.clone(), search.clone()));
     let state = Arc::new(ApiState {
         node: node.clone(),
@@ -162,6 +163,29 @@ async fn dispatch(node: Arc<Node>, net: NetHandle, mut outbox: mpsc::UnboundedRe
             Outbound::Gossip(topic, bytes) => net.send(crate::net::Command::Gossip(topic, bytes)).await,
             Outbound::Provide(hash) => net.send(crate::net::Command::Provide(hash)).await,
             Outbound::Mirror(hash, size) => crate::fetch::spawn_mirror(node.clone(), net.clone(), hash, size),
+        }
+    }
+}
+
+/// Signs this node's checkpoints when they are due (news, or idle too
+/// long), and offers again records held for being dated ahead of our clock.
+async fn witness(node: Arc<Node>) {
+    let every = std::time::Duration::from_millis(node.config.witness.checkpoint_interval_ms.clamp(10, 60_000));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let n = node.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let now = crate::packing::now_ms();
+            n.release_held(now);
+            n.checkpoint_tick(now)
+        })
+        .await;
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "signing a checkpoint failed"),
+            Err(e) => tracing::warn!(error = %e, "witness task failed"),
         }
     }
 }

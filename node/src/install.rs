@@ -29,8 +29,121 @@ pub const LOCKFILE: &str = "packfed.lock";
 pub struct Lockfile {
     pub version: u32,
     pub federation: String,
+    /// The newest witness checkpoint the node's view rested on when this
+    /// was resolved (record id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// Resolved on a stale view (`--allow-stale`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_stale: bool,
     #[serde(default, rename = "pack")]
     pub packs: Vec<LockedPack>,
+}
+
+/// What an install may override: the freshness check and the no-downgrade
+/// rule (TUF's freeze and rollback protections).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Guards {
+    pub allow_stale: bool,
+    pub allow_downgrade: bool,
+}
+
+/// What the node's view rests on, checked before anything is resolved.
+struct View {
+    checkpoint: Option<String>,
+    stale: bool,
+}
+
+#[derive(Deserialize)]
+struct StatusResponse {
+    #[serde(default)]
+    fresh: bool,
+    #[serde(default)]
+    view_age_ms: Option<u64>,
+    #[serde(default)]
+    max_staleness_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct WitnessResponse {
+    #[serde(default)]
+    checkpoint: Option<String>,
+}
+
+fn human_ms(ms: u64) -> String {
+    match ms {
+        0..=1_999 => format!("{ms} ms"),
+        2_000..=119_999 => format!("{} s", ms / 1000),
+        120_000..=7_199_999 => format!("{} min", ms / 60_000),
+        _ => format!("{} h", ms / 3_600_000),
+    }
+}
+
+/// Refuses a stale view (no checkpoints from a witness quorum newer than
+/// the node's `max_staleness`) unless `allow_stale`.
+async fn check_view(client: &Client, guards: Guards) -> Result<View> {
+    let st: StatusResponse = client.get("/v1/status").await?;
+    let w: WitnessResponse = client.get("/v1/witness").await?;
+    if !st.fresh && !guards.allow_stale {
+        let max = st.max_staleness_ms.map(human_ms).unwrap_or_else(|| "the limit".into());
+        let why = match st.view_age_ms {
+            Some(age) => format!(
+                "this node's view of the federation is {} old: it holds no checkpoint from a witness quorum newer than {max}",
+                human_ms(age)
+            ),
+            None => "this node holds no checkpoint from a witness quorum at all".to_string(),
+        };
+        return Err(UserError::new(
+            "stale_view",
+            format!(
+                "{why}, so a yank or a failed check may be missing from it. Reconnect the node to the federation \
+                 (`packfed witness status` lists the witnesses and their latest checkpoints) and retry, \
+                 or pass --allow-stale to install from this view anyway"
+            ),
+        )
+        .into());
+    }
+    Ok(View {
+        checkpoint: w.checkpoint,
+        stale: !st.fresh,
+    })
+}
+
+/// Refuses to install a version lower than the target's lockfile pins.
+fn check_downgrade(target: &Path, picks: &[Candidate], guards: Guards) -> Result<()> {
+    if guards.allow_downgrade {
+        return Ok(());
+    }
+    let Ok(text) = fs::read_to_string(target.join(LOCKFILE)) else {
+        return Ok(());
+    };
+    let Ok(lock) = toml::from_str::<Lockfile>(&text) else {
+        return Ok(());
+    };
+    for c in picks {
+        let pinned = lock.packs.iter().find_map(|p| {
+            let (name, version) = p.id.split_once('@')?;
+            (name == c.release.name)
+                .then(|| semver::Version::parse(version).ok())
+                .flatten()
+        });
+        if let Some(old) = pinned
+            && c.version < old
+        {
+            return Err(UserError::new(
+                "downgrade",
+                format!(
+                    "{} would go from {old} (in {}) down to {}; a lower version than the lockfile's is refused \
+                     (a rollback). Pass --allow-downgrade to install it anyway",
+                    c.release.name,
+                    target.join(LOCKFILE).display(),
+                    c.version
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -466,10 +579,13 @@ pub async fn install(
     target: &Path,
     show_progress: bool,
     trust: Option<&TrustContext>,
+    guards: Guards,
 ) -> Result<Installed> {
+    let view = check_view(client, guards).await?;
     let picks = resolve(client, fed, specs).await?;
+    check_downgrade(target, &picks, guards)?;
     let hashes: Vec<ContentHash> = picks.iter().map(|p| p.hash).collect();
-    let result = install_picks(client, fed, picks, target, show_progress, trust).await;
+    let result = install_picks(client, fed, picks, target, show_progress, trust, &view).await;
     // The local signal of federated learning (stays on this node). A node
     // that cannot take the report must not fail the install.
     let ok = result.is_ok();
@@ -494,7 +610,9 @@ pub async fn install_locked(
     target: &Path,
     show_progress: bool,
     trust: Option<&TrustContext>,
+    guards: Guards,
 ) -> Result<Installed> {
+    let view = check_view(client, guards).await?;
     let lock_path = target.join(LOCKFILE);
     let text = fs::read_to_string(&lock_path).map_err(|e| {
         UserError::new(
@@ -547,7 +665,7 @@ pub async fn install_locked(
         }
         picks.push(c);
     }
-    install_picks(client, fed, picks, target, show_progress, trust).await
+    install_picks(client, fed, picks, target, show_progress, trust, &view).await
 }
 
 async fn install_picks(
@@ -557,6 +675,7 @@ async fn install_picks(
     target: &Path,
     show_progress: bool,
     trust: Option<&TrustContext>,
+    view: &View,
 ) -> Result<Installed> {
     let mut trusted_by = BTreeMap::new();
     if let Some(t) = trust {
@@ -622,9 +741,13 @@ async fn install_picks(
         Err(_) => Lockfile {
             version: 1,
             federation: fed.to_hex(),
+            checkpoint: None,
+            allow_stale: false,
             packs: Vec::new(),
         },
     };
+    lock.checkpoint = view.checkpoint.clone();
+    lock.allow_stale = view.stale;
     let old_dir = staging.path().join("old");
     let mut moved: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
     let result = (|| -> Result<()> {

@@ -40,3 +40,8 @@ pub const MAX_VERSION_BYTES: usize = 64;
 pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 pub const MAX_LIST_ITEMS: usize = 64;
 pub const MAX_DEPENDENCIES: usize = 256;
+
+/// Most record ids in one checkpoint: 1,800 ids of 34 encoded bytes fit the
+/// envelope limit with room for the rest; a witness with more news signs
+/// several checkpoints in a row.
+pub const MAX_CHECKPOINT_RECORDS: usize = 1_800;

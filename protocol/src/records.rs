@@ -33,6 +33,9 @@ impl Record for pb::Vote {
 impl Record for pb::ProposalCancel {
     const DOMAIN: Domain = Domain::ProposalCancel;
 }
+impl Record for pb::Checkpoint {
+    const DOMAIN: Domain = Domain::Checkpoint;
+}
 impl Record for pb::LearningSummary {
     const DOMAIN: Domain = Domain::LearningSummary;
 }

@@ -31,10 +31,11 @@ pub enum Domain {
     LearningSummary,
     NodeAnnouncement,
     ProposalCancel,
+    Checkpoint,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 9] = [
+    pub const ALL: [Domain; 10] = [
         Domain::Release,
         Domain::NamespaceClaim,
         Domain::Yank,
@@ -44,6 +45,7 @@ impl Domain {
         Domain::LearningSummary,
         Domain::NodeAnnouncement,
         Domain::ProposalCancel,
+        Domain::Checkpoint,
     ];
 
     pub fn tag(self) -> &'static str {
@@ -57,6 +59,7 @@ impl Domain {
             Domain::LearningSummary => "packfed/learning-summary/v1",
             Domain::NodeAnnouncement => "packfed/node-announcement/v1",
             Domain::ProposalCancel => "packfed/proposal-cancel/v1",
+            Domain::Checkpoint => "packfed/checkpoint/v1",
         }
     }
 

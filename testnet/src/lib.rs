@@ -404,6 +404,8 @@ pub struct Federation {
     pub root: PathBuf,
     pub genesis: PathBuf,
     pub nodes: Vec<TestNode>,
+    /// Whether a home already witnesses (see [`Federation::init_home`]).
+    pub witnessing: std::sync::atomic::AtomicBool,
 }
 
 impl Federation {
@@ -445,6 +447,7 @@ impl Federation {
             root: root.to_path_buf(),
             genesis,
             nodes: Vec::new(),
+            witnessing: Default::default(),
         })
     }
 
@@ -479,7 +482,37 @@ impl Federation {
             let entry = entry?;
             std::fs::copy(entry.path(), home.join("keys").join(entry.file_name()))?;
         }
+        let witness = self.witness_keys_for(name, &keys)?;
+        let cfg = std::fs::read_to_string(home.join("config.toml"))?;
+        let list: Vec<String> = witness.iter().map(|k| format!("\"{k}\"")).collect();
+        std::fs::write(
+            home.join("config.toml"),
+            format!("{cfg}\n[witness]\nkeys = [{}]\n", list.join(", ")),
+        )?;
         Ok(home)
+    }
+
+    /// Every home holds every member key, and one witness key must be used
+    /// by one node only (two logs for one key are equivocation). So home
+    /// `n<i>` witnesses with member key `k<i>`; otherwise the first home of
+    /// the federation witnesses with every member key (it alone is the
+    /// witness quorum) and later homes with none.
+    fn witness_keys_for(&self, name: &str, keys: &Path) -> Result<Vec<String>> {
+        use std::sync::atomic::Ordering;
+        let members: Vec<String> = (0..)
+            .map(|i| format!("k{i}"))
+            .take_while(|k| keys.join(format!("{k}.key")).exists())
+            .collect();
+        if let Some(i) = name.strip_prefix('n').and_then(|i| i.parse::<usize>().ok())
+            && i < members.len()
+        {
+            self.witnessing.store(true, Ordering::SeqCst);
+            return Ok(vec![members[i].clone()]);
+        }
+        if self.witnessing.swap(true, Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        Ok(members)
     }
 
     /// N nodes, the first one the bootstrap of the others; `roles[i]` per

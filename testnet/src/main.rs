@@ -320,6 +320,7 @@ fn launch(
         root: dir.to_path_buf(),
         genesis,
         nodes: Vec::new(),
+        witnessing: Default::default(),
     };
     let mut boot: Option<String> = None;
     for i in 0..n {

@@ -26,6 +26,7 @@ fn params() -> Parameters {
         timelock: Duration(5),
         grace_period: Duration(0),
         proposal_threshold: 1,
+        ..Parameters::default()
     }
 }
 

@@ -22,6 +22,10 @@ pub enum Outcome {
     Known,
     /// A signed node announcement (kept in memory by the network layer).
     Announcement(Box<Verified<pb::NodeAnnouncement>>),
+    /// Dated too far ahead of our clock: kept aside and offered again at
+    /// this time (neither refused nor forwarded; its forwarder is not
+    /// penalized, since its clock may simply be ahead).
+    Held(u64),
     /// Refused, with the reason.
     Invalid(String),
 }
@@ -67,6 +71,8 @@ pub enum Incoming {
     Governance(Signed),
     Learning(Verified<pb::LearningSummary>),
     Announcement(Verified<pb::NodeAnnouncement>),
+    /// A witness's checkpoint: [`super::witness::Witnesses::admit`].
+    Checkpoint(Verified<pb::Checkpoint>),
 }
 
 /// Why an envelope was refused, and its kind if it named one.
@@ -93,6 +99,7 @@ pub fn open(bytes: &[u8], fed: &FederationId) -> Result<Incoming, Refused> {
         Some(Domain::Attestation) => Incoming::Attestation(env.verify(fed).map_err(bad)?),
         Some(Domain::LearningSummary) => Incoming::Learning(env.verify(fed).map_err(bad)?),
         Some(Domain::NodeAnnouncement) => Incoming::Announcement(env.verify(fed).map_err(bad)?),
+        Some(Domain::Checkpoint) => Incoming::Checkpoint(env.verify(fed).map_err(bad)?),
         // Verified by the governance decoder, which also bounds their times.
         Some(Domain::Proposal | Domain::Vote | Domain::ProposalCancel) => Incoming::Governance(env),
         None => {
@@ -192,6 +199,7 @@ fn judge_arrival(judge: &Judge, view: &impl View, v: &Verified<pb::Release>) -> 
         release: v.record().clone(),
         publisher: v.signer(),
         yanked: false,
+        conflict: None,
     };
     verdict::reevaluate(judge, view, &entry)
 }
@@ -365,7 +373,7 @@ pub fn attestations(
         }
         results.push(Ok(true));
         let hash = ContentHash::from_slice(&a.record().content_hash).unwrap_or(ContentHash([0; 32]));
-        store.push((a.clone(), AttestationEntry::from_verified(a, &hash)));
+        store.push((a.clone(), AttestationEntry::from_verified(a, &hash), target));
         if !(in_doc && target == channel) {
             replicate.push(Effect::Replicate(target, a.envelope().clone()));
         }

@@ -25,8 +25,10 @@ pub enum Write {
     Claim(Verified<pb::NamespaceClaim>),
     Release(Verified<pb::Release>, ContentHash),
     Yank(Verified<pb::Yank>),
-    Attestations(Vec<(Verified<pb::Attestation>, AttestationEntry)>),
+    /// With the channel each belongs to.
+    Attestations(Vec<(Verified<pb::Attestation>, AttestationEntry, Channel)>),
     Gov(Signed),
+    Checkpoint(Verified<pb::Checkpoint>),
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +50,9 @@ pub enum Effect {
     ReevaluateStale,
     /// This node mirrors accepted packs and one just became accepted.
     Fetch(ContentHash, u64),
+    /// A claim on this namespace became witnessed (or stopped counting):
+    /// put the owner by witnessed claims in force.
+    OwnerMayChange(String),
     /// Governance gave a namespace to a new owner.
     Reassign(String, PublicKey),
     /// A governance record arrived: recompute the state in force.

@@ -10,7 +10,7 @@
 //! Only a record signed on this node is refused when it could not count
 //! ([`Governance::check_local`]), so its signer hears why.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use packfed_governance::proposals::{
@@ -35,6 +35,10 @@ pub enum GovError {
     Invalid(String),
     #[error("{message}")]
     Refused { code: &'static str, message: String },
+    #[error(
+        "record is dated {ahead_ms} ms ahead of this node's clock (more than the {MAX_CLOCK_SKEW_MS} ms allowed): held until then"
+    )]
+    Future { ahead_ms: u64, at_ms: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -130,11 +134,11 @@ pub fn decode_record(env: &Signed, fed: &packfed_protocol::FederationId, now_ms:
         }
         _ => return Err(GovError::Invalid(format!("{} is not a governance record", env.kind()))),
     };
-    if record.time_ms() > now_ms + MAX_CLOCK_SKEW_MS {
-        return Err(GovError::Invalid(format!(
-            "record is dated {} ms in the future",
-            record.time_ms() - now_ms
-        )));
+    if record.time_ms() > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+        return Err(GovError::Future {
+            ahead_ms: record.time_ms() - now_ms,
+            at_ms: record.time_ms() - MAX_CLOCK_SKEW_MS,
+        });
     }
     Ok(record)
 }
@@ -148,6 +152,9 @@ pub struct Governance {
     policy: Arc<PolicyInForce>,
     /// Namespace owners governance set, as last applied.
     owners: BTreeMap<String, PublicKey>,
+    /// Witnessed time of each record a witness quorum has listed: the only
+    /// time that counts (a record's own date is its signer's claim).
+    witnessed: HashMap<[u8; 32], u64>,
 }
 
 impl Governance {
@@ -167,7 +174,45 @@ impl Governance {
             ids: HashSet::new(),
             policy: Arc::new(policy),
             owners: BTreeMap::new(),
+            witnessed: HashMap::new(),
         }
+    }
+
+    /// Sets the witnessed times of the records (from the witness logs).
+    pub fn set_witnessed(&mut self, times: HashMap<[u8; 32], u64>) {
+        self.witnessed = times;
+    }
+
+    /// Ids of every record held.
+    pub fn ids(&self) -> Vec<[u8; 32]> {
+        self.records.iter().map(GovRecord::id).collect()
+    }
+
+    /// The records that count: witnessed ones, each at its witnessed time
+    /// (so a proposal's window starts when witnesses saw it, and a vote
+    /// counts only if they saw it before the window closed).
+    fn timed(&self) -> Vec<GovRecord> {
+        self.records
+            .iter()
+            .filter_map(|r| {
+                let t = *self.witnessed.get(&r.id())?;
+                let mut r = r.clone();
+                match &mut r {
+                    GovRecord::Proposal(p) => p.created_at_ms = t,
+                    GovRecord::Vote(v) => v.cast_at_ms = t,
+                    GovRecord::Cancel(c) => c.at_ms = t,
+                }
+                Some(r)
+            })
+            .collect()
+    }
+
+    /// How many records no witness quorum has listed yet.
+    pub fn pending(&self) -> usize {
+        self.records
+            .iter()
+            .filter(|r| !self.witnessed.contains_key(&r.id()))
+            .count()
     }
 
     /// The policy (and membership) in force.
@@ -219,7 +264,7 @@ impl Governance {
 
     /// The governance state at `now_ms`.
     pub fn state(&self, now_ms: u64) -> GovState {
-        proposals::state(&self.genesis, &self.records, now_ms)
+        proposals::state(&self.genesis, &self.timed(), now_ms)
     }
 
     /// Puts the state at `now_ms` in force: the membership, the policy and
@@ -264,7 +309,10 @@ impl Governance {
     /// Refuses, with a clear reason, a record signed on this node that could
     /// not count in the state at `now_ms`.
     pub fn check_local(&self, record: &GovRecord, now_ms: u64) -> Result<(), GovError> {
-        let st = self.state(now_ms);
+        // Provisional: records not witnessed yet are taken at their own
+        // time, so a vote right after a proposal is not refused. What
+        // counts is decided by witnessed time alone ([`Governance::state`]).
+        let st = proposals::state(&self.genesis, &self.records, now_ms);
         let refuse = |code, message: String| Err(GovError::Refused { code, message });
         match record {
             GovRecord::Proposal(p) => match st.member(&p.proposer) {

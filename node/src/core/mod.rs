@@ -13,6 +13,7 @@
 //! - [`verdict`]: the acceptance policy in force and verdicts under it
 //! - [`gov`]: governance records and the state they put in force
 //! - [`learning`]: federated-learning round bookkeeping
+//! - [`witness`]: checkpoint logs and witnessed time (the federation's order)
 //! - [`effect`], [`view`]: what the core asks for and what it reads
 
 pub mod admit;
@@ -21,9 +22,12 @@ pub mod gov;
 pub mod learning;
 pub mod verdict;
 pub mod view;
+pub mod witness;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod witness_tests;
 
 pub use effect::{Effect, Topic, Write};
 pub use view::View;

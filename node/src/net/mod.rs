@@ -818,6 +818,8 @@ impl Reactor {
                 MessageAcceptance::Accept
             }
             Ingested::New | Ingested::Known => MessageAcceptance::Accept,
+            // Dated ahead of our clock: kept, not forwarded, not penalized.
+            Ingested::Held(_) => MessageAcceptance::Ignore,
         };
         self.swarm
             .behaviour_mut()

@@ -47,7 +47,11 @@ impl Node {
     /// namespace owners; releases re-evaluated when they changed). Returns
     /// when to look again.
     pub fn apply_governance(&self, now_ms: u64) -> Option<u64> {
-        let effects = self.gov_lock().apply(now_ms);
+        self.sync_gov_times();
+        let mut effects = self.gov_lock().apply(now_ms);
+        if effects.iter().any(|e| matches!(e, Effect::MembersChanged)) {
+            effects.extend(self.refresh_witness_set());
+        }
         let next = effects.iter().find_map(|e| match e {
             Effect::WakeAt(t) => Some(*t),
             _ => None,
@@ -72,6 +76,7 @@ impl Node {
         effects.push(Effect::Flush);
         effects.push(Effect::Gossip(Topic::Governance, env.encoded().to_vec()));
         self.apply(effects)?;
+        self.checkpoint_now();
         self.apply_governance(now);
         Ok(id)
     }

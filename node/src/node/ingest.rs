@@ -83,9 +83,37 @@ impl Node {
                     },
                     effects: a.effects,
                 }),
+            Incoming::Checkpoint(v) => Ok(match self.admit_checkpoint(&v, now_ms) {
+                crate::core::witness::Admission::New(effects) => Admitted {
+                    outcome: Ingested::New,
+                    effects,
+                },
+                crate::core::witness::Admission::Known => Admitted {
+                    outcome: Ingested::Known,
+                    effects: Vec::new(),
+                },
+                crate::core::witness::Admission::Held(at) => {
+                    self.hold(v.envelope().encoded(), channel, at);
+                    Admitted {
+                        outcome: Ingested::Held(at),
+                        effects: Vec::new(),
+                    }
+                }
+                crate::core::witness::Admission::Invalid(e) => Admitted {
+                    outcome: Ingested::Invalid(e),
+                    effects: Vec::new(),
+                },
+            }),
             Incoming::Governance(env) => {
                 let admitted = self.gov_lock().admit(&env, self.federation(), now_ms);
                 Ok(match admitted {
+                    Err(crate::core::gov::GovError::Future { at_ms, .. }) => {
+                        self.hold(env.encoded(), channel, at_ms);
+                        Admitted {
+                            outcome: Ingested::Held(at_ms),
+                            effects: Vec::new(),
+                        }
+                    }
                     Ok(Some(effects)) => Admitted {
                         outcome: Ingested::New,
                         effects,

@@ -30,6 +30,7 @@ pub mod governance;
 mod ingest;
 mod learning;
 mod trust;
+mod witness;
 
 pub use crate::core::admit::{AttestError, YankError};
 pub use crate::core::gov::GovError;
@@ -37,6 +38,7 @@ pub use documents::{Loaded, load_replica};
 pub use ingest::{IngestStats, Ingested};
 pub use learning::LearnTick;
 pub use trust::{AttestationView, load_local_policy};
+pub use witness::{Freshness, WitnessStatus};
 
 /// What the node hands to the network layer (and the mirror), in order.
 #[derive(Debug)]
@@ -77,6 +79,12 @@ pub struct Node {
     pub gov_changed: tokio::sync::Notify,
     /// Federated learning: the model in force and this round's summaries.
     learn: Mutex<Learning>,
+    /// Every witness's checkpoint log, this node's own, witnessed times.
+    witness: Mutex<crate::core::witness::Witnesses>,
+    /// The keys this node witnesses with.
+    witness_keys: std::collections::HashMap<packfed_protocol::PublicKey, KeyPair>,
+    /// Records dated ahead of our clock, until their time comes.
+    held: Mutex<witness::Held>,
     /// Where gossip, provider records and mirror requests go, once the
     /// network runs (absent in offline tools and tests: dropped).
     outbox: OnceLock<mpsc::UnboundedSender<Outbound>>,
@@ -183,6 +191,17 @@ impl ReleaseView {
     /// The view with the node's verdict on it under the policy in force.
     pub fn judged(node: &Node, e: &ReleaseEntry) -> ReleaseView {
         let mut v = ReleaseView::from_entry(e);
+        if let Some(other) = e.conflict {
+            v.status = "quarantined";
+            v.reasons = vec![format!(
+                "equivocation: the owner of {} signed two archives for version {} (records {} and {}); neither may be installed",
+                e.release.name.split('/').next().unwrap_or_default(),
+                e.release.version,
+                e.record_id,
+                other
+            )];
+            return v;
+        }
         match node.status_of(e) {
             Ok(s) if s.accepted() => {}
             Ok(s) => {
@@ -264,7 +283,16 @@ impl Node {
         let (org_replica, org_replica_file, org_loaded) = load_replica(&store, Channel::Org)?;
         let local_policy = load_local_policy(&home, config.policy.local.as_deref())?;
         let learn = Learning::new(config.learn.round.millis(), config.learn.enabled);
+        let set = crate::core::witness::WitnessSet::new(
+            &genesis.members,
+            &genesis.parameters.witness_roles,
+            genesis.parameters.witness_quorum,
+        );
+        let witness_keys = witness::own_witness_keys(keys::list_keys(&home)?, config.witness.keys.as_deref(), &set);
         let node = Node {
+            witness: Mutex::new(crate::core::witness::Witnesses::new(set, witness_keys.keys().copied())),
+            witness_keys,
+            held: Mutex::new(Default::default()),
             gov: Mutex::new(Governance::new(genesis.clone(), local_policy)),
             gov_changed: tokio::sync::Notify::new(),
             learn: Mutex::new(learn),
@@ -284,6 +312,8 @@ impl Node {
         };
         node.load_learning();
         node.load_governance()?;
+        node.load_witnesses()?;
+        node.apply_governance(crate::packing::now_ms());
         // The store is the authority and the documents are derived from it:
         // whatever a crash kept out of them goes back before any peer syncs.
         node.reconcile_documents(public_loaded, org_loaded)?;
@@ -346,6 +376,7 @@ impl Node {
                     Err(e) => tracing::warn!(error = %e, "re-evaluating releases failed"),
                 },
                 Effect::Fetch(hash, size) => self.send_out(Outbound::Mirror(hash, size)),
+                Effect::OwnerMayChange(ns) => self.owner_may_change(&ns)?,
                 Effect::Reassign(ns, owner) => {
                     if self.store.reassign_namespace(&ns, &owner)? {
                         tracing::info!(namespace = %ns, %owner, "namespace reassigned by governance");
@@ -360,16 +391,55 @@ impl Node {
         Ok(())
     }
 
+    /// Stores a record; a public one is offered to this node's checkpoint
+    /// logs, and claims and governance records are tracked for what their
+    /// witnessed time decides.
     fn write(&self, w: Write) -> Result<(), StoreError> {
         match w {
-            Write::Claim(v) => self.store.insert_claim(&v).map(drop),
-            Write::Release(v, hash) => self.store.insert_release_record(&v, &hash).map(drop),
-            Write::Yank(v) => self.store.insert_yank(&v).map(drop),
-            Write::Attestations(items) => {
-                let items: Vec<_> = items.iter().map(|(a, e)| (a, e.clone())).collect();
-                self.store.insert_attestations(&items)
+            Write::Claim(v) => {
+                self.store.insert_claim(&v)?;
+                let ns = &v.record().namespace;
+                let fx = self.witness_lock().track_claim(v.id(), ns, v.signer());
+                self.note_witnessable(v.id(), Some(ns));
+                self.apply(fx)
             }
-            Write::Gov(env) => self.store.insert_gov(&env.id(), env.encoded()),
+            Write::Release(v, hash) => {
+                self.store.insert_release_record(&v, &hash)?;
+                if v.record().visibility != pb::Visibility::Org as i32 {
+                    self.note_witnessable(v.id(), None);
+                }
+                Ok(())
+            }
+            Write::Yank(v) => {
+                self.store.insert_yank(&v)?;
+                self.note_witnessable(v.id(), None);
+                Ok(())
+            }
+            Write::Attestations(items) => {
+                let stored: Vec<_> = items.iter().map(|(a, e, _)| (a, e.clone())).collect();
+                self.store.insert_attestations(&stored)?;
+                for (a, _, channel) in &items {
+                    if *channel == Channel::Public {
+                        self.note_witnessable(a.id(), None);
+                    }
+                }
+                Ok(())
+            }
+            Write::Gov(env) => {
+                self.store.insert_gov(&env.id(), env.encoded())?;
+                self.witness_lock().track_gov(env.id());
+                self.note_witnessable(env.id(), None);
+                Ok(())
+            }
+            Write::Checkpoint(v) => self.store.insert_checkpoint(&v).map(drop),
+        }
+    }
+
+    /// Signs this node's checkpoints now if it witnesses and has news (a
+    /// local write need not wait for the timer).
+    pub fn checkpoint_now(&self) {
+        if let Err(e) = self.checkpoint_tick(crate::packing::now_ms()) {
+            tracing::warn!(error = %e, "signing a checkpoint failed");
         }
     }
 
@@ -400,6 +470,7 @@ impl Node {
     pub fn yank(&self, envelope: &Signed) -> Result<PackId, YankError> {
         let (id, effects) = crate::core::admit::local_yank(&self.view(), self.federation(), envelope)?;
         self.apply(effects)?;
+        self.checkpoint_now();
         Ok(id)
     }
 }
@@ -473,6 +544,7 @@ impl Node {
         if let Some(h) = release.and_then(|v| ContentHash::from_slice(&v.record().content_hash).ok()) {
             self.send_out(Outbound::Provide(h));
         }
+        self.checkpoint_now();
     }
 }
 

@@ -148,7 +148,7 @@ impl Node {
 
     /// Whether a release may be listed, served and installed.
     pub fn is_accepted(&self, entry: &ReleaseEntry) -> bool {
-        self.status_of(entry).map(|s| s.accepted()).unwrap_or(false)
+        entry.conflict.is_none() && self.status_of(entry).map(|s| s.accepted()).unwrap_or(false)
     }
 
     /// A locally signed attestation (CLI or this node's own checks): verify,
@@ -161,6 +161,7 @@ impl Node {
         };
         let (id, effects) = admit::local_attestation(&judge, &self.view(), self.federation(), env)?;
         self.apply(effects)?;
+        self.checkpoint_now();
         Ok(id)
     }
 

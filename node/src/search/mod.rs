@@ -399,6 +399,7 @@ impl Indexer<'_> {
                 envelope: row.envelope.clone(),
                 release: r.clone(),
                 yanked: row.yanked,
+                conflict: row.conflict,
             };
             let accepted = self.node.is_accepted(&entry);
             let (n, kinds) = self.attestation_signal(r);

@@ -12,9 +12,12 @@
 //! - `releases`: `name \0 version \0 record id` -> () (every verified release,
 //!   visible only if signed by the namespace owner).
 //! - `by_hash`: `content hash || record id` -> () (which releases are this blob).
-//! - `namespaces`: namespace -> the winning claim ([`NamespaceOwner`]).
+//! - `namespaces`: namespace -> its owner ([`NamespaceOwner`]): the earliest
+//!   witnessed claim, or governance's choice.
+//! - `claims`: `namespace \0 claim id` -> signer (every stored claim).
+//! - `checkpoints`: `witness || seq || id` -> () (witness checkpoint logs).
 //! - `crdt`: automerge documents and per-peer sync states.
-//! - `yanks`: `name \0 version \0 content hash` -> yank record id || signer.
+//! - `yanks`: `name \0 version \0 content hash || signer` -> yank record id.
 //! - `attestations`, `status`: see [`trust`].
 //! - `gov`: governance record id -> () (the envelopes are in `records`).
 //! - `doc_pending`: record id -> () for every stored record that the saved
@@ -101,6 +104,10 @@ pub struct Store {
     status: sled::Tree,
     /// Governance record ids (proposals, votes, cancels) -> ().
     gov: sled::Tree,
+    /// `namespace \0 claim id` -> signer: every stored claim.
+    claims: sled::Tree,
+    /// `witness key || seq (u64 BE) || checkpoint id` -> ().
+    checkpoints: sled::Tree,
     /// Replication state (automerge documents, per-peer sync states).
     pub(crate) crdt: sled::Tree,
     /// Stored records the saved registry document may lack (see above).
@@ -145,6 +152,8 @@ impl Store {
             attestations: db.open_tree("attestations")?,
             status: db.open_tree("status")?,
             gov: db.open_tree("gov")?,
+            claims: db.open_tree("claims")?,
+            checkpoints: db.open_tree("checkpoints")?,
             crdt: db.open_tree("crdt")?,
             doc_pending: db.open_tree("doc_pending")?,
             publish_lock: Default::default(),

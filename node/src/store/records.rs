@@ -6,22 +6,23 @@ use packfed_protocol::records::PackName;
 use packfed_protocol::{ContentHash, FederationId, PublicKey, RecordId, Signed, Verified, pb};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::{Store, StoreError};
 
 /// Who owns a namespace, and by which claim.
 ///
-/// Concurrent claims on two nodes resolve by one deterministic rule, the same
-/// everywhere: the claim with the earliest `claimed_at_ms` wins, ties broken
-/// by the smaller claim record id. Releases are stored whoever signed them;
-/// only those signed by the winning key are visible, so every node that holds
-/// the same records shows the same owner and the same packs.
+/// Ownership goes to the earliest *witnessed* claim (ties by the smaller
+/// claim id), decided by the witness core (`crate::core::witness`) and
+/// written here; a claim's own `claimed_at_ms` counts for nothing. Releases
+/// are stored whoever signed them; only those signed by the owner are
+/// visible, so every node that holds the same records and checkpoints shows
+/// the same owner and the same packs. Governance can also assign an owner
+/// (claim id 0), which no claim replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespaceOwner {
     pub owner: [u8; 32],
     pub claim: [u8; 32],
-    pub claimed_at_ms: u64,
+    pub witnessed_at_ms: u64,
 }
 
 impl NamespaceOwner {
@@ -29,9 +30,9 @@ impl NamespaceOwner {
         PublicKey(self.owner)
     }
 
-    /// The deterministic order of claims: earlier wins, then smaller id.
-    fn beats(&self, other: &NamespaceOwner) -> bool {
-        (self.claimed_at_ms, self.claim) < (other.claimed_at_ms, other.claim)
+    /// Assigned by governance rather than by a claim.
+    pub fn by_governance(&self) -> bool {
+        self.claim == [0; 32]
     }
 }
 
@@ -43,6 +44,9 @@ pub struct ReleaseEntry {
     pub release: pb::Release,
     pub publisher: PublicKey,
     pub yanked: bool,
+    /// The owner signed another record for this version too (a second
+    /// archive for a published version): neither may be installed.
+    pub conflict: Option<RecordId>,
 }
 
 /// A release record as the search catalog reads it: decoded without checking
@@ -55,6 +59,8 @@ pub struct PackageRow {
     pub release: pb::Release,
     pub visible: bool,
     pub yanked: bool,
+    /// Visible, but the owner signed another record for this version.
+    pub conflict: Option<RecordId>,
 }
 
 /// Outcome of [`Store::publish_local`].
@@ -88,22 +94,8 @@ fn yank_key(name: &str, version: &str, hash: &[u8]) -> Vec<u8> {
     k
 }
 
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
-}
-
 fn decode_owner(ns: &str, v: &[u8]) -> Result<NamespaceOwner, StoreError> {
     postcard::from_bytes(v).map_err(|e| StoreError::Corrupt(format!("namespace {ns}: {e}")))
-}
-
-fn owner_in(
-    tx: &TransactionalTree,
-    ns: &str,
-) -> Result<Option<NamespaceOwner>, ConflictableTransactionError<StoreError>> {
-    match tx.get(ns.as_bytes())? {
-        None => Ok(None),
-        Some(v) => decode_owner(ns, &v).map(Some).map_err(abort),
-    }
 }
 
 /// The package name a release index key starts with.
@@ -120,33 +112,112 @@ fn rid_of(key: &[u8]) -> Result<RecordId, StoreError> {
 }
 
 impl Store {
-    /// Stores a verified namespace claim; returns true if it became (or
-    /// already was) the winning claim.
+    /// Stores a verified namespace claim (and its index by namespace);
+    /// returns true if it was new. Who owns the namespace is decided by
+    /// witnesses ([`Store::set_claimed_owner`]), never by the claim itself.
     pub fn insert_claim(&self, claim: &Verified<pb::NamespaceClaim>) -> Result<bool, StoreError> {
-        let ns = claim.record().namespace.clone();
-        let candidate = NamespaceOwner {
-            owner: claim.signer().0,
-            claim: claim.id().0,
-            claimed_at_ms: claim.record().claimed_at_ms,
-        };
-        let encoded = postcard::to_stdvec(&candidate).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let won =
-            (&self.records, &self.namespaces, &self.doc_pending).transaction(|(records, namespaces, pending)| {
-                records.insert(claim.id().as_bytes(), claim.envelope().encoded())?;
-                pending.insert(claim.id().as_bytes(), &[])?;
-                match owner_in(namespaces, &ns)? {
-                    Some(current) if current == candidate => Ok(true),
-                    Some(current) if !candidate.beats(&current) => Ok(false),
-                    _ => {
-                        namespaces.insert(ns.as_bytes(), encoded.as_slice())?;
-                        Ok(true)
-                    }
-                }
-            })?;
-        if won {
-            self.changed(super::Change::Namespace(ns));
+        let ns = &claim.record().namespace;
+        let mut key = ns.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(claim.id().as_bytes());
+        let new = (&self.records, &self.claims, &self.doc_pending).transaction(|(records, claims, pending)| {
+            records.insert(claim.id().as_bytes(), claim.envelope().encoded())?;
+            pending.insert(claim.id().as_bytes(), &[])?;
+            Ok(claims.insert(key.as_slice(), claim.signer().as_bytes())?.is_none())
+        })?;
+        Ok(new)
+    }
+
+    /// Every stored claim: (namespace, claim id, signer).
+    pub fn claims(&self) -> impl Iterator<Item = Result<(String, RecordId, PublicKey), StoreError>> + '_ {
+        self.claims.iter().map(|kv| {
+            let (k, v) = kv?;
+            let bad = || StoreError::Corrupt("claim index entry".into());
+            if k.len() < 33 || v.len() != 32 {
+                return Err(bad());
+            }
+            let ns = String::from_utf8(k[..k.len() - 33].to_vec()).map_err(|_| bad())?;
+            let id = RecordId::from_slice(&k[k.len() - 32..]).map_err(|_| bad())?;
+            let signer = PublicKey::from_slice(&v).map_err(|_| bad())?;
+            Ok((ns, id, signer))
+        })
+    }
+
+    /// Puts the owner by witnessed claims in force (None: no claim on `ns`
+    /// is witnessed). An owner governance assigned stays. Returns true if
+    /// the owner changed.
+    pub fn set_claimed_owner(&self, ns: &str, owner: Option<NamespaceOwner>) -> Result<bool, StoreError> {
+        let current = self.namespace_owner(ns)?;
+        if current.is_some_and(|c| c.by_governance()) || current == owner {
+            return Ok(false);
         }
-        Ok(won)
+        match owner {
+            Some(o) => {
+                let encoded = postcard::to_stdvec(&o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                self.namespaces.insert(ns.as_bytes(), encoded)?;
+            }
+            None => {
+                self.namespaces.remove(ns.as_bytes())?;
+            }
+        }
+        self.changed(super::Change::Namespace(ns.to_string()));
+        Ok(true)
+    }
+
+    /// Stores a verified checkpoint (equivocating ones too: they are the
+    /// proof). Keyed `witness || seq || id`.
+    pub fn insert_checkpoint(&self, cp: &Verified<pb::Checkpoint>) -> Result<bool, StoreError> {
+        let mut key = cp.signer().as_bytes().to_vec();
+        key.extend_from_slice(&cp.record().seq.to_be_bytes());
+        key.extend_from_slice(cp.id().as_bytes());
+        let new = (&self.records, &self.checkpoints, &self.doc_pending).transaction(|(records, cps, pending)| {
+            records.insert(cp.id().as_bytes(), cp.envelope().encoded())?;
+            pending.insert(cp.id().as_bytes(), &[])?;
+            Ok(cps.insert(key.as_slice(), &[])?.is_none())
+        })?;
+        Ok(new)
+    }
+
+    /// Every stored checkpoint envelope, by witness then sequence number.
+    pub fn checkpoints(&self) -> impl Iterator<Item = Result<Signed, StoreError>> + '_ {
+        self.checkpoints.iter().keys().map(|k| {
+            let k = k?;
+            let id = RecordId::from_slice(&k[k.len().saturating_sub(32)..])
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.record(&id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("checkpoint index names missing record {id}")))
+        })
+    }
+
+    /// Bytes of stored checkpoint envelopes per witness key.
+    pub fn checkpoint_bytes(&self) -> Result<std::collections::BTreeMap<PublicKey, u64>, StoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        for env in self.checkpoints() {
+            let env = env?;
+            let signer = PublicKey::from_slice(env.claimed_signer()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            *out.entry(signer).or_insert(0) += env.encoded().len() as u64;
+        }
+        Ok(out)
+    }
+
+    /// (name, version) of every stored release record in namespace `ns`.
+    pub fn versions_in_namespace(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for key in self.releases.scan_prefix(format!("{ns}/").as_bytes()).keys() {
+            let key = key?;
+            let mut parts = key.splitn(3, |b| *b == 0);
+            let (Some(name), Some(version)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let pair = (
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(version).into_owned(),
+            );
+            if out.last() != Some(&pair) {
+                out.push(pair);
+            }
+        }
+        Ok(out)
     }
 
     /// Stores a verified release record and its indexes, whoever signed it:
@@ -206,6 +277,7 @@ impl Store {
         match self.namespace_owner(ns)? {
             Some(o) if o.owner != signer.0 => return Ok(InsertRelease::NamespaceOwned(o.key())),
             Some(_) => {}
+            // The claim is stored; it owns the namespace once witnessed.
             None => match claim.filter(|c| c.signer() == signer && c.record().namespace == ns) {
                 Some(c) => {
                     self.insert_claim(c)?;
@@ -229,9 +301,11 @@ impl Store {
     /// signer owns the namespace when read.
     pub fn insert_yank(&self, yank: &Verified<pb::Yank>) -> Result<bool, StoreError> {
         let y = yank.record();
-        let key = yank_key(&y.name, &y.version, &y.content_hash);
-        let mut value = yank.id().as_bytes().to_vec();
-        value.extend_from_slice(yank.signer().as_bytes());
+        // One entry per signer: a yank by someone else never replaces the
+        // owner's.
+        let mut key = yank_key(&y.name, &y.version, &y.content_hash);
+        key.extend_from_slice(yank.signer().as_bytes());
+        let value = yank.id().as_bytes().to_vec();
         let new = (&self.records, &self.yanks, &self.doc_pending).transaction(|(records, yanks, pending)| {
             records.insert(yank.id().as_bytes(), yank.envelope().encoded())?;
             pending.insert(yank.id().as_bytes(), &[])?;
@@ -241,23 +315,26 @@ impl Store {
         Ok(new)
     }
 
+    /// Yanked by the namespace owner (a yank by anyone else counts for
+    /// nothing).
     fn is_yanked(&self, r: &pb::Release) -> Result<bool, StoreError> {
-        let Some(v) = self.yanks.get(yank_key(&r.name, &r.version, &r.content_hash))? else {
+        let ns = r.name.split('/').next().unwrap_or_default();
+        let Some(owner) = self.namespace_owner(ns)? else {
             return Ok(false);
         };
-        let ns = r.name.split('/').next().unwrap_or_default();
-        let owner = self.namespace_owner(ns)?;
-        Ok(v.len() == 64 && owner.map(|o| o.owner.as_slice() == &v[32..]).unwrap_or(false))
+        let mut key = yank_key(&r.name, &r.version, &r.content_hash);
+        key.extend_from_slice(&owner.owner);
+        Ok(self.yanks.contains_key(key)?)
     }
 
-    /// Gives a namespace to `owner` by governance: recorded as a claim at
-    /// time 0 with id 0, which no signed claim can beat. Returns true if the
-    /// owner changed.
+    /// Gives a namespace to `owner` by governance: recorded with claim id
+    /// 0, which witnessed claims never replace. Returns true if the owner
+    /// changed.
     pub fn reassign_namespace(&self, ns: &str, owner: &PublicKey) -> Result<bool, StoreError> {
         let forced = NamespaceOwner {
             owner: owner.0,
             claim: [0; 32],
-            claimed_at_ms: 0,
+            witnessed_at_ms: 0,
         };
         if self.namespace_owner(ns)? == Some(forced) {
             return Ok(false);
@@ -299,6 +376,7 @@ impl Store {
             release: verified.record().clone(),
             envelope,
             yanked: self.is_yanked(verified.record())?,
+            conflict: None,
         })
     }
 
@@ -349,9 +427,19 @@ impl Store {
                 continue;
             }
             let slot = (name, entry.release.version.clone());
-            match by_version.get(&slot) {
-                Some(have) if have.record_id <= entry.record_id => {}
-                _ => {
+            match by_version.get_mut(&slot) {
+                // Two archives signed by the owner for one version: shown
+                // (the smaller id) with the conflict, installable by no one.
+                Some(have) if have.record_id <= entry.record_id => {
+                    have.conflict = have.conflict.min(Some(entry.record_id)).or(Some(entry.record_id));
+                }
+                Some(have) => {
+                    let other = have.record_id;
+                    let mut entry = entry;
+                    entry.conflict = Some(other);
+                    *have = entry;
+                }
+                None => {
                     by_version.insert(slot, entry);
                 }
             }
@@ -376,15 +464,27 @@ impl Store {
                 envelope: env,
                 visible: by_owner,
                 yanked: by_owner_yanked,
+                conflict: None,
                 release,
             });
         }
-        // Of two records by the owner for one version, the smaller id shows.
-        let mut seen = std::collections::HashSet::new();
+        // Of two records by the owner for one version, the smaller id shows,
+        // with the conflict.
+        let mut first: std::collections::HashMap<String, usize> = Default::default();
         rows.sort_by_key(|r| r.record_id);
-        for r in rows.iter_mut().filter(|r| r.visible) {
-            if !seen.insert(r.release.version.clone()) {
-                r.visible = false;
+        for i in 0..rows.len() {
+            if !rows[i].visible {
+                continue;
+            }
+            match first.get(&rows[i].release.version) {
+                Some(&f) => {
+                    rows[i].visible = false;
+                    let other = rows[i].record_id;
+                    rows[f].conflict.get_or_insert(other);
+                }
+                None => {
+                    first.insert(rows[i].release.version.clone(), i);
+                }
             }
         }
         Ok(rows)

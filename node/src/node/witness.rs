@@ -1,0 +1,284 @@
+//! Witnessing in the node: the checkpoint logs this node keeps for the
+//! witness keys in its home, the logs of every other witness, and what
+//! witnessed time puts in force (namespace owners, the governance clock,
+//! freshness). The rules are the core's ([`crate::core::witness`]); this
+//! shell loads the logs at open, signs on a timer, and carries out effects.
+
+use std::collections::{BTreeMap, HashMap};
+
+use packfed_protocol::{Domain, KeyPair, PublicKey, RecordId, Signed, pb};
+use serde::Serialize;
+
+use super::Node;
+use crate::core::Channel;
+use crate::core::gov::MAX_CLOCK_SKEW_MS;
+use crate::core::witness::{Admission, WitnessSet, WitnessView, Witnesses};
+use crate::core::{Effect, admit};
+use crate::store::{NamespaceOwner, StoreError};
+
+/// Most records kept aside because they are dated ahead of our clock.
+const MAX_HELD: usize = 10_000;
+
+/// How fresh this node's view of the federation is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Freshness {
+    pub fresh: bool,
+    /// Age of the newest checkpoint a witness quorum has signed (null: no
+    /// quorum of witnesses has signed one this node holds).
+    pub view_age_ms: Option<u64>,
+    pub max_staleness_ms: u64,
+    /// Witness weight a quorum needs (0: the federation names no witness).
+    pub quorum: u64,
+}
+
+/// `witness status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WitnessStatus {
+    pub witnesses: Vec<WitnessView>,
+    #[serde(flatten)]
+    pub freshness: Freshness,
+    /// Governance records and claims still waiting for a witness quorum.
+    pub pending_governance: usize,
+    /// Records kept aside until their time comes.
+    pub held: usize,
+    /// The newest checkpoint this view rests on (for lockfiles).
+    pub checkpoint: Option<String>,
+}
+
+/// The witness keys in `home` this node signs with: `[witness] keys` (key
+/// names or public keys), else every key that belongs to a witness.
+pub(super) fn own_witness_keys(
+    keys: Vec<(String, KeyPair)>,
+    chosen: Option<&[String]>,
+    set: &WitnessSet,
+) -> HashMap<PublicKey, KeyPair> {
+    keys.into_iter()
+        .filter(|(name, k)| match chosen {
+            Some(list) => list.iter().any(|c| c == name || *c == k.public().to_hex()),
+            None => true,
+        })
+        .filter(|(_, k)| set.weight(&k.public()) > 0)
+        .map(|(_, k)| (k.public(), k))
+        .collect()
+}
+
+impl Node {
+    pub(super) fn witness_lock(&self) -> std::sync::MutexGuard<'_, Witnesses> {
+        self.witness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The witness set the governance state in force names.
+    pub(super) fn witness_set_in_force(&self) -> WitnessSet {
+        let st = self.gov_lock().state(crate::packing::now_ms());
+        WitnessSet::new(&st.members, &st.parameters.witness_roles, st.parameters.witness_quorum)
+    }
+
+    /// Loads claims, governance ids and every stored checkpoint, lists in
+    /// this node's own logs what they lack (records stored before a crash
+    /// or before this node witnessed), and puts the owners in force.
+    pub(super) fn load_witnesses(&self) -> Result<(), StoreError> {
+        let mut effects = Vec::new();
+        {
+            let mut w = self.witness_lock();
+            for c in self.store.claims() {
+                let (ns, id, signer) = c?;
+                w.track_claim(id, &ns, signer);
+            }
+            for id in self.gov_lock().ids() {
+                w.track_gov(RecordId(id));
+            }
+            let mut bad = 0;
+            for env in self.store.checkpoints() {
+                let env = env?;
+                match env.verify::<pb::Checkpoint>(self.federation()) {
+                    // Stored checkpoints were bounded in time on arrival.
+                    Ok(v) => match w.admit(&v, u64::MAX - MAX_CLOCK_SKEW_MS) {
+                        Admission::Invalid(_) => bad += 1,
+                        _ => {}
+                    },
+                    Err(_) => bad += 1,
+                }
+            }
+            if bad > 0 {
+                tracing::warn!(
+                    checkpoints = bad,
+                    "stored checkpoints no longer count (not a witness any more, or damaged)"
+                );
+            }
+            effects.extend(w.recount());
+        }
+        if !self.witness_lock().own_keys().is_empty() {
+            self.list_unlisted()?;
+        }
+        self.apply(effects)?;
+        self.sync_gov_times();
+        Ok(())
+    }
+
+    /// Queues in this node's logs every stored public record they lack.
+    fn list_unlisted(&self) -> Result<(), StoreError> {
+        let claims: HashMap<RecordId, String> = self
+            .store
+            .claims()
+            .filter_map(Result::ok)
+            .map(|(ns, id, _)| (id, ns))
+            .collect();
+        let mut queued = 0usize;
+        for item in self.store.all_records() {
+            let (id, bytes) = item?;
+            let Ok(env) = Signed::decode(&bytes) else { continue };
+            if matches!(env.domain(), Some(Domain::Checkpoint) | None) {
+                continue;
+            }
+            if admit::channel_of(&self.view(), self.federation(), &env) != Channel::Public {
+                continue;
+            }
+            self.witness_lock()
+                .note_admitted(id, claims.get(&id).map(String::as_str));
+            queued += 1;
+        }
+        tracing::debug!(
+            records = queued,
+            "offered stored records to this node's checkpoint logs"
+        );
+        Ok(())
+    }
+
+    /// A record was stored on a public channel: this node's logs list it.
+    pub(super) fn note_witnessable(&self, id: RecordId, claim_ns: Option<&str>) {
+        self.witness_lock().note_admitted(id, claim_ns);
+    }
+
+    /// Signs the checkpoints that are due (news, or idle too long) and
+    /// sends them. Returns how many logs had news.
+    pub fn checkpoint_tick(&self, now_ms: u64) -> Result<bool, StoreError> {
+        let idle = self.config.witness.idle_interval_ms;
+        let effects = {
+            let mut w = self.witness_lock();
+            if !w.due(now_ms, idle) {
+                return Ok(false);
+            }
+            let keys = &self.witness_keys;
+            w.produce(self.federation(), now_ms, idle, |k, cp| {
+                keys.get(k).map(|kp| Signed::sign(cp, kp, self.federation()))
+            })
+        };
+        let signed = !effects.is_empty();
+        self.apply(effects)?;
+        Ok(signed)
+    }
+
+    /// A checkpoint from a peer.
+    pub(super) fn admit_checkpoint(&self, v: &packfed_protocol::Verified<pb::Checkpoint>, now_ms: u64) -> Admission {
+        self.witness_lock().admit(v, now_ms)
+    }
+
+    /// Puts the owner of `ns` by witnessed claims in force; a release that
+    /// becomes visible is judged.
+    pub(super) fn owner_may_change(&self, ns: &str) -> Result<(), StoreError> {
+        let owner = self.witness_lock().owner(ns).map(|o| NamespaceOwner {
+            owner: o.owner.0,
+            claim: o.claim.0,
+            witnessed_at_ms: o.witnessed_at_ms,
+        });
+        if self.store.set_claimed_owner(ns, owner)? {
+            tracing::info!(namespace = %ns, owner = ?owner.map(|o| o.key().to_hex()), "namespace owner by witnessed claims");
+            let versions = self.store.versions_in_namespace(ns)?;
+            if !versions.is_empty() {
+                self.apply(vec![Effect::Reevaluate(versions)])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the witnessed times of governance records to the governance core.
+    pub(super) fn sync_gov_times(&self) {
+        let ids = self.gov_lock().ids();
+        let times: HashMap<[u8; 32], u64> = {
+            let w = self.witness_lock();
+            ids.into_iter()
+                .filter_map(|id| w.witnessed(&RecordId(id)).map(|t| (id, t)))
+                .collect()
+        };
+        self.gov_lock().set_witnessed(times);
+    }
+
+    /// The witnessed time of a record, if a witness quorum listed it.
+    pub fn witnessed_at(&self, id: &RecordId) -> Option<u64> {
+        self.witness_lock().witnessed(id)
+    }
+
+    pub fn freshness(&self, now_ms: u64) -> Freshness {
+        let w = self.witness_lock();
+        let age = w.view_age_ms(now_ms);
+        let max = self.config.witness.max_staleness.millis();
+        Freshness {
+            fresh: age.is_some_and(|a| a <= max),
+            view_age_ms: age,
+            max_staleness_ms: max,
+            quorum: w.set().quorum(),
+        }
+    }
+
+    pub fn witness_status(&self, now_ms: u64) -> WitnessStatus {
+        let freshness = self.freshness(now_ms);
+        let (witnesses, checkpoint) = {
+            let w = self.witness_lock();
+            (w.views(), w.newest_checkpoint().map(|(_, _, id)| id.to_hex()))
+        };
+        WitnessStatus {
+            witnesses,
+            freshness,
+            pending_governance: self.gov_lock().pending(),
+            held: self.held_count(),
+            checkpoint,
+        }
+    }
+
+    /// Keeps a record dated ahead of our clock until `at_ms`.
+    pub(super) fn hold(&self, bytes: &[u8], channel: Channel, at_ms: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count: usize = held.values().map(Vec::len).sum();
+        if count >= MAX_HELD {
+            tracing::debug!("held-record queue full; dropped a record dated in the future");
+            return;
+        }
+        held.entry(at_ms).or_default().push((bytes.to_vec(), channel));
+    }
+
+    fn held_count(&self) -> usize {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.values().map(Vec::len).sum()
+    }
+
+    /// Offers again every held record whose time has come.
+    pub fn release_held(&self, now_ms: u64) -> usize {
+        let due: Vec<(Vec<u8>, Channel)> = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let later = held.split_off(&now_ms.saturating_add(1));
+            std::mem::replace(&mut *held, later).into_values().flatten().collect()
+        };
+        let n = due.len();
+        for (bytes, channel) in due {
+            let outcome = self.ingest(&bytes, channel);
+            tracing::debug!(?outcome, "offered a held record again");
+        }
+        n
+    }
+
+    /// After governance changed the membership or parameters: the witness
+    /// set in force, and everything it decides, recounted.
+    pub(super) fn refresh_witness_set(&self) -> Vec<Effect> {
+        let set = self.witness_set_in_force();
+        let mut w = self.witness_lock();
+        let same = w.set().quorum() == set.quorum() && w.set().keys().eq(set.keys());
+        if same {
+            return Vec::new();
+        }
+        w.set_witnesses(set);
+        w.recount()
+    }
+}
+
+/// Held records per due time (see [`Node::hold`]).
+pub(super) type Held = BTreeMap<u64, Vec<(Vec<u8>, Channel)>>;
