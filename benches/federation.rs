@@ -11,6 +11,12 @@
 //!     (alternately SIGTERM and kill -9), then its next release is timed
 //!     until visible on both peers, beside publish-to-visible on the same
 //!     testnet without a restart.
+//! (r) a release in a new namespace (its claim must be witnessed) accepted
+//!     on every node of the 10-process testnet with 3 witnesses, beside
+//!     publish-to-visible in a namespace already owned, same testnet;
+//! (s) checkpoint verification and witnessed-time computation for 100,000
+//!     records listed by 3 witnesses, on one core, with each witness's log
+//!     size, beside the bare bookkeeping (a hash map of the same listings).
 //! PACKFED_BENCH_QUICK=1 shrinks every size (smoke runs).
 
 use std::io::{Read, Write};
@@ -50,38 +56,70 @@ fn visible(api: &str, name: &str, version: &str) -> bool {
     http_get(api, &format!("/v1/info/{name}?version={version}")).is_some_and(|r| r.starts_with("HTTP/1.1 200"))
 }
 
-fn bench_a(rows: &mut Vec<Row>, nodes: usize, publishes: usize) {
+/// Publishes `name@version` on node 0; the time until each other node shows it.
+fn publish_to_each(fed: &Federation, dir: &Path, name: &str, version: &str) -> Vec<Duration> {
+    make_pack(dir, name, version, &[], 0).unwrap();
+    let apis: Vec<String> = fed.nodes[1..].iter().map(|n| n.api.clone()).collect();
+    let start = Instant::now();
+    fed.nodes[0]
+        .json(&["publish", &dir.to_string_lossy(), "--key", "k0"])
+        .unwrap();
+    let handles: Vec<_> = apis
+        .into_iter()
+        .map(|api| {
+            let (name, version) = (name.to_string(), version.to_string());
+            std::thread::spawn(move || {
+                while start.elapsed() < Duration::from_secs(20) {
+                    if visible(&api, &name, &version) {
+                        return Some(start.elapsed());
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                None
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap_or(Duration::from_secs(20)))
+        .collect()
+}
+
+fn bench_a(rows: &mut Vec<Row>, nodes: usize, publishes: usize, new_namespaces: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let roles: Vec<&str> = (0..nodes).map(|i| if i == 1 { "regional" } else { "public" }).collect();
+    // n0, n1, n2 witness (members k0, k1, k2); the others do not.
     let fed = Federation::up(&bin(), tmp.path(), &roles).unwrap();
-    let mut samples = Vec::new();
     let dir = tmp.path().join("p");
-    for i in 0..publishes {
-        let version = format!("1.0.{i}");
-        make_pack(&dir, "bench/latency", &version, &[], 0).unwrap();
-        let apis: Vec<String> = fed.nodes[1..].iter().map(|n| n.api.clone()).collect();
-        let start = Instant::now();
-        fed.nodes[0]
-            .json(&["publish", &dir.to_string_lossy(), "--key", "k0"])
-            .unwrap();
-        let handles: Vec<_> = apis
-            .into_iter()
-            .map(|api| {
-                let version = version.clone();
-                std::thread::spawn(move || {
-                    while start.elapsed() < Duration::from_secs(20) {
-                        if visible(&api, "bench/latency", &version) {
-                            return Some(start.elapsed());
-                        }
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    None
-                })
-            })
-            .collect();
-        for h in handles {
-            samples.push(h.join().unwrap().unwrap_or(Duration::from_secs(20)));
+    if new_namespaces {
+        // (r), then (a) on the same testnet as its baseline.
+        let mut fresh = Vec::new();
+        let mut owned = Vec::new();
+        publish_to_each(&fed, &dir, "bench/latency", "0.0.1");
+        for i in 0..publishes {
+            fresh.extend(publish_to_each(&fed, &dir, &format!("fresh{i}/latency"), "1.0.0"));
+            owned.extend(publish_to_each(&fed, &dir, "bench/latency", &format!("1.0.{i}")));
         }
+        fresh.sort();
+        owned.sort();
+        rows.push(Row(
+            format!(
+                "(r) release in a new namespace visible on every node, {nodes}-process testnet, 3 witnesses, {} samples",
+                fresh.len()
+            ),
+            format!("p50 {} p99 {}", ms(pct(&fresh, 0.5)), ms(pct(&fresh, 0.99))),
+            format!(
+                "owned namespace p50 {} p99 {} (floor p99 < 1.5 s)",
+                ms(pct(&owned, 0.5)),
+                ms(pct(&owned, 0.99))
+            ),
+        ));
+        return;
+    }
+    let mut samples = Vec::new();
+    publish_to_each(&fed, &dir, "bench/latency", "0.0.1");
+    for i in 0..publishes {
+        samples.extend(publish_to_each(&fed, &dir, "bench/latency", &format!("1.0.{i}")));
     }
     samples.sort();
     // Baseline: one API round trip (the polling granularity).
@@ -101,6 +139,83 @@ fn bench_a(rows: &mut Vec<Row>, nodes: usize, publishes: usize) {
         ),
         format!("p50 {} p99 {}", ms(pct(&samples, 0.5)), ms(pct(&samples, 0.99))),
         format!("API round trip p50 {} (floor p99 < 1 s)", ms(pct(&rtt, 0.5))),
+    ));
+}
+
+fn bench_s(rows: &mut Vec<Row>, records: usize) {
+    use packfed_governance::{Member, Role};
+    use packfed_node::core::witness::{WitnessSet, Witnesses};
+    use packfed_protocol::{FederationId, KeyPair, RecordId, Signed, pb};
+
+    let fed = FederationId::of(b"bench s");
+    let keys: Vec<KeyPair> = (0..3).map(|_| KeyPair::generate().unwrap()).collect();
+    let members: Vec<Member> = keys
+        .iter()
+        .map(|k| Member {
+            public_key: k.public(),
+            role: Role::Maintainer,
+            weight: 1,
+        })
+        .collect();
+    let set = WitnessSet::new(&members, &[Role::Maintainer], 0.5);
+    let ids: Vec<RecordId> = (0..records as u64).map(|i| RecordId::of(&i.to_le_bytes())).collect();
+    // Each witness's log: the records in its own order, as fast as news came.
+    let mut logs: Vec<Vec<Vec<u8>>> = Vec::new();
+    let t0 = 1_700_000_000_000u64;
+    for (w, key) in keys.iter().enumerate() {
+        let mut node = Witnesses::new(set.clone(), [key.public()]);
+        let mut order = ids.clone();
+        order.rotate_left(w * 7919 % records.max(1));
+        for id in &order {
+            node.note_admitted(*id, None);
+        }
+        let effects = node.produce(&fed, t0 + w as u64, 60_000, |_, cp| Some(Signed::sign(cp, key, &fed)));
+        logs.push(
+            effects
+                .into_iter()
+                .filter_map(|e| match e {
+                    packfed_node::core::Effect::Gossip(_, bytes) => Some(bytes),
+                    _ => None,
+                })
+                .collect(),
+        );
+    }
+    let sizes: Vec<usize> = logs.iter().map(|l| l.iter().map(Vec::len).sum()).collect();
+    let checkpoints: usize = logs.iter().map(Vec::len).sum();
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut victim = Witnesses::new(set.clone(), []);
+        for bytes in logs.iter().flatten() {
+            let v = Signed::decode(bytes).unwrap().verify::<pb::Checkpoint>(&fed).unwrap();
+            victim.admit(&v, t0 + 10);
+        }
+        let witnessed = ids.iter().filter(|id| victim.witnessed(id).is_some()).count();
+        best = best.min(start.elapsed());
+        assert_eq!(witnessed, records);
+    }
+    // Baseline: the bare bookkeeping, a hash map of every (record, witness, time).
+    let mut floor = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut m: std::collections::HashMap<RecordId, Vec<(u8, u64)>> = Default::default();
+        for w in 0..3u8 {
+            for id in &ids {
+                m.entry(*id).or_default().push((w, t0));
+            }
+        }
+        let n = ids.iter().filter(|id| m.get(id).is_some_and(|v| v.len() >= 2)).count();
+        floor = floor.min(start.elapsed());
+        assert_eq!(n, records);
+    }
+    rows.push(Row(
+        format!("(s) verify {checkpoints} checkpoints and compute witnessed time of {records} records (3 witnesses, one core)"),
+        format!(
+            "{} (best of 3); log per witness {:.2} MB (floor < 1 s, < 8 MB)",
+            ms(best),
+            sizes.iter().copied().max().unwrap_or(0) as f64 / 1e6
+        ),
+        format!("hash map of the same listings {}", ms(floor)),
     ));
 }
 
@@ -387,7 +502,13 @@ fn main() {
     let want = |k: &str| only.is_empty() || only.contains(k);
     let mut rows = Vec::new();
     if want("a") {
-        bench_a(&mut rows, if quick { 4 } else { 10 }, if quick { 3 } else { 10 });
+        bench_a(&mut rows, if quick { 4 } else { 10 }, if quick { 3 } else { 10 }, false);
+    }
+    if want("r") {
+        bench_a(&mut rows, if quick { 4 } else { 10 }, if quick { 3 } else { 10 }, true);
+    }
+    if want("s") {
+        bench_s(&mut rows, if quick { 10_000 } else { 100_000 });
     }
     if want("b") {
         bench_b(&mut rows, if quick { 50 } else { 200 });

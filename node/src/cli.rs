@@ -497,8 +497,7 @@ async fn run(cli: Cli) -> Result<()> {
                             .map(|w| {
                                 format!(
                                     "{}  weight {}  seq {}  time {}{}{}",
-                                    &w["public_key"].as_str().unwrap_or("")
-                                        [..16.min(w["public_key"].as_str().unwrap_or("").len())],
+                                    w["public_key"].as_str().unwrap_or("").get(..16).unwrap_or(""),
                                     w["weight"],
                                     w["seq"],
                                     w["time"],

@@ -406,6 +406,8 @@ pub struct Federation {
     pub nodes: Vec<TestNode>,
     /// Whether a home already witnesses (see [`Federation::init_home`]).
     pub witnessing: std::sync::atomic::AtomicBool,
+    /// Nodes `up` will start (0: not started by `up`).
+    pub planned: std::sync::atomic::AtomicUsize,
 }
 
 impl Federation {
@@ -448,6 +450,7 @@ impl Federation {
             genesis,
             nodes: Vec::new(),
             witnessing: Default::default(),
+            planned: Default::default(),
         })
     }
 
@@ -485,10 +488,13 @@ impl Federation {
         let witness = self.witness_keys_for(name, &keys)?;
         let cfg = std::fs::read_to_string(home.join("config.toml"))?;
         let list: Vec<String> = witness.iter().map(|k| format!("\"{k}\"")).collect();
-        std::fs::write(
-            home.join("config.toml"),
-            format!("{cfg}\n[witness]\nkeys = [{}]\n", list.join(", ")),
-        )?;
+        let keys_line = format!("[witness]\nkeys = [{}]\n", list.join(", "));
+        let cfg = if cfg.contains("[witness]\n") {
+            cfg.replacen("[witness]\n", &keys_line, 1)
+        } else {
+            format!("{cfg}\n{keys_line}")
+        };
+        std::fs::write(home.join("config.toml"), cfg)?;
         Ok(home)
     }
 
@@ -507,6 +513,12 @@ impl Federation {
             && i < members.len()
         {
             self.witnessing.store(true, Ordering::SeqCst);
+            // With fewer nodes than members, the last node takes the rest,
+            // so the nodes together hold every witness key.
+            let planned = self.planned.load(Ordering::SeqCst);
+            if planned > 0 && i + 1 == planned {
+                return Ok(members[i..].to_vec());
+            }
             return Ok(vec![members[i].clone()]);
         }
         if self.witnessing.swap(true, Ordering::SeqCst) {
@@ -524,6 +536,7 @@ impl Federation {
     /// Same, with extra `federation new` arguments (members, policy).
     pub fn up_with(bin: &Path, root: &Path, roles: &[&str], extra: &[&str]) -> Result<Federation> {
         let mut fed = Self::empty_with(bin, root, 3, extra)?;
+        fed.planned.store(roles.len(), std::sync::atomic::Ordering::SeqCst);
         let first = fed.init_home("n0", roles[0], None, &[])?;
         fed.nodes.push(TestNode::start(bin, &first)?);
         let boot = fed.nodes[0].p2p_addr()?;
@@ -664,6 +677,9 @@ pub fn preload(home: &Path, n: usize) -> Result<packfed_protocol::KeyPair> {
             packfed_node::core::Channel::Public,
         );
     }
+    // A home that witnesses lists what it holds, so the claims own their
+    // namespaces once a witness quorum has seen them.
+    node.checkpoint_now();
     node.save_replica()?;
     node.store.flush()?;
     Ok(key)
@@ -733,6 +749,7 @@ pub fn preload_catalog(home: &Path, specs: &[catalog::PackSpec]) -> Result<()> {
             bail!("preloading {what}: {reason}");
         }
     }
+    node.checkpoint_now();
     node.save_replica()?;
     node.store.flush()?;
     Ok(())

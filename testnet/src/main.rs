@@ -321,6 +321,7 @@ fn launch(
         genesis,
         nodes: Vec::new(),
         witnessing: Default::default(),
+        planned: std::sync::atomic::AtomicUsize::new(n),
     };
     let mut boot: Option<String> = None;
     for i in 0..n {

@@ -180,6 +180,12 @@ pub fn release(
 /// The verdict on a release that just arrived. Built from the verified
 /// record, so a large sync does not read and verify every release again.
 fn judge_arrival(judge: &Judge, view: &impl View, v: &Verified<pb::Release>) -> Result<Vec<Effect>, StoreError> {
+    let ns = v.record().name.split('/').next().unwrap_or_default();
+    if view.namespace_owner(ns)? != Some(v.signer()) {
+        // Not visible (yet: its namespace's claim may still wait for
+        // witnesses): nothing to judge, serve or mirror.
+        return Ok(Vec::new());
+    }
     if judge.policy.empty {
         let fetch = ContentHash::from_slice(&v.record().content_hash).ok();
         return Ok(fetch
@@ -187,11 +193,6 @@ fn judge_arrival(judge: &Judge, view: &impl View, v: &Verified<pb::Release>) -> 
             .map(|h| Effect::Fetch(h, v.record().size))
             .into_iter()
             .collect());
-    }
-    let ns = v.record().name.split('/').next().unwrap_or_default();
-    if view.namespace_owner(ns)? != Some(v.signer()) {
-        // Not visible: nothing to judge, serve or mirror.
-        return Ok(Vec::new());
     }
     let entry = ReleaseEntry {
         record_id: v.id(),

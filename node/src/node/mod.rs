@@ -527,11 +527,25 @@ impl Node {
             && self.store.has_record(&c.id()).unwrap_or(false)
         {
             envs.insert(0, c);
+            // The store took the claim directly (under its publish lock):
+            // track it here, so its witnessed time can make it the owner.
+            if let Ok(v) = c.verify::<pb::NamespaceClaim>(self.federation()) {
+                let fx = self
+                    .witness_lock()
+                    .track_claim(v.id(), &v.record().namespace, v.signer());
+                self.note_witnessable(v.id(), Some(&v.record().namespace));
+                if let Err(e) = self.apply(fx) {
+                    tracing::warn!(error = %e, "putting a namespace owner in force failed");
+                }
+            }
         }
         let release = req.release.verify::<pb::Release>(self.federation()).ok();
         let org = release
             .as_ref()
             .is_some_and(|v| Visibility::from_pb(v.record().visibility) == Visibility::Org);
+        if !org {
+            self.note_witnessable(req.release.id(), None);
+        }
         for env in envs {
             // Org releases never enter the public document or public gossip.
             if org && env.domain() == Some(packfed_protocol::Domain::Release) {

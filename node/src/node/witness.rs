@@ -92,10 +92,11 @@ impl Node {
                 let env = env?;
                 match env.verify::<pb::Checkpoint>(self.federation()) {
                     // Stored checkpoints were bounded in time on arrival.
-                    Ok(v) => match w.admit(&v, u64::MAX - MAX_CLOCK_SKEW_MS) {
-                        Admission::Invalid(_) => bad += 1,
-                        _ => {}
-                    },
+                    Ok(v) => {
+                        if let Admission::Invalid(_) = w.admit(&v, u64::MAX - MAX_CLOCK_SKEW_MS) {
+                            bad += 1;
+                        }
+                    }
                     Err(_) => bad += 1,
                 }
             }
@@ -185,7 +186,23 @@ impl Node {
             tracing::info!(namespace = %ns, owner = ?owner.map(|o| o.key().to_hex()), "namespace owner by witnessed claims");
             let versions = self.store.versions_in_namespace(ns)?;
             if !versions.is_empty() {
-                self.apply(vec![Effect::Reevaluate(versions)])?;
+                self.apply(vec![Effect::Reevaluate(versions.clone())])?;
+            }
+            // A mirror fetches what just became visible and accepted. (The
+            // verdict may have been set meanwhile by a reader, so "newly
+            // accepted" cannot be relied on here.)
+            if self.mirrors() {
+                for (name, version) in versions {
+                    let Some(entry) = self.store.release(self.federation(), &name, &version)? else {
+                        continue;
+                    };
+                    let Ok(hash) = packfed_protocol::ContentHash::from_slice(&entry.release.content_hash) else {
+                        continue;
+                    };
+                    if self.is_accepted(&entry) && !self.store.has_blob(&hash)? {
+                        self.apply(vec![Effect::Fetch(hash, entry.release.size)])?;
+                    }
+                }
             }
         }
         Ok(())

@@ -12,7 +12,7 @@ use super::{Store, StoreError};
 /// Who owns a namespace, and by which claim.
 ///
 /// Ownership goes to the earliest *witnessed* claim (ties by the smaller
-/// claim id), decided by the witness core (`crate::core::witness`) and
+/// claim id), decided by the witness rules of the node core and
 /// written here; a claim's own `claimed_at_ms` counts for nothing. Releases
 /// are stored whoever signed them; only those signed by the owner are
 /// visible, so every node that holds the same records and checkpoints shows
