@@ -213,6 +213,52 @@ fn records_that_lean_on_their_signers_clock_or_a_stolen_key_change_nothing() {
     })
     .unwrap();
 
+    // 6. An attestation dated 2100, then a fresh opposite one by the same
+    // key: the fresh one counts (latest by witnessed time).
+    let hash11 = hex::decode(info(victim, "acme/tool@1.1.0").unwrap()["hash"].as_str().unwrap()).unwrap();
+    let attest = |result: &str, at: u64| {
+        Signed::sign(
+            &pb::Attestation {
+                name: "acme/tool".into(),
+                version: "1.1.0".into(),
+                content_hash: hash11.clone(),
+                kind: "audit".into(),
+                result: result.into(),
+                note: String::new(),
+                attested_at_ms: at,
+                score: 0,
+            },
+            &attacker,
+            &fid,
+        )
+    };
+    let future = attest("fail", 4_102_444_800_000);
+    evil.gossip("attestations", future.encoded()).unwrap();
+    let views = wait_for(DEADLINE, "the 2100 attestation to be witnessed", || {
+        let v = victim.json(&["attestations", "acme/tool@1.1.0"]).ok()?;
+        let a = v
+            .as_array()?
+            .iter()
+            .find(|a| a["id"] == future.id().to_hex().as_str())?
+            .clone();
+        a["witnessed_at"].as_u64().map(|_| a)
+    })
+    .unwrap();
+    assert_eq!(views["current"], true, "alone, it counts");
+    let fresh = attest("pass", now_ms());
+    evil.gossip("attestations", fresh.encoded()).unwrap();
+    wait_for(DEADLINE, "the fresh attestation to supersede the 2100 one", || {
+        let v = victim.json(&["attestations", "acme/tool@1.1.0"]).ok()?;
+        let current = |id: &str| {
+            v.as_array()?
+                .iter()
+                .find(|a| a["id"] == id)
+                .map(|a| a["current"] == true)
+        };
+        (current(&fresh.id().to_hex())? && current(&future.id().to_hex()) == Some(false)).then_some(())
+    })
+    .unwrap();
+
     // 5. A second archive for a published version, signed with the owner's
     // stolen key: both are refused for resolution, the same on every node.
     let second = Signed::sign(

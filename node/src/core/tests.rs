@@ -60,6 +60,14 @@ impl View for Mem {
             .map(|(_, _, a)| a.clone())
             .collect())
     }
+    /// The sim witnesses an attestation at its own time (witnessing has its
+    /// own tests).
+    fn witnessed(&self, id: &RecordId) -> Option<u64> {
+        self.attestations
+            .iter()
+            .find(|(_, _, a)| a.id == id.0)
+            .map(|(_, _, a)| a.time_ms)
+    }
     fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError> {
         Ok(self.statuses.get(release).cloned())
     }

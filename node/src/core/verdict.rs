@@ -125,6 +125,25 @@ pub fn attestations_of(view: &impl View, r: &pb::Release) -> Result<Vec<Attestat
         .collect())
 }
 
+/// The attestations of this release's archive that count, each at its
+/// witnessed time: the latest by witnessed time supersedes, so one dated
+/// 2100 by its signer does not win forever, and one no witness quorum has
+/// listed yet does not count. (Attestations of org releases never reach
+/// public witnesses; they keep their signer's time.)
+pub fn counted_attestations(view: &impl View, r: &pb::Release) -> Result<Vec<AttestationEntry>, StoreError> {
+    let all = attestations_of(view, r)?;
+    if r.visibility == pb::Visibility::Org as i32 {
+        return Ok(all);
+    }
+    Ok(all
+        .into_iter()
+        .filter_map(|mut a| {
+            a.time_ms = view.witnessed(&packfed_protocol::RecordId(a.id))?;
+            Some(a)
+        })
+        .collect())
+}
+
 /// The verdict on a release, given the attestations of its archive.
 pub fn evaluate(policy: &PolicyInForce, entry: &ReleaseEntry, attestations: &[AttestationEntry]) -> ReleaseStatus {
     if policy.empty {
@@ -172,7 +191,7 @@ pub fn reevaluate(judge: &Judge, view: &impl View, entry: &ReleaseEntry) -> Resu
     let atts = if judge.policy.empty {
         Vec::new()
     } else {
-        attestations_of(view, &entry.release)?
+        counted_attestations(view, &entry.release)?
     };
     let now = evaluate(judge.policy, entry, &atts);
     let before = view.status(&entry.record_id)?;

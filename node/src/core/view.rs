@@ -17,4 +17,6 @@ pub trait View {
     /// Every attestation stored for `name@version`, whatever hash it names.
     fn attestations_of(&self, name: &str, version: &str) -> Result<Vec<AttestationEntry>, StoreError>;
     fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError>;
+    /// The witnessed time of a record, if a witness quorum listed it.
+    fn witnessed(&self, id: &RecordId) -> Option<u64>;
 }

@@ -171,8 +171,17 @@ impl Log {
 /// What the node tracks of a record beyond its time.
 #[derive(Debug, Clone)]
 enum Tracked {
-    Claim { ns: String, signer: PublicKey },
+    Claim {
+        ns: String,
+        signer: PublicKey,
+    },
     Gov,
+    /// A public attestation of `name@version`: which one is the latest is
+    /// decided by witnessed time.
+    Attestation {
+        name: String,
+        version: String,
+    },
 }
 
 /// The log this node keeps for one witness key it holds.
@@ -316,6 +325,15 @@ impl Witnesses {
         self.tracked.entry(id).or_insert(Tracked::Gov);
     }
 
+    /// Remembers a stored public attestation: its subject is judged again
+    /// when witnesses date it.
+    pub fn track_attestation(&mut self, id: RecordId, name: &str, version: &str) {
+        self.tracked.entry(id).or_insert_with(|| Tracked::Attestation {
+            name: name.to_string(),
+            version: version.to_string(),
+        });
+    }
+
     /// The owner of `ns`: the earliest witnessed claim, ties by id.
     pub fn owner(&self, ns: &str) -> Option<WitnessedOwner> {
         self.claims_by_ns
@@ -403,6 +421,7 @@ impl Witnesses {
     /// What records whose witnessed time changed imply.
     fn consequences(&self, changed: &[RecordId]) -> Vec<Effect> {
         let mut namespaces = std::collections::BTreeSet::new();
+        let mut subjects = std::collections::BTreeSet::new();
         let mut gov = false;
         for r in changed {
             match self.tracked.get(r) {
@@ -410,10 +429,16 @@ impl Witnesses {
                     namespaces.insert(ns.clone());
                 }
                 Some(Tracked::Gov) => gov = true,
+                Some(Tracked::Attestation { name, version }) => {
+                    subjects.insert((name.clone(), version.clone()));
+                }
                 None => {}
             }
         }
         let mut out: Vec<Effect> = namespaces.into_iter().map(Effect::OwnerMayChange).collect();
+        if !subjects.is_empty() {
+            out.push(Effect::Reevaluate(subjects.into_iter().collect()));
+        }
         if gov {
             out.push(Effect::GovernanceChanged);
         }

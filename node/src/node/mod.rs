@@ -94,6 +94,7 @@ pub struct Node {
 pub struct StoreView<'a> {
     store: &'a Store,
     fed: &'a FederationId,
+    witness: &'a Mutex<crate::core::witness::Witnesses>,
 }
 
 impl View for StoreView<'_> {
@@ -114,6 +115,9 @@ impl View for StoreView<'_> {
     }
     fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError> {
         self.store.status(release)
+    }
+    fn witnessed(&self, id: &RecordId) -> Option<u64> {
+        self.witness.lock().unwrap_or_else(|p| p.into_inner()).witnessed(id)
     }
 }
 
@@ -337,6 +341,7 @@ impl Node {
         StoreView {
             store: &self.store,
             fed: &self.genesis.id,
+            witness: &self.witness,
         }
     }
 
@@ -420,6 +425,8 @@ impl Node {
                 self.store.insert_attestations(&stored)?;
                 for (a, _, channel) in &items {
                     if *channel == Channel::Public {
+                        let r = a.record();
+                        self.witness_lock().track_attestation(a.id(), &r.name, &r.version);
                         self.note_witnessable(a.id(), None);
                     }
                 }

@@ -43,10 +43,14 @@ pub struct AttestationView {
     pub result: &'static str,
     pub attester: String,
     pub role: Option<&'static str>,
+    /// The time its signer claims.
     pub time: u64,
+    /// When a witness quorum listed it (null: pending, it does not count yet).
+    pub witnessed_at: Option<u64>,
     pub note: String,
     pub score: Option<u32>,
-    /// False when a later attestation by the same attester and kind replaced it.
+    /// Counts: no later attestation (by witnessed time) by the same
+    /// attester and kind replaced it.
     pub current: bool,
 }
 
@@ -66,9 +70,15 @@ impl Node {
         self.policy().role_of(key)
     }
 
-    /// The attestations that name this release's archive.
+    /// The attestations that name this release's archive (all of them,
+    /// witnessed or not).
     pub fn attestation_entries(&self, r: &pb::Release) -> Result<Vec<AttestationEntry>, StoreError> {
         verdict::attestations_of(&self.view(), r)
+    }
+
+    /// Those that count, at their witnessed time ([`verdict::counted_attestations`]).
+    pub fn counted_attestations(&self, r: &pb::Release) -> Result<Vec<AttestationEntry>, StoreError> {
+        verdict::counted_attestations(&self.view(), r)
     }
 
     /// Evaluates a release against the policy in force.
@@ -77,7 +87,7 @@ impl Node {
         let atts = if policy.empty {
             Vec::new()
         } else {
-            self.attestation_entries(&entry.release)?
+            self.counted_attestations(&entry.release)?
         };
         Ok(verdict::evaluate(&policy, entry, &atts))
     }
@@ -168,7 +178,8 @@ impl Node {
     /// The attestations of a release, for `packfed attestations` and `info`.
     pub fn attestation_views(&self, entry: &ReleaseEntry) -> Result<Vec<AttestationView>, StoreError> {
         let entries = self.attestation_entries(&entry.release)?;
-        let facts: Vec<AttestationFact> = entries.iter().filter_map(fact_of).collect();
+        let counted = self.counted_attestations(&entry.release)?;
+        let facts: Vec<AttestationFact> = counted.iter().filter_map(fact_of).collect();
         let current: std::collections::HashSet<[u8; 32]> = evaluate::current(&facts).iter().map(|f| f.id).collect();
         let mut out: Vec<AttestationView> = entries
             .iter()
@@ -179,6 +190,7 @@ impl Node {
                 attester: PublicKey(e.attester).to_hex(),
                 role: self.role_of(&PublicKey(e.attester)).map(|r| r.as_str()),
                 time: e.time_ms,
+                witnessed_at: counted.iter().find(|c| c.id == e.id).map(|c| c.time_ms),
                 note: e.note.clone(),
                 score: (e.kind == "quality").then_some(e.score),
                 current: current.contains(&e.id),

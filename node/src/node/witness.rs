@@ -87,6 +87,10 @@ impl Node {
             for id in self.gov_lock().ids() {
                 w.track_gov(RecordId(id));
             }
+            for a in self.store.attestation_subjects() {
+                let (name, version, id) = a?;
+                w.track_attestation(id, &name, &version);
+            }
             let mut bad = 0;
             for env in self.store.checkpoints() {
                 let env = env?;

@@ -104,6 +104,25 @@ impl Store {
         Ok(())
     }
 
+    /// (name, version, attestation id) of every stored attestation, from the
+    /// index keys alone.
+    pub fn attestation_subjects(&self) -> impl Iterator<Item = Result<(String, String, RecordId), StoreError>> + '_ {
+        self.attestations.iter().keys().map(|k| {
+            let k = k?;
+            let bad = || corrupt("attestation index key", "too short");
+            let (head, id) = k.split_at(k.len().checked_sub(32).ok_or_else(bad)?);
+            let mut parts = head.splitn(3, |b| *b == 0);
+            let (Some(name), Some(version)) = (parts.next(), parts.next()) else {
+                return Err(bad());
+            };
+            Ok((
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(version).into_owned(),
+                RecordId::from_slice(id).map_err(|e| corrupt("attestation index key", e))?,
+            ))
+        })
+    }
+
     /// Every attestation stored for `name@version`, whatever hash it names.
     pub fn attestations_of(&self, name: &str, version: &str) -> Result<Vec<AttestationEntry>, StoreError> {
         self.attestations
