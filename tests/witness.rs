@@ -420,3 +420,80 @@ fn install_refuses_to_go_below_the_lockfile_without_allow_downgrade() {
         .unwrap();
     assert_eq!(done["installed"][0]["id"], "acme/tool@1.0.0");
 }
+
+#[test]
+fn a_backdated_vote_on_a_closed_proposal_leaves_its_outcome() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fed = Federation::up_with(
+        &bin(),
+        root,
+        &["public", "public", "public"],
+        &["--voting-delay", "0s", "--voting-period", "3s", "--timelock", "1s"],
+    )
+    .unwrap();
+    let (n0, victim) = (&fed.nodes[0], &fed.nodes[1]);
+    let evil_home = fed
+        .init_home("evil", "public", Some(&n0.p2p_addr().unwrap()), &[])
+        .unwrap();
+    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let fid = federation_id(n0);
+
+    let p = n0
+        .json(&[
+            "gov",
+            "propose",
+            "--key",
+            "k0",
+            "--title",
+            "a longer timelock",
+            "--set",
+            "timelock=2s",
+        ])
+        .unwrap();
+    assert_eq!(p["witnessed"], true, "{p}");
+    let id = p["proposal_id"].as_str().unwrap().to_string();
+    n0.json(&["gov", "vote", &id, "for", "--key", "k0"]).unwrap();
+    n0.json(&["gov", "vote", &id, "for", "--key", "k1"]).unwrap();
+    let executed = wait_for(DEADLINE, "the proposal to execute on the victim", || {
+        let v = victim.json(&["gov", "show", &id]).ok()?;
+        (v["state"] == "executed").then_some(v)
+    })
+    .unwrap();
+
+    // Members k1 and k2 now vote against, dated inside the closed window.
+    let created = executed["created_at_ms"]
+        .as_u64()
+        .or(executed["start_ms"].as_u64())
+        .unwrap_or(now_ms() - 5_000);
+    let proposal_id = hex::decode(&id).unwrap();
+    for k in ["k1", "k2"] {
+        let key = key_in(&n0.home, k);
+        let v = Signed::sign(
+            &pb::Vote {
+                proposal_id: proposal_id.clone(),
+                choice: "against".into(),
+                cast_at_ms: created + 100,
+            },
+            &key,
+            &fid,
+        );
+        evil.gossip("governance", v.encoded()).unwrap();
+    }
+    // Positive control: the adversary's own record arrives after them.
+    control_arrives(&evil, victim, &KeyPair::generate().unwrap(), &fid, "late");
+    let after = victim.json(&["gov", "show", &id]).unwrap();
+    assert_eq!(after["state"], "executed", "{after}");
+    assert_eq!(after["votes_for"], executed["votes_for"], "{after}");
+    assert_eq!(after["votes_against"], executed["votes_against"], "{after}");
+    // They arrive and are witnessed (after the window): ignored, as votes
+    // cast too late.
+    wait_for(DEADLINE, "the late votes to be witnessed and ignored", || {
+        let v = victim.json(&["gov", "show", &id]).ok()?;
+        (v["ignored_votes"].as_u64()? >= 2).then_some(())
+    })
+    .unwrap();
+    let after = victim.json(&["gov", "show", &id]).unwrap();
+    assert_eq!(after["state"], "executed", "{after}");
+    assert_eq!(after["votes_against"], executed["votes_against"], "{after}");
+}

@@ -474,7 +474,7 @@ async fn run(cli: Cli) -> Result<()> {
             let v: Value = client.get("/v1/status").await?;
             output(j, &v, || {
                 format!(
-                    "peer      {}\nname      {} ({})\nfederation {}\npeers     {}\nreleases  {}\nblobs     {}\npolicy    v{}",
+                    "peer      {}\nname      {} ({})\nfederation {}\npeers     {}\nreleases  {}\nblobs     {}\npolicy    v{}\nfresh     {} (view age {} ms)",
                     v["peer_id"].as_str().unwrap_or(""),
                     v["name"].as_str().unwrap_or(""),
                     v["role"].as_str().unwrap_or(""),
@@ -482,7 +482,9 @@ async fn run(cli: Cli) -> Result<()> {
                     v["peers"],
                     v["releases"],
                     v["blobs"],
-                    v["policy_version"]
+                    v["policy_version"],
+                    v["fresh"],
+                    v["view_age_ms"]
                 )
             });
         }
@@ -927,7 +929,16 @@ async fn gov_command(home: &Home, j: bool, cmd: GovCommand) -> Result<()> {
             let v: Value = client
                 .post_json("/v1/gov/submit", &json!({"envelope": hex::encode(env.encoded())}))
                 .await?;
-            Ok::<_, anyhow::Error>(v["id"].as_str().unwrap_or_default().to_string())
+            let witnessed = v["witnessed"] == true;
+            Ok::<_, anyhow::Error>((v["id"].as_str().unwrap_or_default().to_string(), witnessed))
+        }
+    };
+    // What a record waiting for witnesses means to the user.
+    let pending = |witnessed: bool| {
+        if witnessed {
+            ""
+        } else {
+            " (not yet witnessed: it counts once a witness quorum has seen it)"
         }
     };
     match cmd {
@@ -1006,9 +1017,9 @@ async fn gov_command(home: &Home, j: bool, cmd: GovCommand) -> Result<()> {
                 created_at_ms: packing::now_ms(),
                 action: Some(action),
             };
-            let id = submit(Signed::sign(&p, &key, &fed)).await?;
-            let v = json!({"proposal_id": id});
-            output(j, &v, || format!("proposed {id}"));
+            let (id, witnessed) = submit(Signed::sign(&p, &key, &fed)).await?;
+            let v = json!({"proposal_id": id, "witnessed": witnessed});
+            output(j, &v, || format!("proposed {id}{}", pending(witnessed)));
         }
         GovCommand::Vote {
             proposal_id,
@@ -1025,9 +1036,11 @@ async fn gov_command(home: &Home, j: bool, cmd: GovCommand) -> Result<()> {
                 choice: choice.clone(),
                 cast_at_ms: packing::now_ms(),
             };
-            let id = submit(Signed::sign(&vote, &key, &fed)).await?;
-            let v = json!({"vote_id": id});
-            output(j, &v, || format!("voted {choice} on {proposal_id} ({id})"));
+            let (id, witnessed) = submit(Signed::sign(&vote, &key, &fed)).await?;
+            let v = json!({"vote_id": id, "witnessed": witnessed});
+            output(j, &v, || {
+                format!("voted {choice} on {proposal_id} ({id}){}", pending(witnessed))
+            });
         }
         GovCommand::Cancel { proposal_id, key } => {
             let key = keys::load_key(home, &key)?;
@@ -1036,8 +1049,8 @@ async fn gov_command(home: &Home, j: bool, cmd: GovCommand) -> Result<()> {
                 proposal_id: proposal_id_arg(&proposal_id)?,
                 canceled_at_ms: packing::now_ms(),
             };
-            let id = submit(Signed::sign(&c, &key, &fed)).await?;
-            let v = json!({"cancel_id": id});
+            let (id, witnessed) = submit(Signed::sign(&c, &key, &fed)).await?;
+            let v = json!({"cancel_id": id, "witnessed": witnessed});
             output(j, &v, || format!("canceled {proposal_id}"));
         }
         GovCommand::List => {
