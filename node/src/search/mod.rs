@@ -422,7 +422,11 @@ impl Indexer<'_> {
             tier: self.strings.str(q.map(|q| q.tier.as_str()).unwrap_or_default()),
             hash,
             quality: q.map(|q| q.score).unwrap_or(0),
-            published_ms: r.published_at_ms,
+            published_ms: recency_time(
+                r.published_at_ms,
+                self.node.witnessed_at(&row.record_id),
+                crate::packing::now_ms(),
+            ),
             visible: row.visible,
             yanked: row.yanked,
             accepted,
@@ -479,5 +483,23 @@ pub fn spdx_ids(expr: &str) -> Vec<String> {
             .map(|r| r.req.license.to_string().to_ascii_lowercase())
             .collect(),
         Err(_) => vec![expr.to_ascii_lowercase()],
+    }
+}
+
+/// The time ranking recency counts from: the publisher's date, but never
+/// later than witnesses saw the release (or than now, while none has), so
+/// a release dated in the future cannot keep full recency forever.
+fn recency_time(published_ms: u64, witnessed_ms: Option<u64>, now_ms: u64) -> u64 {
+    published_ms.min(witnessed_ms.unwrap_or(now_ms))
+}
+
+#[cfg(test)]
+mod recency_tests {
+    #[test]
+    fn a_future_date_is_capped_at_witnessed_time() {
+        let now = 1_700_000_000_000;
+        assert_eq!(super::recency_time(4_102_444_800_000, Some(now - 5), now), now - 5);
+        assert_eq!(super::recency_time(4_102_444_800_000, None, now), now);
+        assert_eq!(super::recency_time(now - 1_000, Some(now), now), now - 1_000);
     }
 }
