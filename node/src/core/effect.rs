@@ -59,6 +59,8 @@ pub enum Effect {
     GovernanceChanged,
     /// The membership in force changed (roles weigh attestations).
     MembersChanged,
+    /// Drop a stored idle checkpoint a newer one of its witness replaced.
+    Forget { witness: PublicKey, seq: u64, id: RecordId },
     /// Look again at this time (a governance deadline).
     WakeAt(u64),
 }

@@ -218,7 +218,11 @@ impl Sim {
                 Effect::Reassign(ns, owner) => {
                     self.mem.owners.insert(ns, (0, owner));
                 }
-                Effect::GovernanceChanged | Effect::MembersChanged | Effect::WakeAt(_) | Effect::OwnerMayChange(_) => {}
+                Effect::GovernanceChanged
+                | Effect::MembersChanged
+                | Effect::WakeAt(_)
+                | Effect::OwnerMayChange(_)
+                | Effect::Forget { .. } => {}
             }
         }
     }

@@ -131,6 +131,8 @@ struct Entry {
     id: RecordId,
     time_ms: u64,
     prev: Option<RecordId>,
+    /// Lists no record (an idle checkpoint: it only says "still here").
+    empty: bool,
 }
 
 #[derive(Debug, Default)]
@@ -369,11 +371,16 @@ impl Witnesses {
         if log.by_seq.get(&c.seq).is_some_and(|e| e.id == c.id) {
             return Admission::Known;
         }
-        let mut effects = vec![
-            Effect::Store(Box::new(Write::Checkpoint(v.clone()))),
-            Effect::Replicate(Channel::Public, v.envelope().clone()),
-        ];
-        if let Some(proof) = log.conflict(&c) {
+        let mut effects = vec![Effect::Store(Box::new(Write::Checkpoint(v.clone())))];
+        let conflict = log.conflict(&c);
+        // Idle checkpoints only tell how fresh a witness is: they travel by
+        // gossip, and only the newest per witness is kept (one a minute,
+        // forever, would otherwise fill every store and the registry
+        // document). Proofs of equivocation are always kept and synced.
+        if !c.records.is_empty() || conflict.is_some() {
+            effects.push(Effect::Replicate(Channel::Public, v.envelope().clone()));
+        }
+        if let Some(proof) = conflict {
             // Kept as proof; nothing this witness signed counts any more.
             let first = log.equivocation.is_none();
             log.equivocation.get_or_insert(proof);
@@ -389,8 +396,24 @@ impl Witnesses {
                 id: c.id,
                 time_ms: c.time_ms,
                 prev: c.prev,
+                empty: c.records.is_empty(),
             },
         );
+        let newest_empty = log.by_seq.iter().rev().find(|(_, e)| e.empty).map(|(s, _)| *s);
+        let stale: Vec<(u64, RecordId)> = log
+            .by_seq
+            .iter()
+            .filter(|(s, e)| e.empty && Some(**s) != newest_empty)
+            .map(|(s, e)| (*s, e.id))
+            .collect();
+        for (seq, id) in stale {
+            log.by_seq.remove(&seq);
+            effects.push(Effect::Forget {
+                witness: c.witness,
+                seq,
+                id,
+            });
+        }
         let counts = log.equivocation.is_none();
         let mut changed = Vec::new();
         for r in &c.records {

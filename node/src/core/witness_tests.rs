@@ -275,6 +275,37 @@ fn freshness_needs_recent_checkpoints_from_a_quorum() {
 }
 
 #[test]
+fn only_the_newest_idle_checkpoint_of_a_witness_is_kept_and_none_is_synced() {
+    let world = World::new(1);
+    let mut victim = world.victim();
+    let idle0 = world.forge(&world.keys[0], 0, T0, None, &[]);
+    let Admission::New(fx) = victim.admit(&idle0, T0) else {
+        panic!()
+    };
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Replicate(..))),
+        "idle: gossip only"
+    );
+    let news = world.forge(&world.keys[0], 1, T0 + 1, Some(idle0.id()), &[RecordId::of(b"r")]);
+    let Admission::New(fx) = victim.admit(&news, T0 + 1) else {
+        panic!()
+    };
+    assert!(fx.iter().any(|e| matches!(e, Effect::Replicate(..))), "news is synced");
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Forget { .. })));
+    let idle2 = world.forge(&world.keys[0], 2, T0 + 2, Some(news.id()), &[]);
+    let Admission::New(fx) = victim.admit(&idle2, T0 + 2) else {
+        panic!()
+    };
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Forget { seq: 0, id, .. } if *id == idle0.id())),
+        "the older idle checkpoint goes"
+    );
+    assert_eq!(victim.witnessed(&RecordId::of(b"r")), Some(T0 + 1));
+    assert_eq!(victim.views()[0].seq, Some(2));
+}
+
+#[test]
 fn a_witness_log_chains_and_splits_large_news() {
     let world = World::new(1);
     let mut w = world.witness(0);

@@ -382,6 +382,7 @@ impl Node {
                 },
                 Effect::Fetch(hash, size) => self.send_out(Outbound::Mirror(hash, size)),
                 Effect::OwnerMayChange(ns) => self.owner_may_change(&ns)?,
+                Effect::Forget { witness, seq, id } => self.store.remove_checkpoint(&witness, seq, &id)?,
                 Effect::Reassign(ns, owner) => {
                     if self.store.reassign_namespace(&ns, &owner)? {
                         tracing::info!(namespace = %ns, %owner, "namespace reassigned by governance");

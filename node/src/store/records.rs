@@ -170,12 +170,31 @@ impl Store {
         let mut key = cp.signer().as_bytes().to_vec();
         key.extend_from_slice(&cp.record().seq.to_be_bytes());
         key.extend_from_slice(cp.id().as_bytes());
+        // Idle (empty) checkpoints stay out of the registry document, so
+        // they get no pending mark.
+        let in_document = !cp.record().records.is_empty();
         let new = (&self.records, &self.checkpoints, &self.doc_pending).transaction(|(records, cps, pending)| {
             records.insert(cp.id().as_bytes(), cp.envelope().encoded())?;
-            pending.insert(cp.id().as_bytes(), &[])?;
+            if in_document {
+                pending.insert(cp.id().as_bytes(), &[])?;
+            }
             Ok(cps.insert(key.as_slice(), &[])?.is_none())
         })?;
         Ok(new)
+    }
+
+    /// Drops a stored checkpoint (an idle one a newer one replaced).
+    pub fn remove_checkpoint(&self, witness: &PublicKey, seq: u64, id: &RecordId) -> Result<(), StoreError> {
+        let mut key = witness.as_bytes().to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        key.extend_from_slice(id.as_bytes());
+        (&self.records, &self.checkpoints, &self.doc_pending).transaction(|(records, cps, pending)| {
+            cps.remove(key.as_slice())?;
+            records.remove(id.as_bytes())?;
+            pending.remove(id.as_bytes())?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
     }
 
     /// Every stored checkpoint envelope, by witness then sequence number.
