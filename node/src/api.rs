@@ -169,6 +169,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Va
         "fresh": freshness.fresh,
         "view_age_ms": freshness.view_age_ms,
         "max_staleness_ms": freshness.max_staleness_ms,
+        "equivocating_witnesses": n.witness_status(crate::packing::now_ms()).witnesses.iter().filter(|w| w.equivocated).count(),
         "search": s.search.as_ref().map(|s| {
             let st = s.stats();
             json!({
