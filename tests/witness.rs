@@ -340,6 +340,7 @@ fn an_equivocating_witness_stops_counting_and_a_cut_off_node_refuses_stale_insta
             records: vec![blake3::hash(b"a record nobody holds").as_bytes().to_vec()],
             digest: vec![0; 32],
             total: 1,
+            doc: 0,
         },
         &k0,
         &fid,
@@ -496,4 +497,71 @@ fn a_backdated_vote_on_a_closed_proposal_leaves_its_outcome() {
     let after = victim.json(&["gov", "show", &id]).unwrap();
     assert_eq!(after["state"], "executed", "{after}");
     assert_eq!(after["votes_against"], executed["votes_against"], "{after}");
+}
+
+#[test]
+fn org_records_are_ordered_by_the_orgs_own_witnesses_and_never_reach_public_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // a and b form an org (each witnesses org records with its node key);
+    // c, outside it, is the adversary.
+    let fed = Federation::org_trio(&bin(), root, Some(&testnet_bin())).unwrap();
+    let (a, b, c) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
+    let fid = federation_id(a);
+    let dir = root.join("secret");
+    make_pack(&dir, "acme/secret", "1.0.0", &[], 0).unwrap();
+    a.json(&["publish", &dir.to_string_lossy(), "--key", "k0", "--visibility", "org"])
+        .unwrap();
+    let att = a
+        .json(&[
+            "attest",
+            "acme/secret@1.0.0",
+            "--kind",
+            "audit",
+            "--result",
+            "pass",
+            "--key",
+            "k1",
+        ])
+        .unwrap();
+    let att_id = att["attestation_id"].as_str().unwrap().to_string();
+    // Both org nodes list it in the org log: it is dated on both.
+    for n in [a, b] {
+        wait_for(DEADLINE, "the org attestation to be witnessed by the org", || {
+            let v = n.json(&["attestations", "acme/secret@1.0.0"]).ok()?;
+            let found = v.as_array()?.iter().find(|x| x["id"] == att_id.as_str())?.clone();
+            found["witnessed_at"].as_u64()
+        })
+        .unwrap();
+        let st = n.json(&["witness", "status"]).unwrap();
+        let org = st["org_witnesses"].as_array().unwrap();
+        assert_eq!(org.len(), 2, "{st}");
+        assert!(org.iter().all(|w| w["seq"].as_u64().is_some()), "{st}");
+    }
+    // The adversary outside the org sees no org log, and an org checkpoint it
+    // gossips publicly is refused.
+    let st = c.json(&["witness", "status"]).unwrap();
+    assert!(st["org_witnesses"].as_array().unwrap().is_empty(), "{st}");
+    let key = KeyPair::generate().unwrap();
+    let forged = Signed::sign(
+        &pb::Checkpoint {
+            seq: 0,
+            time_ms: now_ms(),
+            prev: Vec::new(),
+            records: vec![blake3::hash(b"x").as_bytes().to_vec()],
+            digest: vec![0; 32],
+            total: 1,
+            doc: 1,
+        },
+        &key,
+        &fid,
+    );
+    let rejected = b.json(&["status"]).unwrap()["rejected_records"].as_u64().unwrap();
+    c.gossip("", forged.encoded()).unwrap();
+    // Positive control: the adversary's valid public record arrives at b.
+    control_arrives(c, b, &key, &fid, "outside");
+    wait_for(DEADLINE, "the forged org checkpoint to be refused", || {
+        (b.json(&["status"]).ok()?["rejected_records"].as_u64()? > rejected).then_some(())
+    })
+    .unwrap();
 }

@@ -95,3 +95,13 @@ pub fn peer_id(key: &KeyPair) -> Result<libp2p_identity::PeerId> {
         libp2p_identity::Keypair::ed25519_from_bytes(key.seed()).context("node key is not a valid ed25519 seed")?;
     Ok(kp.public().to_peer_id())
 }
+
+/// The ed25519 key behind a libp2p peer id (an identity multihash of the
+/// protobuf-encoded key), if it is one.
+pub fn public_key_of_peer(peer: &str) -> Option<packfed_protocol::PublicKey> {
+    let id: libp2p_identity::PeerId = peer.parse().ok()?;
+    let bytes = id.to_bytes();
+    // 0x00 identity, 0x24 = 36 bytes: 08 01 12 20 || key.
+    let key = bytes.strip_prefix(&[0x00, 0x24, 0x08, 0x01, 0x12, 0x20])?;
+    packfed_protocol::PublicKey::from_slice(key).ok()
+}

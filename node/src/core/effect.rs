@@ -60,7 +60,12 @@ pub enum Effect {
     /// The membership in force changed (roles weigh attestations).
     MembersChanged,
     /// Drop a stored idle checkpoint a newer one of its witness replaced.
-    Forget { witness: PublicKey, seq: u64, id: RecordId },
+    Forget {
+        doc: u32,
+        witness: PublicKey,
+        seq: u64,
+        id: RecordId,
+    },
     /// Look again at this time (a governance deadline).
     WakeAt(u64),
 }

@@ -128,13 +128,10 @@ pub fn attestations_of(view: &impl View, r: &pb::Release) -> Result<Vec<Attestat
 /// The attestations of this release's archive that count, each at its
 /// witnessed time: the latest by witnessed time supersedes, so one dated
 /// 2100 by its signer does not win forever, and one no witness quorum has
-/// listed yet does not count. (Attestations of org releases never reach
-/// public witnesses; they keep their signer's time.)
+/// listed yet does not count. (Attestations of org releases are dated by
+/// the org's own witnesses.)
 pub fn counted_attestations(view: &impl View, r: &pb::Release) -> Result<Vec<AttestationEntry>, StoreError> {
     let all = attestations_of(view, r)?;
-    if r.visibility == pb::Visibility::Org as i32 {
-        return Ok(all);
-    }
     Ok(all
         .into_iter()
         .filter_map(|mut a| {

@@ -78,6 +78,7 @@ impl WitnessSet {
 #[derive(Debug, Clone)]
 pub struct CheckpointFacts {
     pub id: RecordId,
+    pub channel: Channel,
     pub witness: PublicKey,
     pub seq: u64,
     pub time_ms: u64,
@@ -108,8 +109,10 @@ pub fn check(v: &Verified<pb::Checkpoint>) -> Result<CheckpointFacts, String> {
     if c.digest.len() != 32 {
         return Err("checkpoint digest must be 32 bytes".into());
     }
+    let channel = Channel::from_doc(c.doc).ok_or_else(|| format!("checkpoint names unknown log {}", c.doc))?;
     Ok(CheckpointFacts {
         id: v.id(),
+        channel,
         witness: v.signer(),
         seq: c.seq,
         time_ms: c.time_ms,
@@ -230,8 +233,10 @@ pub struct WitnessView {
 
 /// Every witness's log as this node holds it, the logs it keeps itself, and
 /// the witnessed time of each record.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Witnesses {
+    /// Whose log this is: the federation's (public) or an org's.
+    channel: Channel,
     set: WitnessSet,
     logs: HashMap<PublicKey, Log>,
     /// Per record: which witness listed it, at what time (the earliest).
@@ -244,15 +249,33 @@ pub struct Witnesses {
 impl Witnesses {
     /// `own`: the witness keys this node signs with (a subset of the set).
     pub fn new(set: WitnessSet, own: impl IntoIterator<Item = PublicKey>) -> Witnesses {
+        Self::for_channel(Channel::Public, set, own)
+    }
+
+    /// The logs of one channel. Org checkpoints replicate only into the org
+    /// document and are never gossiped (gossip is public), and an org log
+    /// signs no idle checkpoints (they would travel nowhere).
+    pub fn for_channel(channel: Channel, set: WitnessSet, own: impl IntoIterator<Item = PublicKey>) -> Witnesses {
         let own = own
             .into_iter()
             .filter(|k| set.weight(k) > 0)
             .map(|k| (k, Own::default()))
             .collect();
         Witnesses {
+            channel,
             set,
             own,
-            ..Default::default()
+            logs: Default::default(),
+            listed: Default::default(),
+            tracked: Default::default(),
+            claims_by_ns: Default::default(),
+        }
+    }
+
+    fn idle_ms(&self, idle_ms: u64) -> u64 {
+        match self.channel {
+            Channel::Public => idle_ms,
+            Channel::Org => u64::MAX,
         }
     }
 
@@ -361,6 +384,12 @@ impl Witnesses {
             Ok(c) => c,
             Err(e) => return Admission::Invalid(e),
         };
+        if c.channel != self.channel {
+            return Admission::Invalid(format!(
+                "a checkpoint of the {:?} log offered to the {:?} one",
+                c.channel, self.channel
+            ));
+        }
         if self.set.weight(&c.witness) == 0 {
             return Admission::Invalid(format!("{} is not a witness of this federation", c.witness));
         }
@@ -378,7 +407,7 @@ impl Witnesses {
         // forever, would otherwise fill every store and the registry
         // document). Proofs of equivocation are always kept and synced.
         if !c.records.is_empty() || conflict.is_some() {
-            effects.push(Effect::Replicate(Channel::Public, v.envelope().clone()));
+            effects.push(Effect::Replicate(self.channel, v.envelope().clone()));
         }
         if let Some(proof) = conflict {
             // Kept as proof; nothing this witness signed counts any more.
@@ -409,6 +438,7 @@ impl Witnesses {
         for (seq, id) in stale {
             log.by_seq.remove(&seq);
             effects.push(Effect::Forget {
+                doc: c.channel.doc(),
                 witness: c.witness,
                 seq,
                 id,
@@ -515,6 +545,7 @@ impl Witnesses {
     /// Whether a log this node keeps has news, or has been idle for
     /// `idle_ms` (so peers can tell the view is fresh).
     pub fn due(&self, now_ms: u64, idle_ms: u64) -> bool {
+        let idle_ms = self.idle_ms(idle_ms);
         self.own.iter().any(|(k, own)| {
             !own.pending.is_empty()
                 || self
@@ -536,9 +567,11 @@ impl Witnesses {
         idle_ms: u64,
         sign: impl Fn(&PublicKey, &pb::Checkpoint) -> Option<Signed>,
     ) -> Vec<Effect> {
+        let idle_ms = self.idle_ms(idle_ms);
         let keys: Vec<PublicKey> = self.own.keys().copied().collect();
         let mut effects = Vec::new();
         let mut gossip = Vec::new();
+        let mut signed = false;
         for key in keys {
             loop {
                 let latest = self.logs.get(&key).and_then(Log::latest);
@@ -561,6 +594,7 @@ impl Witnesses {
                     records: batch.iter().map(|id| id.0.to_vec()).collect(),
                     digest: digest.to_vec(),
                     total,
+                    doc: self.channel.doc(),
                 };
                 let Some(env) = sign(&key, &cp) else { break };
                 let v = match env.verify::<pb::Checkpoint>(fed) {
@@ -577,14 +611,17 @@ impl Witnesses {
                         break;
                     }
                 }
-                gossip.push(Effect::Gossip(Topic::Records, env.encoded().to_vec()));
+                signed = true;
+                if self.channel == Channel::Public {
+                    gossip.push(Effect::Gossip(Topic::Records, env.encoded().to_vec()));
+                }
                 let more = self.own.get(&key).is_some_and(|o| !o.pending.is_empty());
                 if !more {
                     break;
                 }
             }
         }
-        if !gossip.is_empty() {
+        if signed {
             effects.push(Effect::Flush);
             effects.extend(gossip);
         }

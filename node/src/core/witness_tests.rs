@@ -81,6 +81,7 @@ impl World {
             records: records.iter().map(|r| r.0.to_vec()).collect(),
             digest: vec![0; 32],
             total: records.len() as u64,
+            doc: 0,
         };
         Signed::sign(&cp, key, &self.fed).verify(&self.fed).unwrap()
     }

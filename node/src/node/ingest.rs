@@ -83,7 +83,7 @@ impl Node {
                     },
                     effects: a.effects,
                 }),
-            Incoming::Checkpoint(v) => Ok(match self.admit_checkpoint(&v, now_ms) {
+            Incoming::Checkpoint(v) => Ok(match self.admit_checkpoint(&v, channel, now_ms) {
                 crate::core::witness::Admission::New(effects) => Admitted {
                     outcome: Ingested::New,
                     effects,

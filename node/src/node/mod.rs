@@ -81,6 +81,8 @@ pub struct Node {
     learn: Mutex<Learning>,
     /// Every witness's checkpoint log, this node's own, witnessed times.
     witness: Mutex<crate::core::witness::Witnesses>,
+    /// The org's logs: its nodes witness org records with their node keys.
+    org_witness: Mutex<crate::core::witness::Witnesses>,
     /// The keys this node witnesses with.
     witness_keys: std::collections::HashMap<packfed_protocol::PublicKey, KeyPair>,
     /// Records dated ahead of our clock, until their time comes.
@@ -95,6 +97,7 @@ pub struct StoreView<'a> {
     store: &'a Store,
     fed: &'a FederationId,
     witness: &'a Mutex<crate::core::witness::Witnesses>,
+    org_witness: &'a Mutex<crate::core::witness::Witnesses>,
 }
 
 impl View for StoreView<'_> {
@@ -117,7 +120,8 @@ impl View for StoreView<'_> {
         self.store.status(release)
     }
     fn witnessed(&self, id: &RecordId) -> Option<u64> {
-        self.witness.lock().unwrap_or_else(|p| p.into_inner()).witnessed(id)
+        let public = self.witness.lock().unwrap_or_else(|p| p.into_inner()).witnessed(id);
+        public.or_else(|| self.org_witness.lock().unwrap_or_else(|p| p.into_inner()).witnessed(id))
     }
 }
 
@@ -293,8 +297,14 @@ impl Node {
             genesis.parameters.witness_quorum,
         );
         let witness_keys = witness::own_witness_keys(keys::list_keys(&home)?, config.witness.keys.as_deref(), &set);
+        let org_set = witness::org_witness_set(&key, &config.org.peers);
         let node = Node {
             witness: Mutex::new(crate::core::witness::Witnesses::new(set, witness_keys.keys().copied())),
+            org_witness: Mutex::new(crate::core::witness::Witnesses::for_channel(
+                Channel::Org,
+                org_set,
+                [key.public()],
+            )),
             witness_keys,
             held: Mutex::new(Default::default()),
             gov: Mutex::new(Governance::new(genesis.clone(), local_policy)),
@@ -342,6 +352,7 @@ impl Node {
             store: &self.store,
             fed: &self.genesis.id,
             witness: &self.witness,
+            org_witness: &self.org_witness,
         }
     }
 
@@ -382,7 +393,7 @@ impl Node {
                 },
                 Effect::Fetch(hash, size) => self.send_out(Outbound::Mirror(hash, size)),
                 Effect::OwnerMayChange(ns) => self.owner_may_change(&ns)?,
-                Effect::Forget { witness, seq, id } => self.store.remove_checkpoint(&witness, seq, &id)?,
+                Effect::Forget { doc, witness, seq, id } => self.store.remove_checkpoint(doc, &witness, seq, &id)?,
                 Effect::Reassign(ns, owner) => {
                     if self.store.reassign_namespace(&ns, &owner)? {
                         tracing::info!(namespace = %ns, %owner, "namespace reassigned by governance");
@@ -411,7 +422,9 @@ impl Node {
             }
             Write::Release(v, hash) => {
                 self.store.insert_release_record(&v, &hash)?;
-                if v.record().visibility != pb::Visibility::Org as i32 {
+                if v.record().visibility == pb::Visibility::Org as i32 {
+                    self.org_witness_lock().note_admitted(v.id(), None);
+                } else {
                     self.note_witnessable(v.id(), None);
                 }
                 Ok(())
@@ -425,11 +438,13 @@ impl Node {
                 let stored: Vec<_> = items.iter().map(|(a, e, _)| (a, e.clone())).collect();
                 self.store.insert_attestations(&stored)?;
                 for (a, _, channel) in &items {
-                    if *channel == Channel::Public {
-                        let r = a.record();
-                        self.witness_lock().track_attestation(a.id(), &r.name, &r.version);
-                        self.note_witnessable(a.id(), None);
-                    }
+                    let r = a.record();
+                    let mut w = match channel {
+                        Channel::Public => self.witness_lock(),
+                        Channel::Org => self.org_witness_lock(),
+                    };
+                    w.track_attestation(a.id(), &r.name, &r.version);
+                    w.note_admitted(a.id(), None);
                 }
                 Ok(())
             }
@@ -553,6 +568,8 @@ impl Node {
             .is_some_and(|v| Visibility::from_pb(v.record().visibility) == Visibility::Org);
         if !org {
             self.note_witnessable(req.release.id(), None);
+        } else {
+            self.org_witness_lock().note_admitted(req.release.id(), None);
         }
         for env in envs {
             // Org releases never enter the public document or public gossip.

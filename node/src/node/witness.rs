@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use packfed_governance::{Member, Role};
 use packfed_protocol::{Domain, KeyPair, PublicKey, RecordId, Signed, pb};
 use serde::Serialize;
 
@@ -35,6 +36,8 @@ pub struct Freshness {
 #[derive(Debug, Clone, Serialize)]
 pub struct WitnessStatus {
     pub witnesses: Vec<WitnessView>,
+    /// The org's witnesses (this node and its org peers), if it has an org.
+    pub org_witnesses: Vec<WitnessView>,
     #[serde(flatten)]
     pub freshness: Freshness,
     /// Governance records and claims still waiting for a witness quorum.
@@ -62,7 +65,44 @@ pub(super) fn own_witness_keys(
         .collect()
 }
 
+/// The org's witnesses: this node and its org peers, by node key, weight 1
+/// each (a company with one node witnesses itself). Peer ids that are not
+/// ed25519 keys are skipped.
+pub(super) fn org_witness_set(node_key: &KeyPair, peers: &[String]) -> WitnessSet {
+    let mut members = vec![Member {
+        public_key: node_key.public(),
+        role: Role::Maintainer,
+        weight: 1,
+    }];
+    for p in peers {
+        match crate::keys::public_key_of_peer(p) {
+            Some(k) if k != node_key.public() => members.push(Member {
+                public_key: k,
+                role: Role::Maintainer,
+                weight: 1,
+            }),
+            Some(_) => {}
+            None => tracing::warn!(peer = %p, "org peer id is not an ed25519 key; it cannot witness org records"),
+        }
+    }
+    members.sort_by_key(|m| m.public_key);
+    members.dedup_by_key(|m| m.public_key);
+    WitnessSet::new(&members, &[Role::Maintainer], 0.5)
+}
+
 impl Node {
+    pub(super) fn org_witness_lock(&self) -> std::sync::MutexGuard<'_, Witnesses> {
+        self.org_witness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The logs of `channel`.
+    fn logs(&self, channel: Channel) -> std::sync::MutexGuard<'_, Witnesses> {
+        match channel {
+            Channel::Public => self.witness_lock(),
+            Channel::Org => self.org_witness_lock(),
+        }
+    }
+
     pub(super) fn witness_lock(&self) -> std::sync::MutexGuard<'_, Witnesses> {
         self.witness.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -80,6 +120,7 @@ impl Node {
         let mut effects = Vec::new();
         {
             let mut w = self.witness_lock();
+            let mut org = self.org_witness_lock();
             for c in self.store.claims() {
                 let (ns, id, signer) = c?;
                 w.track_claim(id, &ns, signer);
@@ -87,9 +128,11 @@ impl Node {
             for id in self.gov_lock().ids() {
                 w.track_gov(RecordId(id));
             }
+            // Tracked in both: only the log that lists one dates it.
             for a in self.store.attestation_subjects() {
                 let (name, version, id) = a?;
                 w.track_attestation(id, &name, &version);
+                org.track_attestation(id, &name, &version);
             }
             let mut bad = 0;
             for env in self.store.checkpoints() {
@@ -97,7 +140,12 @@ impl Node {
                 match env.verify::<pb::Checkpoint>(self.federation()) {
                     // Stored checkpoints were bounded in time on arrival.
                     Ok(v) => {
-                        if let Admission::Invalid(_) = w.admit(&v, u64::MAX - MAX_CLOCK_SKEW_MS) {
+                        let logs = if v.record().doc == Channel::Org.doc() {
+                            &mut org
+                        } else {
+                            &mut w
+                        };
+                        if let Admission::Invalid(_) = logs.admit(&v, u64::MAX - MAX_CLOCK_SKEW_MS) {
                             bad += 1;
                         }
                     }
@@ -111,16 +159,16 @@ impl Node {
                 );
             }
             effects.extend(w.recount());
+            effects.extend(org.recount());
         }
-        if !self.witness_lock().own_keys().is_empty() {
-            self.list_unlisted()?;
-        }
+        self.list_unlisted()?;
         self.apply(effects)?;
         self.sync_gov_times();
         Ok(())
     }
 
-    /// Queues in this node's logs every stored public record they lack.
+    /// Queues in this node's logs every stored record they lack (public
+    /// records in the federation's, org records in the org's).
     fn list_unlisted(&self) -> Result<(), StoreError> {
         let claims: HashMap<RecordId, String> = self
             .store
@@ -135,10 +183,8 @@ impl Node {
             if matches!(env.domain(), Some(Domain::Checkpoint) | None) {
                 continue;
             }
-            if admit::channel_of(&self.view(), self.federation(), &env) != Channel::Public {
-                continue;
-            }
-            self.witness_lock()
+            let channel = admit::channel_of(&self.view(), self.federation(), &env);
+            self.logs(channel)
                 .note_admitted(id, claims.get(&id).map(String::as_str));
             queued += 1;
         }
@@ -160,22 +206,44 @@ impl Node {
         let idle = self.config.witness.idle_interval_ms;
         let effects = {
             let mut w = self.witness_lock();
-            if !w.due(now_ms, idle) {
-                return Ok(false);
+            if w.due(now_ms, idle) {
+                let keys = &self.witness_keys;
+                w.produce(self.federation(), now_ms, idle, |k, cp| {
+                    keys.get(k).map(|kp| Signed::sign(cp, kp, self.federation()))
+                })
+            } else {
+                Vec::new()
             }
-            let keys = &self.witness_keys;
-            w.produce(self.federation(), now_ms, idle, |k, cp| {
-                keys.get(k).map(|kp| Signed::sign(cp, kp, self.federation()))
-            })
         };
-        let signed = !effects.is_empty();
+        let org = {
+            let mut w = self.org_witness_lock();
+            if w.due(now_ms, idle) {
+                w.produce(self.federation(), now_ms, idle, |k, cp| {
+                    (*k == self.key.public()).then(|| Signed::sign(cp, &self.key, self.federation()))
+                })
+            } else {
+                Vec::new()
+            }
+        };
+        let signed = !effects.is_empty() || !org.is_empty();
         self.apply(effects)?;
+        self.apply(org)?;
         Ok(signed)
     }
 
     /// A checkpoint from a peer.
-    pub(super) fn admit_checkpoint(&self, v: &packfed_protocol::Verified<pb::Checkpoint>, now_ms: u64) -> Admission {
-        self.witness_lock().admit(v, now_ms)
+    /// An org checkpoint only counts from the org document (org peers).
+    pub(super) fn admit_checkpoint(
+        &self,
+        v: &packfed_protocol::Verified<pb::Checkpoint>,
+        channel: Channel,
+        now_ms: u64,
+    ) -> Admission {
+        match (v.record().doc == Channel::Org.doc(), channel) {
+            (false, _) => self.witness_lock().admit(v, now_ms),
+            (true, Channel::Org) => self.org_witness_lock().admit(v, now_ms),
+            (true, Channel::Public) => Admission::Invalid("an org checkpoint arrived on a public channel".into()),
+        }
     }
 
     /// Puts the owner of `ns` by witnessed claims in force; a release that
@@ -226,7 +294,8 @@ impl Node {
 
     /// The witnessed time of a record, if a witness quorum listed it.
     pub fn witnessed_at(&self, id: &RecordId) -> Option<u64> {
-        self.witness_lock().witnessed(id)
+        let public = self.witness_lock().witnessed(id);
+        public.or_else(|| self.org_witness_lock().witnessed(id))
     }
 
     pub fn freshness(&self, now_ms: u64) -> Freshness {
@@ -247,8 +316,14 @@ impl Node {
             let w = self.witness_lock();
             (w.views(), w.newest_checkpoint().map(|(_, _, id)| id.to_hex()))
         };
+        let org_witnesses = if self.config.org.peers.is_empty() {
+            Vec::new()
+        } else {
+            self.org_witness_lock().views()
+        };
         WitnessStatus {
             witnesses,
+            org_witnesses,
             freshness,
             pending_governance: self.gov_lock().pending(),
             held: self.held_count(),

@@ -15,7 +15,8 @@
 //! - `namespaces`: namespace -> its owner ([`NamespaceOwner`]): the earliest
 //!   witnessed claim, or governance's choice.
 //! - `claims`: `namespace \0 claim id` -> signer (every stored claim).
-//! - `checkpoints`: `witness || seq || id` -> () (witness checkpoint logs).
+//! - `checkpoints`: `log || witness || seq || id` -> () (witness checkpoint
+//!   logs; log 0 the federation's, 1 the org's).
 //! - `crdt`: automerge documents and per-peer sync states.
 //! - `yanks`: `name \0 version \0 content hash || signer` -> yank record id.
 //! - `attestations`, `status`: see [`trust`].

@@ -165,9 +165,10 @@ impl Store {
     }
 
     /// Stores a verified checkpoint (equivocating ones too: they are the
-    /// proof). Keyed `witness || seq || id`.
+    /// proof). Keyed `log || witness || seq || id` (log: 0 public, 1 org).
     pub fn insert_checkpoint(&self, cp: &Verified<pb::Checkpoint>) -> Result<bool, StoreError> {
-        let mut key = cp.signer().as_bytes().to_vec();
+        let mut key = vec![cp.record().doc.min(255) as u8];
+        key.extend_from_slice(cp.signer().as_bytes());
         key.extend_from_slice(&cp.record().seq.to_be_bytes());
         key.extend_from_slice(cp.id().as_bytes());
         // Idle (empty) checkpoints stay out of the registry document, so
@@ -184,8 +185,9 @@ impl Store {
     }
 
     /// Drops a stored checkpoint (an idle one a newer one replaced).
-    pub fn remove_checkpoint(&self, witness: &PublicKey, seq: u64, id: &RecordId) -> Result<(), StoreError> {
-        let mut key = witness.as_bytes().to_vec();
+    pub fn remove_checkpoint(&self, doc: u32, witness: &PublicKey, seq: u64, id: &RecordId) -> Result<(), StoreError> {
+        let mut key = vec![doc.min(255) as u8];
+        key.extend_from_slice(witness.as_bytes());
         key.extend_from_slice(&seq.to_be_bytes());
         key.extend_from_slice(id.as_bytes());
         (&self.records, &self.checkpoints, &self.doc_pending).transaction(|(records, cps, pending)| {
