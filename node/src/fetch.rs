@@ -176,8 +176,25 @@ pub async fn fetch_blob_with_progress(
 /// Regional mirrors fetch every new public release in the background.
 pub fn spawn_mirror(node: Arc<Node>, net: NetHandle, hash: ContentHash, size: u64) {
     tokio::spawn(async move {
-        if let Err(e) = fetch_blob(&node, &net, hash, size).await {
-            tracing::warn!(%hash, error = %e, "mirror fetch failed; will retry on the next sync");
+        // Providers refuse a release they do not show yet (its claim may
+        // reach their witness quorum a moment after ours): try again a few
+        // times, backing off, before giving up until the next sync.
+        let mut wait = std::time::Duration::from_millis(500);
+        for attempt in 1..=MIRROR_ATTEMPTS {
+            match fetch_blob(&node, &net, hash, size).await {
+                Ok(_) => return,
+                Err(e) if attempt == MIRROR_ATTEMPTS => {
+                    tracing::warn!(%hash, error = %e, attempts = attempt, "mirror fetch failed; will retry on the next sync")
+                }
+                Err(e) => {
+                    tracing::debug!(%hash, error = %e, attempt, "mirror fetch failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
         }
     });
 }
+
+/// Tries of a mirror fetch (waits 0.5, 1, 2, 4, 8 s in between).
+const MIRROR_ATTEMPTS: u32 = 6;
