@@ -514,6 +514,13 @@ impl Witnesses {
         self.recount_all()
     }
 
+    /// Whether a log this node keeps lists (or will list) `id`.
+    pub fn lists_own(&self, id: &RecordId) -> bool {
+        self.own
+            .iter()
+            .any(|(k, own)| own.queued.contains(id) || self.own_lists(k, id))
+    }
+
     /// Whether this node's log for `key` already lists `id`.
     fn own_lists(&self, key: &PublicKey, id: &RecordId) -> bool {
         self.listed.get(id).is_some_and(|l| l.iter().any(|(w, _)| w == key))

@@ -176,14 +176,22 @@ impl Node {
             .filter_map(Result::ok)
             .map(|(ns, id, _)| (id, ns))
             .collect();
+        let public_own = !self.witness_lock().own_keys().is_empty();
         let mut queued = 0usize;
         for item in self.store.all_records() {
             let (id, bytes) = item?;
+            // Most records are listed already: skip them before decoding.
+            if self.witness_lock().lists_own(&id) || self.org_witness_lock().lists_own(&id) {
+                continue;
+            }
             let Ok(env) = Signed::decode(&bytes) else { continue };
             if matches!(env.domain(), Some(Domain::Checkpoint) | None) {
                 continue;
             }
-            let channel = admit::channel_of(&self.view(), self.federation(), &env);
+            let channel = self.stored_channel(&env)?;
+            if channel == Channel::Public && !public_own {
+                continue;
+            }
             self.logs(channel)
                 .note_admitted(id, claims.get(&id).map(String::as_str));
             queued += 1;
@@ -193,6 +201,23 @@ impl Node {
             "offered stored records to this node's checkpoint logs"
         );
         Ok(())
+    }
+
+    /// The channel of a stored record, without checking its signature again
+    /// (it was checked before it was stored): org releases and
+    /// attestations of org releases are org records.
+    fn stored_channel(&self, env: &Signed) -> Result<Channel, StoreError> {
+        if env.domain() != Some(Domain::Attestation) {
+            return Ok(admit::record_channel(env));
+        }
+        let Ok(a) = <pb::Attestation as prost::Message>::decode(env.to_pb().payload.as_slice()) else {
+            return Ok(Channel::Public);
+        };
+        let org = self
+            .store
+            .release_unverified(&a.name, &a.version)?
+            .is_some_and(|r| r.visibility == pb::Visibility::Org as i32);
+        Ok(if org { Channel::Org } else { Channel::Public })
     }
 
     /// A record was stored on a public channel: this node's logs list it.
@@ -378,3 +403,51 @@ impl Node {
 
 /// Held records per due time (see [`Node::hold`]).
 pub(super) type Held = BTreeMap<u64, Vec<(Vec<u8>, Channel)>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Ingested;
+
+    fn open(dir: &std::path::Path) -> Node {
+        Node::open(crate::config::Home {
+            root: dir.to_path_buf(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_record_stored_before_a_crash_is_listed_by_the_restarted_witness() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::config::Home {
+            root: dir.path().to_path_buf(),
+        };
+        // The development node is its federation's one witness.
+        crate::init::init_dev_home(&home).unwrap();
+        let node = open(dir.path());
+        let key = KeyPair::generate().unwrap();
+        let claim = Signed::sign(
+            &pb::NamespaceClaim {
+                namespace: "crashed".into(),
+                claimed_at_ms: 1,
+            },
+            &key,
+            node.federation(),
+        );
+        assert!(matches!(node.ingest(claim.encoded(), Channel::Public), Ingested::New));
+        node.store.flush().unwrap();
+        // It dies before its timer signs the checkpoint that lists the claim.
+        assert_eq!(node.witnessed_at(&claim.id()), None);
+        drop(node);
+
+        let node = open(dir.path());
+        node.checkpoint_tick(crate::packing::now_ms()).unwrap();
+        assert!(node.witnessed_at(&claim.id()).is_some(), "listed after the restart");
+        let owner = node.store.namespace_owner("crashed").unwrap().map(|o| o.key());
+        assert_eq!(owner, Some(key.public()));
+        // And its log continued: no second checkpoint 0 (no equivocation).
+        let st = node.witness_status(crate::packing::now_ms());
+        assert!(st.witnesses.iter().all(|w| !w.equivocated));
+        assert!(st.freshness.fresh);
+    }
+}
