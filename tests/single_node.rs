@@ -276,3 +276,39 @@ fn errors_say_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn install_never_follows_a_link_it_did_not_create() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    init_single(&bin(), &home, "alice").unwrap();
+    let node = TestNode::start(&bin(), &home).unwrap();
+    let pack = tmp.path().join("pack");
+    make_pack(&pack, "evil/documents", "1.0.0", &[], 0).unwrap();
+    node.json(&["publish", &pack.to_string_lossy(), "--key", "alice"])
+        .unwrap();
+    // `vendor/evil` points out of the target, at files that must survive.
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(outside.join("documents")).unwrap();
+    std::fs::write(outside.join("documents/precious.txt"), "keep me").unwrap();
+    let vendor = tmp.path().join("vendor");
+    std::fs::create_dir_all(&vendor).unwrap();
+    std::os::unix::fs::symlink(&outside, vendor.join("evil")).unwrap();
+    let t = vendor.to_string_lossy().into_owned();
+    let out = node.run(&["--json", "install", "evil/documents", "--to", &t]).unwrap();
+    assert!(!out.status.success());
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["code"], "symlink_in_target", "{err}");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("documents/precious.txt")).unwrap(),
+        "keep me"
+    );
+    // Positive control: without the link the same install goes through.
+    std::fs::remove_file(vendor.join("evil")).unwrap();
+    let done = node.json(&["install", "evil/documents", "--to", &t]).unwrap();
+    assert_eq!(done["installed"][0]["id"], "evil/documents@1.0.0");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("documents/precious.txt")).unwrap(),
+        "keep me"
+    );
+}

@@ -109,6 +109,28 @@ async fn check_view(client: &Client, guards: Guards) -> Result<View> {
     })
 }
 
+/// Refuses when a directory a pack would be installed through
+/// (`TARGET/ns`, `TARGET/ns/name`) is a symbolic link: moving the old
+/// version aside and deleting it would follow the link out of the target.
+fn refuse_links(target: &Path, name: &str) -> Result<()> {
+    let mut at = target.to_path_buf();
+    for part in name.split('/') {
+        at.push(part);
+        if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(UserError::new(
+                "symlink_in_target",
+                format!(
+                    "{} is a symbolic link; install never follows a link it did not create. \
+                     Remove the link (or install into another directory) and retry",
+                    at.display()
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Refuses to install a version lower than the target's lockfile pins.
 fn check_downgrade(target: &Path, picks: &[Candidate], guards: Guards) -> Result<()> {
     if guards.allow_downgrade {
@@ -685,6 +707,9 @@ async fn install_picks(
     }
     fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
     let target = target.canonicalize()?;
+    for c in &picks {
+        refuse_links(&target, &c.release.name)?;
+    }
     let staging = tempfile::Builder::new()
         .prefix(".packfed-staging-")
         .tempdir_in(&target)?;

@@ -168,6 +168,14 @@ pub fn release(
         Ok(f) => f,
         Err(e) => return Ok(Admitted::invalid(e.to_string())),
     };
+    // A size no node would store: never judged, mirrored or fetched.
+    if v.record().size > packfed_protocol::limits::MAX_ARCHIVE_BYTES {
+        return Ok(Admitted::invalid(format!(
+            "release claims {} bytes, over the {}-byte archive limit",
+            v.record().size,
+            packfed_protocol::limits::MAX_ARCHIVE_BYTES
+        )));
+    }
     if view.has_record(&v.id())? {
         return Ok(Admitted::known());
     }

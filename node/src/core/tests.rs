@@ -717,3 +717,27 @@ fn counts_are_rounded_down_to_a_power_of_two() {
         .collect();
     assert_eq!(got, vec![0, 1, 2, 2, 4, 4, 8, 512]);
 }
+
+#[test]
+fn a_release_claiming_more_than_any_node_stores_is_refused() {
+    let (mut sim, _) = federation("");
+    sim.mirror = true;
+    let publisher = Peer::new(sim.fed);
+    sim.receive(publisher.claim("acme", T0).encoded(), Channel::Public, T0);
+    let huge = pb::Release {
+        size: 1 << 62,
+        ..publisher.release_record("acme/tool", "1.0.0", 80)
+    };
+    assert!(is_invalid(&sim.receive(
+        publisher.sign(&huge).encoded(),
+        Channel::Public,
+        T0
+    )));
+    assert!(sim.fetched.is_empty(), "no download starts");
+    // Positive control: the same publisher's release of a real size arrives.
+    let fine = publisher.release_record("acme/tool", "1.0.1", 80);
+    assert!(matches!(
+        sim.receive(publisher.sign(&fine).encoded(), Channel::Public, T0),
+        Outcome::New
+    ));
+}
