@@ -155,3 +155,75 @@ fn the_adversary_is_a_peer_whose_hostile_controls_answer_over_http() {
     // The victim kept running and answering throughout.
     assert!(victim.json(&["search", "tool"]).is_ok());
 }
+
+/// A release in the adversary's own namespace naming a victim's archive hash
+/// with a wrong size: a fresh node still installs the victim's pack.
+#[test]
+fn a_wrong_size_for_a_victims_hash_does_not_stop_its_install() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fed = Federation::empty(&bin(), root, 1).unwrap();
+    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
+    let a = TestNode::start(&bin(), &a_home).unwrap();
+    let boot = a.p2p_addr().unwrap();
+    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
+    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let pack = root.join("victim");
+    packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 20_000).unwrap();
+    let published = a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
+    let hash = hex::decode(published["hash"].as_str().unwrap()).unwrap();
+    let victim_record = published["record_id"].as_str().unwrap().to_string();
+    let fed_id = FederationId(
+        hex::decode(status(&a)["federation_id"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+    // Signed by a fresh key in its own namespace; ground until its record id
+    // sorts before the victim's (the order a node meets them by hash).
+    let key = KeyPair::generate().unwrap();
+    let claim = Signed::sign(
+        &pb::NamespaceClaim {
+            namespace: "poison".into(),
+            claimed_at_ms: 1,
+        },
+        &key,
+        &fed_id,
+    );
+    let poison = (0u32..)
+        .map(|i| {
+            Signed::sign(
+                &pb::Release {
+                    name: "poison/tool".into(),
+                    version: "1.0.0".into(),
+                    content_hash: hash.clone(),
+                    size: 7,
+                    description: format!("wrong size {i}"),
+                    license: "MIT".into(),
+                    ..Default::default()
+                },
+                &key,
+                &fed_id,
+            )
+        })
+        .find(|r| r.id().to_hex() < victim_record)
+        .unwrap();
+    // Positive control: it arrives (visible, witnessed) on a.
+    wait_for(DEADLINE, "the poisoning release to arrive", || {
+        let _ = evil.gossip("", claim.encoded());
+        let _ = evil.gossip("", poison.encoded());
+        a.json(&["info", "poison/tool"]).ok()
+    })
+    .unwrap();
+    // A fresh node syncs both and installs the victim's pack.
+    let b_home = fed.init_home("b", "public", Some(&boot), &[]).unwrap();
+    let b = TestNode::start(&bin(), &b_home).unwrap();
+    wait_for(DEADLINE, "b to hold both releases", || {
+        (b.has_release("acme/victim@1.0.0") && b.has_release("poison/tool@1.0.0")).then_some(())
+    })
+    .unwrap();
+    let t = root.join("t").to_string_lossy().into_owned();
+    let done = b.json(&["install", "acme/victim", "--to", &t]).unwrap();
+    assert_eq!(done["installed"][0]["id"], "acme/victim@1.0.0");
+    assert_eq!(b.json(&["verify", &t]).unwrap()["ok"], true);
+}

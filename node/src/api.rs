@@ -589,11 +589,22 @@ async fn policy(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
 /// Fetches a blob this node lacks from the federation, streaming progress
 /// as JSON lines (`{"offset","size"}` ... then `{"done":true}` or
 /// `{"error"}`), so the CLI can draw a progress bar while the node fetches.
-async fn prefetch(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiResult<Response> {
+#[derive(Deserialize)]
+struct PrefetchQuery {
+    /// The size the caller's verified release gives (used if a visible
+    /// release says so too).
+    size: Option<u64>,
+}
+
+async fn prefetch(
+    State(s): State<Arc<ApiState>>,
+    Path(hash): Path<String>,
+    Query(q): Query<PrefetchQuery>,
+) -> ApiResult<Response> {
     let hash: ContentHash = hash.parse().map_err(|e| ApiError::bad("bad_hash", format!("{e}")))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<serde_json::Value>(64);
     let have = s.node.store.has_blob(&hash)?;
-    match (have, s.node.known_size(&hash), s.net.clone()) {
+    match (have, s.node.known_size(&hash, q.size), s.net.clone()) {
         (true, _, _) => {
             let _ = tx.try_send(json!({"done": true, "fetched": false}));
         }
@@ -712,7 +723,7 @@ async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiRe
     if !s.node.store.has_blob(&hash)? {
         // A release this node knows but whose bytes it lacks: fetch them from
         // the federation first (company nodes cache what they install).
-        let size = s.node.known_size(&hash);
+        let size = s.node.known_size(&hash, None);
         if let (Some(size), Some(net)) = (size, s.net.as_ref()) {
             crate::fetch::fetch_blob(&s.node, net, hash, size)
                 .await

@@ -530,7 +530,11 @@ async fn download(
 async fn prefetch(client: &Client, c: &Candidate, progress: &indicatif::ProgressBar) -> Result<()> {
     use futures_util::StreamExt;
     let start = progress.position();
-    let resp = client.download(&format!("/v1/blobs/{}/fetch", c.hash)).await?;
+    // The size of the release this install verified, not whatever another
+    // release naming the same hash claims.
+    let resp = client
+        .download(&format!("/v1/blobs/{}/fetch?size={}", c.hash, c.release.size))
+        .await?;
     let mut stream = resp.bytes_stream();
     let mut line = Vec::new();
     while let Some(chunk) = stream.next().await {

@@ -532,15 +532,33 @@ impl Node {
         any && self.is_org_peer(peer)
     }
 
-    /// The signed size of a blob some stored release names.
-    pub fn known_size(&self, hash: &ContentHash) -> Option<u64> {
-        let ids = self.store.releases_with_hash(hash).ok()?;
-        ids.iter().find_map(|id| {
-            let env = self.store.record(id).ok()??;
-            env.verify::<pb::Release>(self.federation())
-                .ok()
-                .map(|v| v.record().size)
-        })
+    /// The signed size of a blob, from a visible release that names it
+    /// ([`Node::known_sizes`]); `wanted` wins when one of them says it.
+    pub fn known_size(&self, hash: &ContentHash, wanted: Option<u64>) -> Option<u64> {
+        let sizes = self.known_sizes(hash);
+        wanted.filter(|w| sizes.contains(w)).or(sizes.first().copied())
+    }
+
+    /// Sizes that visible releases (each signed by its namespace owner)
+    /// give a blob. Anyone can sign a release naming someone else's hash
+    /// with a wrong size in their own namespace, so a caller that knows
+    /// which release it wants passes that release's size.
+    pub fn known_sizes(&self, hash: &ContentHash) -> Vec<u64> {
+        let Ok(ids) = self.store.releases_with_hash(hash) else {
+            return Vec::new();
+        };
+        let mut sizes: Vec<u64> = ids
+            .iter()
+            .filter_map(|id| {
+                let env = self.store.record(id).ok()??;
+                let v = env.verify::<pb::Release>(self.federation()).ok()?;
+                let r = v.record();
+                let shown = self.store.release(self.federation(), &r.name, &r.version).ok()??;
+                (shown.record_id == *id).then_some(r.size)
+            })
+            .collect();
+        sizes.dedup();
+        sizes
     }
 
     /// Replicates and gossips what a local publish stored.
