@@ -201,6 +201,26 @@ fn mutating_calls_need_the_api_token_and_node_json_goes_on_clean_exit() {
         s.node.api
     );
     assert_eq!(http_status(&s.node.api, &get), 200);
+    // A web page that rebound its own name to 127.0.0.1 is refused.
+    let rebound = get.replace(&format!("Host: {}", s.node.api), "Host: attacker.example:80");
+    assert_eq!(http_status(&s.node.api, &rebound), 403);
+    // Blob bytes (org and quarantined packs among them) need the token.
+    let blob = format!(
+        "GET /v1/blobs/{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        "00".repeat(32),
+        s.node.api
+    );
+    assert_eq!(http_status(&s.node.api, &blob), 401);
+    let token = std::fs::read_to_string(s.node.home.join("api-token")).unwrap();
+    let with_token = blob.replace(
+        "Connection: close",
+        &format!("Authorization: Bearer {}\r\nConnection: close", token.trim()),
+    );
+    assert_eq!(
+        http_status(&s.node.api, &with_token),
+        404,
+        "authorized: the blob is simply unknown"
+    );
 
     #[cfg(unix)]
     {

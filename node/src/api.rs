@@ -1,5 +1,6 @@
-//! The JSON API on 127.0.0.1 (axum). Mutating calls need the bearer token in
-//! `HOME/api-token`. Handlers translate HTTP to [`Node`] operations and back;
+//! The JSON API on 127.0.0.1 (axum). Mutating calls and blob downloads need
+//! the bearer token in `HOME/api-token`; every call needs a Host header that
+//! names this node (loopback or the bound address: no DNS rebinding). Handlers translate HTTP to [`Node`] operations and back;
 //! errors are `{"error", "code"}` with a 4xx for the caller's mistakes.
 //!
 //! | method | path | does |
@@ -12,7 +13,7 @@
 //! | GET  | /v1/search?q=&limit=&all_versions=&include_quarantined=&category=&license=&tier=&attested=&peers=local\|lacking\|all&timeout_ms=&explain= | search here and on peers |
 //! | GET  | /v1/packages/{ns}/{name} | every version, newest first |
 //! | GET  | /v1/info/{ns}/{name}?version= | one release |
-//! | GET  | /v1/blobs/{hash} | the archive bytes, streamed |
+//! | GET  | /v1/blobs/{hash} | the archive bytes, streamed (token) |
 //! | GET  | /metrics | Prometheus text |
 
 use std::sync::Arc;
@@ -101,6 +102,9 @@ pub fn router_with(state: Arc<ApiState>, extra: Router<Arc<ApiState>>) -> Router
         .route("/v1/attest", post(attest))
         .route("/v1/gov/submit", post(gov_submit))
         .route("/v1/learn/install", post(learn_install))
+        // Blob bytes include org and quarantined packs: token only.
+        .route("/v1/blobs/{hash}", get(blob))
+        .route("/v1/blobs/{hash}/fetch", get(prefetch))
         .merge(extra)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -116,11 +120,63 @@ pub fn router_with(state: Arc<ApiState>, extra: Router<Arc<ApiState>>) -> Router
         .route("/v1/gov/members", get(gov_members))
         .route("/v1/gov/proposals", get(gov_list))
         .route("/v1/gov/proposals/{id}", get(gov_show))
-        .route("/v1/blobs/{hash}", get(blob))
-        .route("/v1/blobs/{hash}/fetch", get(prefetch))
         .route("/metrics", get(metrics))
         .merge(mutating)
+        .layer(middleware::from_fn_with_state(state.clone(), require_host))
         .with_state(state)
+}
+
+/// Whether a Host header names this node: a loopback name or the address
+/// the API is bound to (with any port). Anything else is a web page that
+/// resolved its own name to 127.0.0.1 (DNS rebinding), or a misrouted call.
+fn host_allowed(host: &str, bound: &str) -> bool {
+    let name = |h: &str| -> String {
+        let h = h.trim();
+        match h.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default().to_string(),
+            None => h.rsplit_once(':').map_or(h, |(n, _)| n).to_string(),
+        }
+    };
+    let host = name(host).to_ascii_lowercase();
+    matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1") || host == name(bound).to_ascii_lowercase()
+}
+
+async fn require_host(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(host, &state.node.config.api.listen) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_host",
+            format!("Host {host:?} is not this node: call it as localhost or by its bound address"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_loopback_names_and_the_bound_address_pass() {
+        for ok in [
+            "127.0.0.1:7420",
+            "localhost:7420",
+            "LOCALHOST",
+            "[::1]:80",
+            "10.0.0.5:7420",
+        ] {
+            assert!(host_allowed(ok, "10.0.0.5:7420"), "{ok}");
+        }
+        for bad in ["evil.example:7420", "", "127.0.0.1.evil.example", "attacker.test"] {
+            assert!(!host_allowed(bad, "127.0.0.1:0"), "{bad}");
+        }
+    }
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte.

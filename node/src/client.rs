@@ -88,8 +88,8 @@ impl Client {
     }
 
     async fn send_get(&self, path: &str) -> Result<reqwest::Response> {
-        self.http
-            .get(format!("{}{}", self.base, path))
+        // The token goes on reads too: blob downloads need it.
+        self.authed(self.http.get(format!("{}{}", self.base, path)))
             .send()
             .await
             .map_err(|e| self.unreachable(e))
