@@ -565,3 +565,54 @@ fn org_records_are_ordered_by_the_orgs_own_witnesses_and_never_reach_public_logs
     })
     .unwrap();
 }
+
+/// Yank records of `name` in a stopped node's store.
+fn stored_yanks(home: &Path, name: &str) -> usize {
+    let store = packfed_node::store::Store::open(&home.join("store")).unwrap();
+    store
+        .all_records()
+        .filter_map(Result::ok)
+        .filter_map(|(_, bytes)| {
+            let env = Signed::decode(&bytes).ok()?;
+            (env.domain() == Some(packfed_protocol::Domain::Yank)).then_some(env)
+        })
+        .filter(|env| {
+            <pb::Yank as prost::Message>::decode(env.to_pb().payload.as_slice()).is_ok_and(|y| y.name == name)
+        })
+        .count()
+}
+
+#[test]
+fn an_org_yank_stays_in_the_org() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut fed = Federation::org_trio(&bin(), root, Some(&testnet_bin())).unwrap();
+    for (name, vis) in [("acme/secret", "org"), ("acme/open", "public")] {
+        let dir = root.join(name.replace('/', "-"));
+        make_pack(&dir, name, "1.0.0", &[], 0).unwrap();
+        fed.nodes[0]
+            .json(&["publish", &dir.to_string_lossy(), "--key", "k0", "--visibility", vis])
+            .unwrap();
+        fed.nodes[0]
+            .json(&["yank", &format!("{name}@1.0.0"), "--key", "k0"])
+            .unwrap();
+    }
+    // The org peer gets the org yank; the outsider gets the public one (the
+    // positive control) and never the org one.
+    wait_for(DEADLINE, "b to see the org yank", || {
+        (fed.nodes[1].json(&["info", "acme/secret@1.0.0"]).ok()?["yanked"] == true).then_some(())
+    })
+    .unwrap();
+    wait_for(DEADLINE, "c to see the public yank", || {
+        (fed.nodes[2].json(&["info", "acme/open@1.0.0"]).ok()?["yanked"] == true).then_some(())
+    })
+    .unwrap();
+    let c_home = fed.nodes[2].home.clone();
+    fed.nodes[2].stop().unwrap();
+    assert_eq!(stored_yanks(&c_home, "acme/open"), 1);
+    assert_eq!(
+        stored_yanks(&c_home, "acme/secret"),
+        0,
+        "the org yank reached a node outside the org"
+    );
+}

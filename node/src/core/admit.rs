@@ -125,9 +125,14 @@ pub fn record_channel(env: &Signed) -> Channel {
 }
 
 /// The document a stored record belongs in, decided as on the live path:
-/// org releases and attestations of org releases in the org one.
+/// org releases, and attestations and yanks of org releases, in the org one.
 pub fn channel_of(view: &impl View, fed: &FederationId, env: &Signed) -> Channel {
     match env.domain() {
+        // Stored yanks were verified on arrival.
+        Some(Domain::Yank) => <pb::Yank as prost::Message>::decode(env.to_pb().payload.as_slice())
+            .ok()
+            .and_then(|y| yank_channel(view, &y).ok())
+            .unwrap_or(Channel::Public),
         Some(Domain::Attestation) => env
             .verify::<pb::Attestation>(fed)
             .ok()
@@ -215,14 +220,27 @@ fn judge_arrival(judge: &Judge, view: &impl View, v: &Verified<pb::Release>) -> 
 
 /// A yank from a peer: verified, kept if new. Which yank holds is decided
 /// when releases are read.
-pub fn yank(view: &impl View, v: &Verified<pb::Yank>) -> Result<Admitted, StoreError> {
+pub fn yank(view: &impl View, v: &Verified<pb::Yank>, channel: Channel) -> Result<Admitted, StoreError> {
     if view.has_record(&v.id())? {
         return Ok(Admitted::known());
     }
+    // A yank of an org release stays in the org document.
+    let target = match channel {
+        Channel::Org => Channel::Org,
+        Channel::Public => yank_channel(view, v.record())?,
+    };
     Ok(Admitted::new(vec![
         Effect::Store(Box::new(Write::Yank(v.clone()))),
-        Effect::Replicate(Channel::Public, v.envelope().clone()),
+        Effect::Replicate(target, v.envelope().clone()),
     ]))
+}
+
+/// Org if the yank names an org release this node holds.
+pub fn yank_channel(view: &impl View, y: &pb::Yank) -> Result<Channel, StoreError> {
+    let org = view
+        .release_record(&y.name, &y.version)?
+        .is_some_and(|r| r.visibility == pb::Visibility::Org as i32);
+    Ok(if org { Channel::Org } else { Channel::Public })
 }
 
 /// Why a local yank was refused.
@@ -272,13 +290,17 @@ pub fn local_yank(view: &impl View, fed: &FederationId, env: &Signed) -> Result<
             owner: owner.map(|o| o.to_hex()).unwrap_or_else(|| "nobody".into()),
         });
     }
-    let effects = vec![
+    let org = entry.release.visibility == pb::Visibility::Org as i32;
+    let mut effects = vec![
         Effect::Store(Box::new(Write::Yank(yank.clone()))),
-        Effect::Replicate(Channel::Public, env.clone()),
+        Effect::Replicate(if org { Channel::Org } else { Channel::Public }, env.clone()),
         // A crash cannot take back what a peer already holds.
         Effect::Flush,
-        Effect::Gossip(Topic::Records, env.encoded().to_vec()),
     ];
+    // Gossip is public: an org yank travels by org sync only.
+    if !org {
+        effects.push(Effect::Gossip(Topic::Records, env.encoded().to_vec()));
+    }
     Ok((id, effects))
 }
 

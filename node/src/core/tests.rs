@@ -119,7 +119,7 @@ impl Sim {
         let admitted = match incoming {
             Incoming::Claim(v) => admit::claim(&self.mem, &v).unwrap(),
             Incoming::Release(v) => admit::release(&judge, &self.mem, &v, channel).unwrap(),
-            Incoming::Yank(v) => admit::yank(&self.mem, &v).unwrap(),
+            Incoming::Yank(v) => admit::yank(&self.mem, &v, channel).unwrap(),
             Incoming::Attestation(v) => {
                 let mut a = admit::attestations(&judge, &self.mem, &[v], channel, false).unwrap();
                 let outcome = match a.results.pop().unwrap() {

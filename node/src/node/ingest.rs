@@ -73,7 +73,7 @@ impl Node {
         let decided = match incoming {
             Incoming::Claim(v) => admit::claim(&view, &v),
             Incoming::Release(v) => admit::release(&judge, &view, &v, channel),
-            Incoming::Yank(v) => admit::yank(&view, &v),
+            Incoming::Yank(v) => admit::yank(&view, &v, channel),
             Incoming::Attestation(v) => admit::attestations(&judge, &view, std::slice::from_ref(&v), channel, false)
                 .map(|mut a| Admitted {
                     outcome: match a.results.pop() {

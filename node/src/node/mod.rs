@@ -431,7 +431,10 @@ impl Node {
             }
             Write::Yank(v) => {
                 self.store.insert_yank(&v)?;
-                self.note_witnessable(v.id(), None);
+                match crate::core::admit::yank_channel(&self.view(), v.record())? {
+                    Channel::Public => self.note_witnessable(v.id(), None),
+                    Channel::Org => self.org_witness_lock().note_admitted(v.id(), None),
+                }
                 Ok(())
             }
             Write::Attestations(items) => {

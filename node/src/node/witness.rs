@@ -207,8 +207,10 @@ impl Node {
     /// (it was checked before it was stored): org releases and
     /// attestations of org releases are org records.
     fn stored_channel(&self, env: &Signed) -> Result<Channel, StoreError> {
-        if env.domain() != Some(Domain::Attestation) {
-            return Ok(admit::record_channel(env));
+        match env.domain() {
+            Some(Domain::Attestation) => {}
+            Some(Domain::Yank) => return Ok(admit::channel_of(&self.view(), self.federation(), env)),
+            _ => return Ok(admit::record_channel(env)),
         }
         let Ok(a) = <pb::Attestation as prost::Message>::decode(env.to_pb().payload.as_slice()) else {
             return Ok(Channel::Public);
