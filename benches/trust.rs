@@ -214,7 +214,7 @@ fn bench_g(rows: &mut Vec<Row>, n: usize) {
         rates.push(format!("{} in messages of {batch}", per_sec(n, took)));
     }
     rows.push(Row(
-        format!("(g) attestation verify-and-store from registry sync (batch verify, subject check, sled index, re-evaluation), {n} attestations of {releases} releases"),
+        format!("(g) attestation verify-and-store from registry sync (strict verify, subject check, sled index, re-evaluation), {n} attestations of {releases} releases"),
         rates.join("; "),
         format!("ed25519-dalek verify_batch {batch_rate}, verify_strict {single_rate} (floor >= 20,000/s)"),
     ));

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use packfed_protocol::{FederationId, KeyPair, Signed, pb};
+use packfed_testnet::torsion::sign_with_torsion;
 use packfed_testnet::{Federation, NodeJson, TestNode, post_json_with_token, wait_for};
 use serde_json::{Value, json};
 
@@ -226,4 +227,270 @@ fn a_wrong_size_for_a_victims_hash_does_not_stop_its_install() {
     let done = b.json(&["install", "acme/victim", "--to", &t]).unwrap();
     assert_eq!(done["installed"][0]["id"], "acme/victim@1.0.0");
     assert_eq!(b.json(&["verify", &t]).unwrap()["ok"], true);
+}
+
+/// Records signed with a small-torsion component in R (a lone ed25519 batch
+/// check accepts them, strict verification refuses them), by sync and by
+/// gossip: none is stored, so none can make a package unreadable to a later
+/// strict read; the victim's package installs on a fresh node, across a
+/// kill -9 of that node.
+#[test]
+fn a_torsion_signature_never_makes_a_package_unreadable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fed = Federation::empty(&bin(), root, 1).unwrap();
+    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
+    let a = TestNode::start(&bin(), &a_home).unwrap();
+    let boot = a.p2p_addr().unwrap();
+    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
+    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let pack = root.join("victim");
+    packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 20_000).unwrap();
+    let published = a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
+    let hash = hex::decode(published["hash"].as_str().unwrap()).unwrap();
+    let fed_id = FederationId(
+        hex::decode(status(&a)["federation_id"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+
+    let key = KeyPair::generate().unwrap();
+    let (tors_claim, _) = claim_and_release(&key, &fed_id, "tors", "1.0.0", 1);
+    let tors_own = sign_with_torsion(
+        &pb::Release {
+            name: "tors/tool".into(),
+            version: "1.0.0".into(),
+            content_hash: blake3::hash(b"tors").as_bytes().to_vec(),
+            size: 100,
+            license: "MIT".into(),
+            ..Default::default()
+        },
+        &key,
+        &fed_id,
+    );
+    let tors_victim = sign_with_torsion(
+        &pb::Release {
+            name: "acme/victim".into(),
+            version: "1.0.1".into(),
+            content_hash: hash.clone(),
+            size: 20_000,
+            license: "MIT".into(),
+            ..Default::default()
+        },
+        &key,
+        &fed_id,
+    );
+    let tors_attest = sign_with_torsion(
+        &pb::Attestation {
+            name: "acme/victim".into(),
+            version: "1.0.0".into(),
+            content_hash: hash.clone(),
+            kind: "audit".into(),
+            result: "fail".into(),
+            note: "torsion".into(),
+            attested_at_ms: 1,
+            score: 0,
+        },
+        &key,
+        &fed_id,
+    );
+    for env in [&tors_own, &tors_victim] {
+        assert!(
+            env.verify::<pb::Release>(&fed_id).is_err(),
+            "strict verification refuses it"
+        );
+    }
+    assert!(tors_attest.verify::<pb::Attestation>(&fed_id).is_err());
+    // Positive control: a valid claim and release from the same key.
+    let (ctl_claim, ctl_release) = claim_and_release(&key, &fed_id, "ctl", "1.0.0", 2);
+    let put: Vec<Value> = [
+        &tors_claim,
+        &tors_own,
+        &tors_victim,
+        &tors_attest,
+        &ctl_claim,
+        &ctl_release,
+    ]
+    .iter()
+    .map(|e| json!({"key": e.id().to_hex(), "hex": hex::encode(e.encoded())}))
+    .collect();
+    evil.control("/v1/test/registry", &json!({ "put": put })).unwrap();
+    for env in [&tors_own, &tors_victim, &tors_attest] {
+        let topic = if env.kind() == packfed_protocol::Domain::Attestation.tag() {
+            "attestations"
+        } else {
+            ""
+        };
+        evil.gossip(topic, env.encoded()).unwrap();
+    }
+
+    // A fresh node that syncs from the adversary.
+    let evil_addr = evil.p2p_addr().unwrap();
+    let b_home = fed.init_home("b", "public", Some(&evil_addr), &[]).unwrap();
+    let mut b = TestNode::start(&bin(), &b_home).unwrap();
+    wait_for(DEADLINE, "b to sync the control and the victim's release", || {
+        (b.has_release("ctl/tool@1.0.0") && b.has_release("acme/victim@1.0.0")).then_some(())
+    })
+    .unwrap();
+    wait_for(DEADLINE, "a to take the control by sync too", || {
+        a.has_release("ctl/tool@1.0.0").then_some(())
+    })
+    .unwrap();
+    let tors_attest_id = tors_attest.id().to_hex();
+    let check = |n: &TestNode| {
+        assert!(!n.has_release("tors/tool@1.0.0"), "a torsion release was stored");
+        assert!(!n.has_release("acme/victim@1.0.1"), "a torsion release was stored");
+        assert!(!n.has_attestation("acme/victim@1.0.0", &tors_attest_id));
+        let info = n.json(&["info", "acme/victim@1.0.0"]).unwrap();
+        assert_eq!(info["version"], "1.0.0", "{info}");
+    };
+    check(&a);
+    check(&b);
+    let t = root.join("t").to_string_lossy().into_owned();
+    let done = b.json(&["install", "acme/victim", "--to", &t]).unwrap();
+    assert_eq!(done["installed"][0]["id"], "acme/victim@1.0.0");
+
+    // Across a kill -9 of b: it reopens, syncs again, and the package reads.
+    b.kill9().unwrap();
+    b.restart().unwrap();
+    wait_for(DEADLINE, "b to answer after the restart", || {
+        b.has_release("ctl/tool@1.0.0").then_some(())
+    })
+    .unwrap();
+    check(&b);
+    let t2 = root.join("t2").to_string_lossy().into_owned();
+    let done = b.json(&["install", "acme/victim", "--to", &t2]).unwrap();
+    assert_eq!(done["installed"][0]["id"], "acme/victim@1.0.0");
+}
+
+/// A release in the adversary's own (visible) namespace claiming 2^62 bytes:
+/// a regional mirror refuses it on arrival, starts no download and keeps
+/// answering; the same key's release of a sane size arrives (the control).
+#[test]
+fn a_huge_size_claim_starts_no_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fed = Federation::empty(&bin(), root, 1).unwrap();
+    let m_home = fed.init_home("m", "regional", None, &[]).unwrap();
+    let m = TestNode::start(&bin(), &m_home).unwrap();
+    let boot = m.p2p_addr().unwrap();
+    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
+    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let fed_id = FederationId(
+        hex::decode(status(&m)["federation_id"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+    let key = KeyPair::generate().unwrap();
+    // Positive control first: the key's sane releases arrive.
+    gossip_until_it_arrives(&evil, &m, &key, &fed_id, "huge");
+    let rejected = count(&m, "rejected_records");
+    let mut attempt = 0u64;
+    // 2^62 bytes, and 2 GiB: over the default 1 GiB `[node] max_pack_bytes`.
+    wait_for(DEADLINE, "the mirror to refuse both oversized releases", || {
+        attempt += 1;
+        for (minor, size) in [(0, 1u64 << 62), (1, 2u64 << 30)] {
+            let huge = Signed::sign(
+                &pb::Release {
+                    name: "huge/tool".into(),
+                    version: format!("9.{minor}.{attempt}"),
+                    content_hash: blake3::hash(format!("{minor}-{attempt}").as_bytes())
+                        .as_bytes()
+                        .to_vec(),
+                    size,
+                    license: "MIT".into(),
+                    ..Default::default()
+                },
+                &key,
+                &fed_id,
+            );
+            let _ = evil.gossip("", huge.encoded());
+        }
+        (count(&m, "rejected_records") >= rejected + 2).then_some(())
+    })
+    .unwrap();
+    // And after it, the same key's next sane release still arrives.
+    gossip_until_it_arrives(&evil, &m, &key, &fed_id, "after");
+    for i in 1..=attempt {
+        assert!(
+            !m.has_release(&format!("huge/tool@9.0.{i}")),
+            "a 2^62-byte release was stored"
+        );
+        assert!(
+            !m.has_release(&format!("huge/tool@9.1.{i}")),
+            "a 2 GiB release was stored"
+        );
+    }
+    // No download started: the mirror holds no partial blob, and answers.
+    assert_eq!(status(&m)["blobs"].as_u64().unwrap_or(0), 0, "{}", status(&m));
+    assert!(m.json(&["search", "tool"]).is_ok());
+}
+
+/// A peer that deletes every root key of the registry document: the honest
+/// node puts its records back, so a fresh node syncing from it still gets
+/// everything, across a kill -9 and restart of the honest node. Control:
+/// a valid record the adversary puts in the same edit arrives.
+#[test]
+fn deleting_every_root_key_changes_nothing_a_fresh_node_syncs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fed = Federation::empty(&bin(), root, 1).unwrap();
+    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
+    let mut a = TestNode::start(&bin(), &a_home).unwrap();
+    let boot = a.p2p_addr().unwrap();
+    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
+    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let pack = root.join("victim");
+    packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 5_000).unwrap();
+    a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
+    wait_for(DEADLINE, "the adversary to sync the victim's release", || {
+        evil.has_release("acme/victim@1.0.0").then_some(())
+    })
+    .unwrap();
+    let fed_id = FederationId(
+        hex::decode(status(&a)["federation_id"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+    let key = KeyPair::generate().unwrap();
+    let (claim, release) = claim_and_release(&key, &fed_id, "ctl", "1.0.0", 1);
+    let garbage = count(&a, "crdt_garbage");
+    let edit = json!({"put": [
+        {"key": claim.id().to_hex(), "hex": hex::encode(claim.encoded())},
+        {"key": release.id().to_hex(), "hex": hex::encode(release.encoded())},
+    ]});
+    evil.control("/v1/test/registry", &edit).unwrap();
+    wait_for(DEADLINE, "the control to reach a by sync", || {
+        a.has_release("ctl/tool@1.0.0").then_some(())
+    })
+    .unwrap();
+    // Now it deletes every key, its own control included.
+    let deleted = evil.control("/v1/test/registry", &json!({"delete_all": true})).unwrap()["changed"]
+        .as_u64()
+        .unwrap();
+    assert!(deleted >= 4, "it deleted {deleted} keys");
+    // (Some of its keys, such as its idle checkpoints, a never held.)
+    wait_for(DEADLINE, "a to see the deletions", || {
+        (count(&a, "crdt_garbage") > garbage).then_some(())
+    })
+    .unwrap();
+    let fresh = |name: &str, a: &TestNode| {
+        let home = fed
+            .init_home(name, "public", Some(&a.p2p_addr().unwrap()), &[])
+            .unwrap();
+        let n = TestNode::start(&bin(), &home).unwrap();
+        wait_for(DEADLINE, "a fresh node to sync everything from a", || {
+            (n.has_release("acme/victim@1.0.0") && n.has_release("ctl/tool@1.0.0")).then_some(())
+        })
+        .unwrap();
+        n
+    };
+    drop(fresh("b", &a));
+    // Across a kill -9 of a: what it put back was saved and still syncs.
+    a.kill9().unwrap();
+    a.restart().unwrap();
+    drop(fresh("c", &a));
 }

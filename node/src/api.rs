@@ -330,8 +330,12 @@ async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body)
     // Refuse bad signatures before reading a byte of the archive.
     let (release, facts, _) = publish::verify_release(s.node.federation(), &req)?;
     let declared = release.record().size;
-    if declared > packfed_protocol::limits::MAX_ARCHIVE_BYTES {
-        return Err(ApiError::bad("too_large", "the archive is over the node's size limit"));
+    let limit = s.node.config.node.max_pack_bytes();
+    if declared > limit {
+        return Err(ApiError::bad(
+            "too_large",
+            format!("the archive's {declared} bytes are over this node's {limit}-byte limit ([node] max_pack_bytes)"),
+        ));
     }
 
     // Stream the body into the store on a blocking thread, bounded by the size

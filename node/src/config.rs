@@ -50,11 +50,25 @@ pub struct NodeSection {
     /// company and public nodes, which fetch only to install.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_check: Option<bool>,
+    /// The largest pack this node stores, fetches or mirrors, whatever a
+    /// release claims (the federation policy's `max_pack_bytes` may refuse
+    /// smaller ones). Default 1 GiB; at most the protocol's archive limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pack_bytes: Option<u64>,
 }
+
+/// The default of `[node] max_pack_bytes`.
+pub const DEFAULT_MAX_PACK_BYTES: u64 = 1 << 30;
 
 impl NodeSection {
     pub fn self_check(&self) -> bool {
         self.self_check.unwrap_or(self.role == NodeRole::Regional)
+    }
+
+    pub fn max_pack_bytes(&self) -> u64 {
+        self.max_pack_bytes
+            .unwrap_or(DEFAULT_MAX_PACK_BYTES)
+            .min(packfed_protocol::limits::MAX_ARCHIVE_BYTES)
     }
 }
 

@@ -158,11 +158,14 @@ pub async fn run_with(home: Home, options: Options) -> Result<()> {
 
 /// Carries what the node hands out to the network and the mirror, in order.
 async fn dispatch(node: Arc<Node>, net: NetHandle, mut outbox: mpsc::UnboundedReceiver<Outbound>) {
+    let mirror_slots = Arc::new(tokio::sync::Semaphore::new(crate::fetch::MAX_MIRROR_FETCHES));
     while let Some(out) = outbox.recv().await {
         match out {
             Outbound::Gossip(topic, bytes) => net.send(crate::net::Command::Gossip(topic, bytes)).await,
             Outbound::Provide(hash) => net.send(crate::net::Command::Provide(hash)).await,
-            Outbound::Mirror(hash, size) => crate::fetch::spawn_mirror(node.clone(), net.clone(), hash, size),
+            Outbound::Mirror(hash, size) => {
+                crate::fetch::spawn_mirror(node.clone(), net.clone(), mirror_slots.clone(), hash, size)
+            }
         }
     }
 }

@@ -111,6 +111,10 @@ pub async fn fetch_blob_with_progress(
     if node.store.has_blob(&hash)? {
         return Ok(());
     }
+    let limit = node.config.node.max_pack_bytes();
+    if size > limit {
+        bail!("{hash} is {size} bytes, over this node's {limit}-byte pack limit ([node] max_pack_bytes)");
+    }
     let providers = net.providers(hash).await;
     if providers.is_empty() {
         bail!("no peer is connected that could provide {hash}; check `packfed peers`");
@@ -173,9 +177,14 @@ pub async fn fetch_blob_with_progress(
     bail!("no provider could serve {hash}: {}", errors.join("; "))
 }
 
-/// Regional mirrors fetch every new public release in the background.
-pub fn spawn_mirror(node: Arc<Node>, net: NetHandle, hash: ContentHash, size: u64) {
+/// Regional mirrors fetch every new public release in the background, at
+/// most `MAX_MIRROR_FETCHES` at a time: the rest wait in `slots`' queue (a
+/// fresh mirror's first sync can name tens of thousands of packs).
+pub fn spawn_mirror(node: Arc<Node>, net: NetHandle, slots: Arc<tokio::sync::Semaphore>, hash: ContentHash, size: u64) {
     tokio::spawn(async move {
+        let Ok(_slot) = slots.acquire_owned().await else {
+            return;
+        };
         // Providers refuse a release they do not show yet (its claim may
         // reach their witness quorum a moment after ours): try again a few
         // times, backing off, before giving up until the next sync.
@@ -195,6 +204,9 @@ pub fn spawn_mirror(node: Arc<Node>, net: NetHandle, hash: ContentHash, size: u6
         }
     });
 }
+
+/// Mirror fetches running at once.
+pub const MAX_MIRROR_FETCHES: usize = 4;
 
 /// Tries of a mirror fetch (waits 0.5, 1, 2, 4, 8 s in between).
 const MIRROR_ATTEMPTS: u32 = 6;

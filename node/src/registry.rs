@@ -37,6 +37,10 @@ pub struct Received {
     pub candidates: Vec<(RecordId, Vec<u8>)>,
     /// Entries that were not records at all (bad key, bad value, wrong hash).
     pub garbage: usize,
+    /// Record ids the peer deleted or overwrote with bytes that are not that
+    /// record: to put back from the store ([`Replica::restore`]), so no peer
+    /// can remove a valid record from what this node offers others.
+    pub damaged: Vec<RecordId>,
 }
 
 /// One replicated registry document.
@@ -185,7 +189,10 @@ impl Replica {
                             self.unsaved.push(id);
                             out.candidates.push((id, v))
                         }
-                        None => out.garbage += 1,
+                        None => {
+                            out.garbage += 1;
+                            out.damaged.push(id);
+                        }
                     },
                     Err(_) => out.garbage += 1,
                 },
@@ -193,9 +200,9 @@ impl Replica {
                 _ => out.garbage += 1,
             }
         }
-        if !deleted.is_empty() {
-            out.garbage += deleted.len();
-        }
+        out.garbage += deleted.len();
+        out.damaged
+            .extend(deleted.iter().filter_map(|k| k.parse::<RecordId>().ok()));
         Ok(out)
     }
 

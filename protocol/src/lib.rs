@@ -25,4 +25,4 @@ pub mod pb {
 
 pub use ids::{ContentHash, FederationId, RecordId};
 pub use keys::{KeyPair, PublicKey};
-pub use signed::{Domain, Signed, SignedError, Verified, verify_batch};
+pub use signed::{Domain, Signed, SignedError, Verified, signing_message, verify_many};

@@ -11,7 +11,7 @@
 //! - `POST /v1/test/serve {"mode": "honest" | "corrupt" | "truncate"}`: what
 //!   it serves of blob ranges from now on, on both transports (iroh without
 //!   its own outboard check, and the libp2p range protocol).
-//! - `POST /v1/test/registry {"put": [{"key", "hex"}], "delete": [key]}`:
+//! - `POST /v1/test/registry {"put": [{"key", "hex"}], "delete": [key], "delete_all": bool}`:
 //!   writes raw changes into its public registry document, which registry
 //!   sync then offers to peers as they are.
 //! - `POST /v1/test/fetch {"hash", "size"}`: fetches a blob by hash from the
@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::Result;
-use automerge::ROOT;
 use automerge::transaction::Transactable;
+use automerge::{ROOT, ReadDoc};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -249,6 +249,9 @@ struct RegistryEdit {
     put: Vec<Put>,
     #[serde(default)]
     delete: Vec<String>,
+    /// Deletes every root key the document holds (after the puts).
+    #[serde(default)]
+    delete_all: bool,
 }
 
 async fn registry(State(s): State<Arc<ApiState>>, Json(body): Json<RegistryEdit>) -> Reply {
@@ -261,7 +264,11 @@ async fn registry(State(s): State<Arc<ApiState>>, Json(body): Json<RegistryEdit>
             .map_err(|e| bad("automerge", e.to_string()))?;
         changed += 1;
     }
-    for k in &body.delete {
+    let mut delete = body.delete.clone();
+    if body.delete_all {
+        delete.extend(doc.keys(ROOT));
+    }
+    for k in &delete {
         doc.delete(ROOT, k.as_str())
             .map_err(|e| bad("automerge", e.to_string()))?;
         changed += 1;

@@ -173,12 +173,12 @@ pub fn release(
         Ok(f) => f,
         Err(e) => return Ok(Admitted::invalid(e.to_string())),
     };
-    // A size no node would store: never judged, mirrored or fetched.
-    if v.record().size > packfed_protocol::limits::MAX_ARCHIVE_BYTES {
+    // A size this node would not store: never judged, mirrored or fetched.
+    if v.record().size > judge.max_pack_bytes {
         return Ok(Admitted::invalid(format!(
-            "release claims {} bytes, over the {}-byte archive limit",
+            "release claims {} bytes, over this node's {}-byte pack limit",
             v.record().size,
-            packfed_protocol::limits::MAX_ARCHIVE_BYTES
+            judge.max_pack_bytes
         )));
     }
     if view.has_record(&v.id())? {

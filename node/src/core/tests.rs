@@ -115,6 +115,7 @@ impl Sim {
         let judge = Judge {
             policy: &policy,
             mirror: self.mirror,
+            max_pack_bytes: crate::config::DEFAULT_MAX_PACK_BYTES,
         };
         let admitted = match incoming {
             Incoming::Claim(v) => admit::claim(&self.mem, &v).unwrap(),
@@ -232,6 +233,7 @@ impl Sim {
         let judge = Judge {
             policy: &policy,
             mirror: self.mirror,
+            max_pack_bytes: crate::config::DEFAULT_MAX_PACK_BYTES,
         };
         verdict::reevaluate(&judge, &self.mem, entry).unwrap()
     }

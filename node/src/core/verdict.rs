@@ -104,6 +104,9 @@ pub struct Judge<'a> {
     pub policy: &'a PolicyInForce,
     /// Regional mirrors fetch every accepted pack.
     pub mirror: bool,
+    /// Releases claiming more are invalid here: never stored, judged,
+    /// mirrored or fetched.
+    pub max_pack_bytes: u64,
 }
 
 pub fn fact_of(e: &AttestationEntry) -> Option<AttestationFact> {

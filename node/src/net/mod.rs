@@ -93,6 +93,8 @@ pub enum Command {
         request: pb::SearchRequest,
         reply: oneshot::Sender<Result<pb::SearchResponse, String>>,
     },
+    /// The answer to a peer's blob range request, read off the reactor.
+    BlobAnswer(request_response::ResponseChannel<pb::BlobResponse>, pb::BlobResponse),
     /// The answer to a peer's search, computed off the reactor.
     SearchAnswer(
         request_response::ResponseChannel<pb::SearchResponse>,
@@ -413,7 +415,13 @@ pub struct Reactor {
     bootstrap_plain: Vec<(Multiaddr, Redial)>,
     /// Whether a registry document save is running.
     saving: Arc<std::sync::atomic::AtomicBool>,
+    /// Blob range requests being served at once (each up to
+    /// `MAX_BLOB_RANGE` read from disk).
+    blob_serving: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most blob range requests served at once.
+const MAX_BLOB_SERVES: usize = 16;
 
 const SYNC_STATE_PREFIX: &str = "sync/";
 /// Most round trips in one sync session (automerge converges in a few).
@@ -465,6 +473,7 @@ impl Reactor {
             redial: HashMap::new(),
             bootstrap_plain: Vec::new(),
             saving: Default::default(),
+            blob_serving: Arc::new(tokio::sync::Semaphore::new(MAX_BLOB_SERVES)),
         })
     }
 
@@ -689,6 +698,9 @@ impl Reactor {
             Command::SearchAnswer(channel, response) => {
                 let _ = self.swarm.behaviour_mut().search.send_response(channel, response);
             }
+            Command::BlobAnswer(channel, response) => {
+                let _ = self.swarm.behaviour_mut().blob.send_response(channel, response);
+            }
         }
     }
 
@@ -896,6 +908,10 @@ impl Reactor {
                         .crdt_garbage
                         .fetch_add(got.garbage as u64, std::sync::atomic::Ordering::Relaxed);
                 }
+                let restored = self.node.restore_records(channel, &got.damaged);
+                if restored > 0 {
+                    tracing::warn!(%peer, records = restored, "a peer deleted valid records; put them back");
+                }
                 let bytes: Vec<Vec<u8>> = got.candidates.into_iter().map(|(_, b)| b).collect();
                 for outcome in self.node.ingest_batch(&bytes, channel) {
                     if let Ingested::Invalid(reason) = outcome {
@@ -916,8 +932,11 @@ impl Reactor {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let doc = request.doc;
-                    // The org document goes only to org peers.
+                    // Only peers that identified as this federation's sync;
+                    // the org document goes only to org peers.
+                    let member = self.peers.get(&peer).is_some_and(|p| p.federation_ok);
                     let allowed = match Channel::from_doc(doc) {
+                        _ if !member => None,
                         Some(Channel::Org) => self.node.is_org_peer(&peer).then_some(Channel::Org),
                         other => other,
                     };
@@ -1008,8 +1027,28 @@ impl Reactor {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    let response = self.services.ranges.serve(&peer, &request);
-                    let _ = self.swarm.behaviour_mut().blob.send_response(channel, response);
+                    let refuse = pb::BlobResponse {
+                        status: ranges::STATUS_REFUSED,
+                        data: Vec::new(),
+                        size: 0,
+                    };
+                    let ok = self.peers.get(&peer).is_some_and(|p| p.federation_ok);
+                    // Disk reads and the release checks behind them run off
+                    // the reactor, a bounded number at a time; beyond that
+                    // the peer is refused at once and asks another provider.
+                    let permit = self.blob_serving.clone().try_acquire_owned();
+                    let (true, Ok(permit)) = (ok, permit) else {
+                        let _ = self.swarm.behaviour_mut().blob.send_response(channel, refuse);
+                        return;
+                    };
+                    let (ranges, handle) = (self.services.ranges.clone(), self.handle.clone());
+                    tokio::spawn(async move {
+                        let served = tokio::task::spawn_blocking(move || ranges.serve(&peer, &request)).await;
+                        drop(permit);
+                        handle
+                            .send(Command::BlobAnswer(channel, served.unwrap_or(refuse)))
+                            .await;
+                    });
                 }
                 request_response::Message::Response { request_id, response } => {
                     if let Some(reply) = self.blob_requests.remove(&request_id) {

@@ -11,12 +11,11 @@ use super::Node;
 use crate::core::Channel;
 use crate::core::admit::{self, Admitted, Incoming};
 use crate::core::learning::Rejection;
-use crate::core::verdict::Judge;
 
 pub use crate::core::admit::Outcome as Ingested;
 
-/// Release signatures verified together in one batch (a failed batch is
-/// re-checked one by one, so a bad record costs its batch a second pass).
+/// Releases verified and admitted per chunk (each signer's key decompressed
+/// once per chunk).
 const RELEASE_BATCH: usize = 1024;
 
 /// Counters shown in status and metrics.
@@ -65,10 +64,7 @@ impl Node {
     /// Has the core decide on a verified record, and carries it out.
     fn admit(&self, incoming: Incoming, channel: Channel, now_ms: u64) -> Ingested {
         let policy = self.policy();
-        let judge = Judge {
-            policy: &policy,
-            mirror: self.mirrors(),
-        };
+        let judge = self.judge(&policy);
         let view = self.view();
         let decided = match incoming {
             Incoming::Claim(v) => admit::claim(&view, &v),
@@ -195,14 +191,14 @@ impl Node {
             out[i] = Some(self.ingest(&records[i], channel));
         }
         // Releases next (yanks and attestations name them), their
-        // signatures checked in batches: a fresh node's first sync brings
+        // signatures checked per chunk: a fresh node's first sync brings
         // every release at once.
         let now = crate::packing::now_ms();
         for (idx, envs) in release_idx
             .chunks(RELEASE_BATCH)
             .zip(release_envs.chunks(RELEASE_BATCH))
         {
-            let verified = packfed_protocol::verify_batch::<pb::Release>(envs, self.federation());
+            let verified = packfed_protocol::verify_many::<pb::Release>(envs, self.federation());
             for (i, v) in idx.iter().zip(verified) {
                 let r = match v {
                     Ok(v) => self.admit(Incoming::Release(v), channel, now),
@@ -216,7 +212,7 @@ impl Node {
             out[i] = Some(self.ingest(&records[i], channel));
         }
         if !attest_envs.is_empty() {
-            let verified = packfed_protocol::verify_batch::<pb::Attestation>(&attest_envs, self.federation());
+            let verified = packfed_protocol::verify_many::<pb::Attestation>(&attest_envs, self.federation());
             let mut good = Vec::new();
             let mut good_idx = Vec::new();
             for (i, v) in attest_idx.iter().zip(verified) {
@@ -244,10 +240,7 @@ impl Node {
         channel: Channel,
     ) -> Vec<Ingested> {
         let policy = self.policy();
-        let judge = Judge {
-            policy: &policy,
-            mirror: self.mirrors(),
-        };
+        let judge = self.judge(&policy);
         let decided = admit::attestations(&judge, &self.view(), batch, channel, true)
             .and_then(|a| self.apply(a.effects).map(|_| a.results));
         match decided {

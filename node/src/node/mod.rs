@@ -361,6 +361,15 @@ impl Node {
         self.config.node.role == crate::config::NodeRole::Regional
     }
 
+    /// How the core judges releases under `policy` on this node.
+    pub(crate) fn judge<'a>(&self, policy: &'a crate::core::verdict::PolicyInForce) -> crate::core::verdict::Judge<'a> {
+        crate::core::verdict::Judge {
+            policy,
+            mirror: self.mirrors(),
+            max_pack_bytes: self.config.node.max_pack_bytes(),
+        }
+    }
+
     fn gov_lock(&self) -> MutexGuard<'_, Governance> {
         self.gov.lock().unwrap_or_else(|p| p.into_inner())
     }

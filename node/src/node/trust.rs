@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::Node;
 use crate::core::Effect;
 use crate::core::admit::{self, AttestError};
-use crate::core::verdict::{self, Judge, PolicyInForce, RuleSet, Statement, fact_of, sign_attestation};
+use crate::core::verdict::{self, PolicyInForce, RuleSet, Statement, fact_of, sign_attestation};
 use crate::store::{AttestationEntry, ReleaseEntry, ReleaseStatus, StoreError};
 
 /// Loads the node's local policy file (`[policy] local`), relative to the home.
@@ -118,10 +118,7 @@ impl Node {
             return Ok(Vec::new());
         };
         let policy = self.policy();
-        let judge = Judge {
-            policy: &policy,
-            mirror: self.mirrors(),
-        };
+        let judge = self.judge(&policy);
         verdict::reevaluate(&judge, &self.view(), &entry)
     }
 
@@ -165,10 +162,7 @@ impl Node {
     /// store, replicate, flush, gossip.
     pub fn attest_local(&self, env: &Signed) -> Result<packfed_protocol::RecordId, AttestError> {
         let policy = self.policy();
-        let judge = Judge {
-            policy: &policy,
-            mirror: self.mirrors(),
-        };
+        let judge = self.judge(&policy);
         let (id, effects) = admit::local_attestation(&judge, &self.view(), self.federation(), env)?;
         self.apply(effects)?;
         self.checkpoint_now();
