@@ -46,6 +46,9 @@ pub enum Rejection {
     Schema,
     Range,
     Round,
+    /// Signed by a key that is no federation member: anyone can make
+    /// fresh keys, so only members' summaries may move the model.
+    NotMember,
 }
 
 /// Counts of ignored summaries, by reason.
@@ -55,6 +58,7 @@ pub struct Rejected {
     pub wrong_schema: u64,
     pub out_of_range: u64,
     pub wrong_round: u64,
+    pub not_member: u64,
 }
 
 /// A local event (the install may have failed; only successful installs
@@ -226,14 +230,21 @@ impl Learning {
             Rejection::Schema => r.wrong_schema += 1,
             Rejection::Range => r.out_of_range += 1,
             Rejection::Round => r.wrong_round += 1,
+            Rejection::NotMember => r.not_member += 1,
         }
     }
 
-    /// Checks and keeps a peer's summary (signature already verified).
+    /// Checks and keeps a peer's summary (signature already verified);
+    /// `member` says whether its signer is a federation member now.
     /// Ok(true) if new.
-    pub fn receive(&mut self, v: &Verified<pb::LearningSummary>, now_ms: u64) -> Result<bool, String> {
+    pub fn receive(&mut self, v: &Verified<pb::LearningSummary>, member: bool, now_ms: u64) -> Result<bool, String> {
         let s = v.record();
-        if let Err((why, msg)) = self.check(s, now_ms) {
+        let checked = self.check(s, now_ms).and_then(|()| {
+            member
+                .then_some(())
+                .ok_or((Rejection::NotMember, "its signer is no federation member".to_string()))
+        });
+        if let Err((why, msg)) = checked {
             self.rejected(why);
             return Err(format!("learning summary ignored: {msg}"));
         }
@@ -339,6 +350,11 @@ impl Learning {
             samples: usable(&events),
             usage,
         }
+    }
+
+    /// Notes that this node publishes nothing for `round`.
+    pub fn skipped(&mut self, round: u64) {
+        self.last_published = Some(round);
     }
 
     /// Keeps this node's own summary of `round`.

@@ -156,7 +156,11 @@ impl Sim {
                 },
             },
             Incoming::Learning(v) => admit::Admitted {
-                outcome: match self.learn.receive(&v, now) {
+                outcome: match self.learn.receive(
+                    &v,
+                    self.gov.policy().members.iter().any(|m| m.public_key == v.signer()),
+                    now,
+                ) {
                     Ok(true) => Outcome::New,
                     Ok(false) => Outcome::Known,
                     Err(e) => Outcome::Invalid(e),
@@ -478,7 +482,8 @@ fn every_record_kind_is_admitted_once_and_refused_when_forged_foreign_or_oversiz
         ),
         (
             "learning summary",
-            publisher.summary(T0 / (60 * SECOND), 60 * SECOND),
+            // From a member: only members' summaries count.
+            maintainer.summary(T0 / (60 * SECOND), 60 * SECOND),
             stranger.summary(T0 / (60 * SECOND), 60 * SECOND),
             publisher.sign(&pb::LearningSummary {
                 delta: vec![0.0; MAX_ENVELOPE_BYTES / 8],
@@ -684,10 +689,17 @@ fn a_local_governance_record_that_could_not_count_is_refused_with_a_reason() {
 
 #[test]
 fn learning_summaries_count_only_in_their_open_rounds_and_rounds_fall_due_in_order() {
-    let (mut sim, _) = federation("");
+    let (mut sim, peer) = federation("");
     let r_ms = 60 * SECOND;
     let now = 10 * r_ms + 5;
-    let peer = Peer::new(sim.fed);
+    // A fresh key's summary never counts, however valid (sybils).
+    let sybil = Peer::new(sim.fed);
+    assert!(is_invalid(&sim.receive(
+        sybil.summary(10, r_ms).encoded(),
+        Channel::Public,
+        now
+    )));
+    assert_eq!(sim.learn.status(now, 0, None)["rejected"]["not_member"], 1);
     assert!(matches!(
         sim.receive(peer.summary(10, r_ms).encoded(), Channel::Public, now),
         Outcome::New

@@ -125,7 +125,7 @@ impl Node {
                 })
             }
             Incoming::Learning(v) => Ok(Admitted {
-                outcome: match self.learn_lock().receive(&v, now_ms) {
+                outcome: match self.learn_lock().receive(&v, self.is_member(&v.signer()), now_ms) {
                     Ok(true) => Ingested::New,
                     Ok(false) => Ingested::Known,
                     Err(e) => Ingested::Invalid(e),

@@ -109,8 +109,9 @@ impl Node {
         let due = self.learn_lock().due(now_ms);
         let mut tick = LearnTick::default();
         if let Some(round) = due.publish {
-            let envelope = self.publish_summary(round)?;
-            self.send_out(Outbound::Gossip(Topic::Learn, envelope));
+            if let Some(envelope) = self.publish_summary(round)? {
+                self.send_out(Outbound::Gossip(Topic::Learn, envelope));
+            }
         }
         if let Some(round) = due.aggregate {
             tick.aggregated = Some(self.learn_lock().aggregate(round));
@@ -119,7 +120,18 @@ impl Node {
         Ok(tick)
     }
 
-    fn publish_summary(&self, round: u64) -> Result<Vec<u8>, StoreError> {
+    /// Signs and keeps this node's summary of `round`; None when the home
+    /// holds no member key (peers would ignore it, so it does not count
+    /// here either).
+    fn publish_summary(&self, round: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(key) = self.learning_key() else {
+            self.learn_lock().skipped(round);
+            tracing::debug!(
+                round,
+                "no federation member key in this home: no learning summary published"
+            );
+            return Ok(None);
+        };
         let r_ms = self.learn_lock().round_ms();
         let stored = self.events_between(round * r_ms, (round + 1) * r_ms)?;
         let dp = self.config.learn.dp_epsilon.map(|eps| crate::learn::dp::DpConfig {
@@ -145,11 +157,11 @@ impl Node {
             learn.summarize(round, &stored, dp.is_some().then_some(&noise as &dyn Fn(&_) -> _))
         };
         let samples = summary.samples;
-        let env = Signed::sign(&summary, &self.key, self.federation());
-        self.learn_lock().published(self.key.public().0, summary);
+        let env = Signed::sign(&summary, &key, self.federation());
+        self.learn_lock().published(key.public().0, summary);
         self.save_learning()?;
         tracing::info!(round, samples, "learning summary published");
-        Ok(env.encoded().to_vec())
+        Ok(Some(env.encoded().to_vec()))
     }
 
     fn save_learning(&self) -> Result<(), StoreError> {

@@ -361,6 +361,27 @@ impl Node {
         self.config.node.role == crate::config::NodeRole::Regional
     }
 
+    /// Whether `key` is a federation member in the membership in force.
+    pub fn is_member(&self, key: &packfed_protocol::PublicKey) -> bool {
+        self.policy().members.iter().any(|m| m.public_key == *key)
+    }
+
+    /// The member key this node signs its learning summaries with: a
+    /// witness key it holds, else any member key in its home. None: it
+    /// learns from the federation's model but does not train it.
+    pub(crate) fn learning_key(&self) -> Option<KeyPair> {
+        let mut witness: Vec<&KeyPair> = self.witness_keys.values().collect();
+        witness.sort_by_key(|k| k.public().0);
+        if let Some(k) = witness.first() {
+            return Some((*k).clone());
+        }
+        crate::keys::list_keys(&self.home)
+            .ok()?
+            .into_iter()
+            .map(|(_, k)| k)
+            .find(|k| self.is_member(&k.public()))
+    }
+
     /// How the core judges releases under `policy` on this node.
     pub(crate) fn judge<'a>(&self, policy: &'a crate::core::verdict::PolicyInForce) -> crate::core::verdict::Judge<'a> {
         crate::core::verdict::Judge {
