@@ -108,10 +108,10 @@ impl Node {
     pub fn learn_tick(&self, now_ms: u64) -> Result<LearnTick, StoreError> {
         let due = self.learn_lock().due(now_ms);
         let mut tick = LearnTick::default();
-        if let Some(round) = due.publish {
-            if let Some(envelope) = self.publish_summary(round)? {
-                self.send_out(Outbound::Gossip(Topic::Learn, envelope));
-            }
+        if let Some(round) = due.publish
+            && let Some(envelope) = self.publish_summary(round)?
+        {
+            self.send_out(Outbound::Gossip(Topic::Learn, envelope));
         }
         if let Some(round) = due.aggregate {
             tick.aggregated = Some(self.learn_lock().aggregate(round));
