@@ -17,13 +17,17 @@
 //! (s) checkpoint verification and witnessed-time computation for 100,000
 //!     records listed by 3 witnesses, on one core, with each witness's log
 //!     size, beside the bare bookkeeping (a hash map of the same listings).
+//! (t) a peer asks the publisher of a 1 GiB pack for its last MiB over the
+//!     libp2p range protocol while the publisher answers searches: the
+//!     range round trip beside one at the start of the pack, and search
+//!     latency during it beside the same search on the idle node.
 //! PACKFED_BENCH_QUICK=1 shrinks every size (smoke runs).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use packfed_testnet::{Federation, TestNode, make_pack, pseudo_random_bytes, wait_for};
+use packfed_testnet::{Federation, TestNode, make_big_pack, make_pack, pseudo_random_bytes, wait_for};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
@@ -281,20 +285,7 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     let a = fed.init_home("a", "company", None, &[]).unwrap();
     fed.nodes.push(TestNode::start(&bin(), &a).unwrap());
     let dir = tmp.path().join("big");
-    make_pack(&dir, "bench/big", "1.0.0", &[], 0).unwrap();
-    {
-        // Written in pieces: the bench itself never holds the pack whole.
-        let mut f = std::fs::File::create(dir.join("templates/data.bin")).unwrap();
-        let piece = pseudo_random_bytes(8 << 20, 99);
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(piece.len());
-            f.write_all(&piece[..n]).unwrap();
-            // Vary each piece so zstd cannot find long repeats.
-            left -= n;
-            f.write_all(&(left as u64).to_le_bytes()).unwrap();
-        }
-    }
+    make_big_pack(&dir, "bench/big", "1.0.0", bytes).unwrap();
     let p = fed.nodes[0]
         .json(&["publish", &dir.to_string_lossy(), "--key", "k0"])
         .unwrap();
@@ -449,6 +440,91 @@ fn connected_peers(api: &str) -> u64 {
         .unwrap_or(0)
 }
 
+fn bench_t(rows: &mut Vec<Row>, bytes: usize, samples: usize) {
+    const MIB: u64 = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Federation::empty(&bin(), tmp.path(), 1).unwrap();
+    let a = fed.init_home("a", "company", None, &[]).unwrap();
+    fed.nodes.push(TestNode::start(&bin(), &a).unwrap());
+    let dir = tmp.path().join("big");
+    make_big_pack(&dir, "bench/big", "1.0.0", bytes).unwrap();
+    let p = fed.nodes[0]
+        .json(&["publish", &dir.to_string_lossy(), "--key", "k0"])
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let hash = p["hash"].as_str().unwrap().to_string();
+    let size = p["size"].as_u64().unwrap();
+    let boot = fed.nodes[0].p2p_addr().unwrap();
+    let b = fed.init_home("b", "public", Some(&boot), &[]).unwrap();
+    let testnet = PathBuf::from(env!("CARGO_BIN_EXE_testnet"));
+    fed.nodes.push(TestNode::start_adversary(&bin(), &testnet, &b).unwrap());
+    fed.wait_connected(Duration::from_secs(30)).unwrap();
+    wait_for(Duration::from_secs(60), "B to hold the release", || {
+        fed.nodes[1].has_release("bench/big@1.0.0").then_some(())
+    })
+    .unwrap();
+    let peer = fed.nodes[0].json(&["status"]).unwrap()["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let range = |offset: u64| -> Duration {
+        let r = fed.nodes[1]
+            .control(
+                "/v1/test/range",
+                &serde_json::json!({"peer": peer, "hash": hash, "offset": offset, "length": MIB}),
+            )
+            .unwrap();
+        assert_eq!(r["bytes"].as_u64(), Some(MIB), "{r}");
+        Duration::from_micros(r["micros"].as_u64().unwrap())
+    };
+    let api = fed.nodes[0].api.clone();
+    let search = |api: &str| -> Duration {
+        let t = Instant::now();
+        let r = http_get(api, "/v1/search?q=big&peers=local").unwrap();
+        assert!(r.contains("bench/big"), "{r}");
+        t.elapsed()
+    };
+    let mut idle: Vec<Duration> = (0..samples).map(|_| search(&api)).collect();
+    let mut start: Vec<Duration> = (0..samples).map(|_| range(0)).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searcher = {
+        let (stop, api) = (stop.clone(), api.clone());
+        std::thread::spawn(move || {
+            let mut took = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                took.push(search(&api));
+            }
+            took
+        })
+    };
+    let mut end: Vec<Duration> = (0..samples).map(|_| range(size - MIB)).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut busy = searcher.join().unwrap();
+    for v in [&mut idle, &mut start, &mut end, &mut busy] {
+        v.sort();
+    }
+    rows.push(Row(
+        format!(
+            "(t) 1 MiB range at the end of a {:.2} GiB pack, asked by a peer (libp2p range protocol), {samples} samples",
+            size as f64 / (1u64 << 30) as f64
+        ),
+        format!("p50 {}, p99 {} (floor < 50 ms)", ms(pct(&end, 0.5)), ms(pct(&end, 0.99))),
+        format!("range at the start: p50 {}, p99 {}", ms(pct(&start, 0.5)), ms(pct(&start, 0.99))),
+    ));
+    rows.push(Row(
+        format!(
+            "(t) search (HTTP, local) on the publisher while it serves those ranges, {} samples",
+            busy.len()
+        ),
+        format!(
+            "p50 {}, p99 {} (floor < 10 ms)",
+            ms(pct(&busy, 0.5)),
+            ms(pct(&busy, 0.99))
+        ),
+        format!("idle node: p50 {}, p99 {}", ms(pct(&idle, 0.5)), ms(pct(&idle, 0.99))),
+    ));
+}
+
 fn bench_q(rows: &mut Vec<Row>, restarts: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let mut fed = Federation::up(&bin(), tmp.path(), &["company", "regional", "public"]).unwrap();
@@ -517,14 +593,27 @@ fn main() {
         bench_c(&mut rows, if quick { 2_000 } else { 50_000 });
     }
     if want("d") {
-        let mb: usize = std::env::var("PACKFED_BENCH_D_MB")
+        let bytes: usize = std::env::var("PACKFED_BENCH_D_MB")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(if quick { 64 } else { 1024 });
-        bench_d(&mut rows, mb << 20);
+            .map(|mb: usize| mb << 20)
+            .unwrap_or(if quick {
+                64 << 20
+            } else {
+                packfed_testnet::ONE_GIB_PACK_BYTES
+            });
+        bench_d(&mut rows, bytes);
     }
     if want("e") {
         bench_e(&mut rows, if quick { 10 } else { 50 });
+    }
+    if want("t") {
+        let bytes = if quick {
+            64 << 20
+        } else {
+            packfed_testnet::ONE_GIB_PACK_BYTES
+        };
+        bench_t(&mut rows, bytes, if quick { 10 } else { 100 });
     }
     if want("q") {
         bench_q(&mut rows, if quick { 4 } else { 20 });

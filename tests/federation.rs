@@ -355,4 +355,55 @@ fn org_packs_reach_org_peers_only() {
         )
         .unwrap();
     assert_eq!(status(&fed.nodes[2])["blobs"], 1);
+
+    // Channel by channel, C learnt nothing of the org pack, and the public
+    // pack is the positive control on each. DHT: providers of each hash;
+    // sync and gossip: entries of C's registry documents and C's store;
+    // learning: install counts C took from summaries; announcements: the
+    // release count A tells the public.
+    let (c, a) = (&fed.nodes[2], &fed.nodes[0]);
+    let observe = |hash: &str, needle: &str| {
+        c.control(
+            "/v1/test/observed",
+            &serde_json::json!({"hash": hash, "needle": needle}),
+        )
+        .unwrap()
+    };
+    let open_hash = open["hash"].as_str().unwrap();
+    let control = wait_for(DEADLINE, "the public pack in C's DHT view and documents", || {
+        let o = observe(open_hash, "acme/open");
+        (o["providers"].as_u64()? > 0 && o["registry_entries"].as_u64()? > 0).then_some(o)
+    })
+    .unwrap();
+    let org = observe(&hash, "acme/secret");
+    assert_eq!(org["providers"], 0, "org hash in the DHT: {org} (control {control})");
+    assert_eq!(org["registry_entries"], 0, "org record synced to C: {org}");
+    assert_eq!(org["usage"], 0, "org usage learnt by C: {org}");
+    assert_eq!(status(c)["releases"], 1, "C stores the public release only");
+    let a_id = status(a)["peer_id"].as_str().unwrap().to_string();
+    let announced = wait_for(DEADLINE, "A's announcement to reach C", || {
+        let peers = c.json(&["peers"]).ok()?;
+        let p = peers
+            .as_array()?
+            .iter()
+            .find(|p| p["peer_id"] == a_id.as_str())?
+            .clone();
+        (p["releases"].as_u64()? >= 1).then_some(p)
+    })
+    .unwrap();
+    assert_eq!(
+        announced["releases"], 1,
+        "A announces its public release only: {announced}"
+    );
+    // API of A without the token (a browser page, another user): only the
+    // public pack; with the token (the CLI) the org one too.
+    let api = packfed_testnet::NodeJson::read(&a.home).unwrap().api;
+    let hits = packfed_testnet::get_json(&api, "/v1/search?q=acme")
+        .unwrap()
+        .to_string();
+    assert!(hits.contains("acme/open") && !hits.contains("acme/secret"), "{hits}");
+    assert!(packfed_testnet::get_json(&api, "/v1/info/acme/secret").is_err());
+    assert!(packfed_testnet::get_json(&api, "/v1/packages/acme/secret").is_err());
+    assert!(packfed_testnet::get_json(&api, &format!("/v1/blobs/{hash}")).is_err());
+    assert!(search_ids(a, "secret").contains(&"acme/secret@1.0.0".to_string()));
 }

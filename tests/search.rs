@@ -447,4 +447,48 @@ fn nodes_learn_ranking_together_from_signed_summaries() {
         })
         .unwrap();
     }
+
+    // 300 sybils: valid summaries of the open round, within every bound,
+    // each from a fresh key. None is a member's, so none is kept, and no
+    // later aggregate counts anyone but the three nodes (the positive
+    // control: their own summaries keep counting).
+    let members: std::collections::BTreeSet<String> = statuses[0]["contributors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let before: Vec<u64> = [n1, n2].iter().map(|n| rejected(n, "not_member")).collect();
+    wait_for(DEADLINE, "peers to refuse the sybils", || {
+        let sybils: Vec<String> = (0..300)
+            .map(|_| {
+                packfed_testnet::sign_learning_summary_hex(&fed_id, 2000, 1, [2.5, 0.0, 0.0, 0.0, 0.0], false).unwrap()
+            })
+            .collect();
+        let _ = n0.control("/v1/test/flood", &serde_json::json!({"topic": "learn", "hex": sybils}));
+        [n1, n2]
+            .iter()
+            .zip(&before)
+            .all(|(n, b)| rejected(n, "not_member") > *b)
+            .then_some(())
+    })
+    .unwrap();
+    for n in [n1, n2] {
+        let flooded = n.json(&["learn", "status"]).unwrap()["round"].as_u64().unwrap();
+        let st = wait_for(DEADLINE, "an aggregate after the flood", || {
+            let st = n.json(&["learn", "status"]).ok()?;
+            (st["last_aggregated_round"].as_u64()? > flooded).then_some(st)
+        })
+        .unwrap();
+        let counted: std::collections::BTreeSet<String> = st["contributors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert!(!counted.is_empty() && counted.is_subset(&members), "{st}");
+        for waiting in st["pending_summaries"].as_object().unwrap().values() {
+            assert!(waiting.as_u64().unwrap() <= 3, "no sybil waits in a round: {st}");
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! The JSON API on 127.0.0.1 (axum). Mutating calls and blob downloads need
-//! the bearer token in `HOME/api-token`; every call needs a Host header that
+//! the bearer token in `HOME/api-token`; reads without it see public data
+//! only (no org release in search, info, versions or attestations, where
+//! it is a plain 404); every call needs a Host header that
 //! names this node (loopback or the bound address: no DNS rebinding). Handlers translate HTTP to [`Node`] operations and back;
 //! errors are `{"error", "code"}` with a 4xx for the caller's mistakes.
 //!
@@ -184,14 +186,19 @@ fn token_matches(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
+/// Whether a request carries this node's API token: its own users, who may
+/// see its org catalog. Reads without it get public data only.
+fn has_token(state: &ApiState, headers: &HeaderMap) -> bool {
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !token_matches(given.as_bytes(), state.token.as_bytes()) {
+    token_matches(given.as_bytes(), state.token.as_bytes())
+}
+
+async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    if !has_token(&state, req.headers()) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -218,6 +225,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Va
         "peers": peers,
         "rejected_records": crate::node::IngestStats::get(&n.stats.rejected),
         "crdt_garbage": crate::node::IngestStats::get(&n.stats.crdt_garbage),
+        "sync_refused": crate::node::IngestStats::get(&n.stats.sync_refused),
         "releases": n.store.release_count(),
         "blobs": n.store.blob_count(),
         "policy_version": n.policy().version,
@@ -449,6 +457,7 @@ const MAX_SEARCH_TIMEOUT_MS: u64 = 10_000;
 
 async fn search(
     State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
     Query(q): Query<SearchQuery>,
 ) -> ApiResult<Json<search::fanout::SearchResponse>> {
     if q.q.len() > search::fanout::MAX_QUERY_BYTES {
@@ -491,8 +500,8 @@ async fn search(
             attested,
             include_quarantined: q.include_quarantined,
             all_versions: q.all_versions,
-            // This node's own users see its org catalog.
-            include_org: true,
+            // This node's own users (the token) see its org catalog.
+            include_org: has_token(&s, &headers),
         },
     };
     let timeout = q
@@ -527,13 +536,16 @@ fn pack_name(ns: &str, name: &str) -> ApiResult<String> {
 
 async fn package(
     State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let full = pack_name(&ns, &name)?;
+    let org = has_token(&s, &headers);
     let versions: Vec<ReleaseView> = s
         .node
         .versions(&full)?
         .iter()
+        .filter(|e| org || !is_org(e))
         .map(|e| ReleaseView::judged(&s.node, e))
         .collect();
     if versions.is_empty() {
@@ -553,11 +565,12 @@ struct InfoQuery {
 
 async fn info(
     State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<InfoQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let full = pack_name(&ns, &name)?;
-    let entry = release_or_404(&s, &full, q.version.as_deref())?;
+    let entry = release_or_404(&s, &full, q.version.as_deref(), has_token(&s, &headers))?;
     let view = ReleaseView::judged(&s.node, &entry);
     let have_blob = s.node.store.has_blob(&view.hash)?;
     let mut v = serde_json::to_value(&view).map_err(ApiError::internal)?;
@@ -573,9 +586,22 @@ async fn info(
     Ok(Json(v))
 }
 
-/// The release `ns/name@version` or a 404 naming it.
-fn release_or_404(s: &ApiState, full: &str, version: Option<&str>) -> ApiResult<crate::store::ReleaseEntry> {
-    s.node.info(full, version)?.ok_or_else(|| {
+fn is_org(e: &crate::store::ReleaseEntry) -> bool {
+    e.release.visibility == packfed_protocol::pb::Visibility::Org as i32
+}
+
+/// The release `ns/name@version` or a 404 naming it. Without the token an
+/// org release is not there (the same 404: its existence is org data too).
+fn release_or_404(s: &ApiState, full: &str, version: Option<&str>, org: bool) -> ApiResult<crate::store::ReleaseEntry> {
+    let found = match s.node.info(full, version)? {
+        Some(e) if !org && is_org(&e) => match version {
+            // The newest public version, if the newest is an org one.
+            None => s.node.versions(full)?.into_iter().find(|e| !is_org(e)),
+            Some(_) => None,
+        },
+        other => other,
+    };
+    found.ok_or_else(|| {
         let what = match version {
             Some(v) => format!("{full}@{v}"),
             None => full.to_string(),
@@ -592,11 +618,12 @@ fn release_or_404(s: &ApiState, full: &str, version: Option<&str>) -> ApiResult<
 /// can check them themselves.
 async fn attestations(
     State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<InfoQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let full = pack_name(&ns, &name)?;
-    let entry = release_or_404(&s, &full, q.version.as_deref())?;
+    let entry = release_or_404(&s, &full, q.version.as_deref(), has_token(&s, &headers))?;
     let mut out = Vec::new();
     for view in s.node.attestation_views(&entry)? {
         let id: packfed_protocol::RecordId = view.id.parse().map_err(ApiError::internal)?;

@@ -158,7 +158,9 @@ pub async fn fetch_blob_with_progress(
                 if node.config.node.self_check() {
                     node.spawn_self_attest(hash);
                 }
-                net.send(crate::net::Command::Provide(hash)).await;
+                if node.is_public_blob(&hash) {
+                    net.send(crate::net::Command::Provide(hash)).await;
+                }
                 return Ok(());
             }
             Ok(()) => errors.push(format!(

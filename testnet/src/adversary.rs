@@ -13,9 +13,21 @@
 //!   its own outboard check, and the libp2p range protocol).
 //! - `POST /v1/test/registry {"put": [{"key", "hex"}], "delete": [key], "delete_all": bool}`:
 //!   writes raw changes into its public registry document, which registry
-//!   sync then offers to peers as they are.
+//!   sync then offers to peers as they are. `"zeros": {"count", "len"}` adds
+//!   `count` changes each putting `len` zero bytes under a key of its own:
+//!   a compression bomb (automerge sends a saved document, deflated, to a
+//!   peer that lacks most of the history).
 //! - `POST /v1/test/fetch {"hash", "size"}`: fetches a blob by hash from the
 //!   federation, as a node that learnt the hash out of band would.
+//!
+//! - `POST /v1/test/range {"peer", "hash", "offset", "length"}`: asks one
+//!   peer for one blob range over the libp2p range protocol; answers
+//!   `{"status", "bytes", "micros"}` (the round trip as it measured it).
+//! - `POST /v1/test/observed {"hash", "needle"}`: what this node learnt of
+//!   a blob and a name from the federation: DHT providers of the hash,
+//!   registry document entries (public and org) whose bytes hold the hash
+//!   or the needle, and learnt install counts of the hash; answers
+//!   `{"providers", "registry_entries", "usage"}`.
 //!
 //! Nothing here exists in the `packfed` binary: the product only offers
 //! the extension points ([`packfed_node::daemon::Options`]) any program built
@@ -148,6 +160,8 @@ pub async fn run(home: PathBuf) -> Result<()> {
         .route("/v1/test/serve", post(serve))
         .route("/v1/test/registry", post(registry))
         .route("/v1/test/fetch", post(fetch))
+        .route("/v1/test/range", post(range))
+        .route("/v1/test/observed", post(observed))
         .layer(Extension(mode));
     let options = Options {
         sources: Some(Box::new(sources)),
@@ -252,6 +266,14 @@ struct RegistryEdit {
     /// Deletes every root key the document holds (after the puts).
     #[serde(default)]
     delete_all: bool,
+    #[serde(default)]
+    zeros: Option<Zeros>,
+}
+
+#[derive(Deserialize)]
+struct Zeros {
+    count: usize,
+    len: usize,
 }
 
 async fn registry(State(s): State<Arc<ApiState>>, Json(body): Json<RegistryEdit>) -> Reply {
@@ -274,6 +296,15 @@ async fn registry(State(s): State<Arc<ApiState>>, Json(body): Json<RegistryEdit>
         changed += 1;
     }
     doc.commit();
+    if let Some(z) = &body.zeros {
+        // One change each, so they outnumber the history the peer shares.
+        for i in 0..z.count {
+            doc.put(ROOT, format!("zeros-{i}"), vec![0u8; z.len])
+                .map_err(|e| bad("automerge", e.to_string()))?;
+            doc.commit();
+            changed += 1;
+        }
+    }
     Ok(Json(json!({"changed": changed})))
 }
 
@@ -295,4 +326,67 @@ async fn fetch(State(s): State<Arc<ApiState>>, Json(body): Json<Fetch>) -> Reply
             )
         })?;
     Ok(Json(json!({"fetched": true})))
+}
+
+#[derive(Deserialize)]
+struct Range {
+    peer: String,
+    hash: String,
+    offset: u64,
+    length: u32,
+}
+
+async fn range(State(s): State<Arc<ApiState>>, Json(body): Json<Range>) -> Reply {
+    let peer: libp2p::PeerId = body.peer.parse().map_err(|e| bad("bad_peer", format!("{e}")))?;
+    let hash: ContentHash = body.hash.parse().map_err(|e| bad("bad_hash", format!("{e}")))?;
+    let net = s.net.as_ref().ok_or_else(|| bad("offline", "no network"))?;
+    let request = pb::BlobRequest {
+        hash: hash.0.to_vec(),
+        offset: body.offset,
+        length: body.length,
+    };
+    let started = std::time::Instant::now();
+    let answer = net.blob_range(peer, request).await;
+    let micros = started.elapsed().as_micros() as u64;
+    let r = answer.map_err(|e| {
+        (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"error": e, "code": "range_failed"})),
+        )
+    })?;
+    Ok(Json(
+        json!({"status": r.status, "bytes": r.data.len(), "micros": micros}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Observe {
+    hash: String,
+    needle: String,
+}
+
+async fn observed(State(s): State<Arc<ApiState>>, Json(body): Json<Observe>) -> Reply {
+    let hash: ContentHash = body.hash.parse().map_err(|e| bad("bad_hash", format!("{e}")))?;
+    let net = s.net.as_ref().ok_or_else(|| bad("offline", "no network"))?;
+    let providers = net.providers(hash).await.len();
+    let holds = |v: &[u8], what: &[u8]| !what.is_empty() && v.windows(what.len()).any(|w| w == what);
+    let mut entries = 0;
+    for replica in [&s.node.replica, &s.node.org_replica] {
+        let mut r = replica.lock().map_err(|_| bad("poisoned", "registry lock"))?;
+        let doc = r.document_mut();
+        for key in doc.keys(ROOT).collect::<Vec<_>>() {
+            if let Ok(Some((automerge::Value::Scalar(v), _))) = doc.get(ROOT, key.as_str())
+                && let automerge::ScalarValue::Bytes(b) = v.as_ref()
+                && (holds(b, &hash.0) || holds(b, body.needle.as_bytes()))
+            {
+                entries += 1;
+            }
+        }
+    }
+    let (installs, failed) = s.node.usage_of(&hash);
+    Ok(Json(json!({
+        "providers": providers,
+        "registry_entries": entries,
+        "usage": installs + failed,
+    })))
 }

@@ -100,6 +100,20 @@ pub fn post_json_with_token(api: &str, path: &str, token: &str, body: &str) -> s
     Ok(out)
 }
 
+/// `GET path` on a node's API (no token: public routes), its JSON body.
+pub fn get_json(api: &str, path: &str) -> Result<Value> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(api)?;
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    c.read_to_string(&mut out)?;
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP response from {api}"))?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    Ok(serde_json::from_str(body)?)
+}
+
 /// Spawns `packfed node run` on an initialized home, stdout and stderr to
 /// `HOME/node.log`. With `detach` the node gets its own process group, so
 /// it outlives the caller and a Ctrl-C in the caller's terminal.
@@ -383,6 +397,32 @@ pub fn make_pack(dir: &Path, name: &str, version: &str, deps: &[(&str, &str)], e
     }
     Ok(())
 }
+
+/// A pack whose `templates/data.bin` holds `bytes` of incompressible data,
+/// written in 8 MiB pieces (the caller never holds it whole).
+pub fn make_big_pack(dir: &Path, name: &str, version: &str, bytes: usize) -> Result<()> {
+    use std::io::Write;
+    make_pack(dir, name, version, &[], 0)?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("templates/data.bin"))?);
+    let piece = pseudo_random_bytes(8 << 20, 99);
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(piece.len() - 8);
+        f.write_all(&piece[..n])?;
+        left -= n;
+        // Each piece differs, so zstd finds no long repeats.
+        let mark = (left as u64).to_le_bytes();
+        let m = left.min(8);
+        f.write_all(&mark[..m])?;
+        left -= m;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// A pack that fills the default `[node] max_pack_bytes` (1 GiB) as
+/// closely as the archive's framing allows.
+pub const ONE_GIB_PACK_BYTES: usize = (1 << 30) - (1 << 20);
 
 /// Incompressible bytes from a fixed seed (xorshift), so benches are repeatable.
 pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {

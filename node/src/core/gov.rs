@@ -4,13 +4,20 @@
 //! change, [`Governance::apply`] says so ([`Effect::MembersChanged`],
 //! [`Effect::ReevaluateStale`], [`Effect::Reassign`]) and when to look again.
 //!
-//! Records are not judged against membership on arrival: a vote by someone
-//! who was a member when it was cast must count on a node that receives it
-//! after that member was removed. The tally ignores what does not count.
-//! Only a record signed on this node is refused when it could not count
-//! ([`Governance::check_local`]), so its signer hears why.
+//! Records are not judged against the membership *in force* on arrival: a
+//! vote by someone who was a member when it was cast must count on a node
+//! that receives it after that member was removed. The tally ignores what
+//! does not count. But a key that never was a member (not in the genesis,
+//! named by no known add-member proposal) signs records that can never
+//! count: they are refused as `not_member`, neither stored nor forwarded,
+//! so a fresh key cannot make every node keep and re-tally its spam (and
+//! its forwarder is penalized like for any invalid record). Such records
+//! wait in a small bounded queue in case the proposal adding their signer
+//! is still on its way. A record signed on this node is also refused when
+//! it could not count ([`Governance::check_local`]), so its signer hears
+//! why.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use packfed_governance::proposals::{
@@ -27,6 +34,10 @@ use crate::store::StoreError;
 pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 
 const MAX_TITLE_BYTES: usize = 256;
+
+/// Records from keys that are not (yet) members, kept in case the proposal
+/// naming their signer arrives later; the oldest go first.
+const MAX_WAITING: usize = 1024;
 
 /// Why a governance record was refused.
 #[derive(Debug, thiserror::Error)]
@@ -155,11 +166,27 @@ pub struct Governance {
     /// Witnessed time of each record a witness quorum has listed: the only
     /// time that counts (a record's own date is its signer's claim).
     witnessed: HashMap<[u8; 32], u64>,
+    /// Keys that are or were members: the genesis's and those named by a
+    /// known add-member proposal (whether it passed or not: whether it
+    /// passed depends on witnessed time, which may still come).
+    may_sign: HashSet<PublicKey>,
+    /// Records whose signer is not in `may_sign`, oldest first.
+    waiting: VecDeque<(PublicKey, GovRecord, Signed)>,
+}
+
+/// The key that signed a governance record.
+fn signer(r: &GovRecord) -> PublicKey {
+    match r {
+        GovRecord::Proposal(p) => p.proposer,
+        GovRecord::Vote(v) => v.voter,
+        GovRecord::Cancel(c) => c.by,
+    }
 }
 
 impl Governance {
     /// The genesis state, with the node's local rules added to the policy.
     pub fn new(genesis: Genesis, local: Option<RuleSet>) -> Governance {
+        let genesis_keys = genesis.members.iter().map(|m| m.public_key).collect();
         let policy = PolicyInForce::new(
             0,
             None,
@@ -175,6 +202,8 @@ impl Governance {
             policy: Arc::new(policy),
             owners: BTreeMap::new(),
             witnessed: HashMap::new(),
+            may_sign: genesis_keys,
+            waiting: VecDeque::new(),
         }
     }
 
@@ -233,8 +262,25 @@ impl Governance {
         if !self.ids.insert(r.id()) {
             return false;
         }
+        if let GovRecord::Proposal(ProposalRecord {
+            action: Action::AddMember(m),
+            ..
+        }) = &r
+        {
+            self.may_sign.insert(m.public_key);
+        }
         self.records.push(r);
         true
+    }
+
+    /// Whether `key` is or was a member as far as the records held say.
+    pub fn may_sign(&self, key: &PublicKey) -> bool {
+        self.may_sign.contains(key)
+    }
+
+    /// How many records from non-members wait for a proposal naming them.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
     }
 
     /// A record from a peer or from this node: verified, bounded in time
@@ -247,19 +293,58 @@ impl Governance {
         now_ms: u64,
     ) -> Result<Option<Vec<Effect>>, GovError> {
         let r = decode_record(env, fed, now_ms)?;
-        Ok(self.admit_decoded(r, env))
+        self.admit_decoded(r, env)
     }
 
     /// [`Governance::admit`] of a record already decoded from `env`.
-    pub fn admit_decoded(&mut self, r: GovRecord, env: &Signed) -> Option<Vec<Effect>> {
-        if !self.load(r) {
-            return None;
+    /// Refuses a record whose signer never was a member (it waits, bounded,
+    /// for a proposal naming that key).
+    pub fn admit_decoded(&mut self, r: GovRecord, env: &Signed) -> Result<Option<Vec<Effect>>, GovError> {
+        if self.ids.contains(&r.id()) {
+            return Ok(None);
         }
-        Some(vec![
+        let key = signer(&r);
+        if !self.may_sign(&key) {
+            if !self.waiting.iter().any(|(_, w, _)| w.id() == r.id()) {
+                if self.waiting.len() >= MAX_WAITING {
+                    self.waiting.pop_front();
+                }
+                self.waiting.push_back((key, r, env.clone()));
+            }
+            return Err(GovError::Refused {
+                code: "not_member",
+                message: format!(
+                    "{key} is not and never was a member of this federation: its governance records cannot count"
+                ),
+            });
+        }
+        let named = match &r {
+            GovRecord::Proposal(ProposalRecord {
+                action: Action::AddMember(m),
+                ..
+            }) if !self.may_sign(&m.public_key) => Some(m.public_key),
+            _ => None,
+        };
+        self.load(r);
+        let mut effects = vec![
             Effect::Store(Box::new(Write::Gov(env.clone()))),
             Effect::Replicate(Channel::Public, env.clone()),
             Effect::GovernanceChanged,
-        ])
+        ];
+        // What the newly named key signed before this proposal arrived.
+        if let Some(named) = named {
+            let (theirs, rest) = std::mem::take(&mut self.waiting)
+                .into_iter()
+                .partition::<VecDeque<_>, _>(|(k, _, _)| *k == named);
+            self.waiting = rest;
+            for (_, r, env) in theirs {
+                if self.load(r) {
+                    effects.push(Effect::Store(Box::new(Write::Gov(env.clone()))));
+                    effects.push(Effect::Replicate(Channel::Public, env));
+                }
+            }
+        }
+        Ok(Some(effects))
     }
 
     /// The governance state at `now_ms`.

@@ -755,3 +755,62 @@ fn a_release_claiming_more_than_any_node_stores_is_refused() {
         Outcome::New
     ));
 }
+
+#[test]
+fn governance_records_of_keys_that_never_were_members_are_refused_and_wait_for_a_proposal_naming_them() {
+    let (mut sim, maintainer) = federation("");
+    let proposal = maintainer.propose_policy("", T0);
+    assert!(matches!(
+        sim.receive(proposal.encoded(), Channel::Public, T0),
+        Outcome::New
+    ));
+    let stored = sim.mem.records.len();
+    // Valid votes from fresh keys: refused (so not forwarded either), none
+    // stored, and the queue of records waiting for a proposal stays bounded.
+    for i in 0..3_000 {
+        let spam = Peer::new(sim.fed).vote(&proposal, "for", T0 + SECOND + i);
+        match sim.receive(spam.encoded(), Channel::Public, T0 + 2 * SECOND) {
+            Outcome::Invalid(reason) => assert!(reason.contains("never was a member"), "{reason}"),
+            other => panic!("spam vote {i} was {other:?}"),
+        }
+    }
+    assert_eq!(sim.mem.records.len(), stored, "no spam vote is stored");
+    assert!(sim.gov.waiting() <= 1024, "{} records wait", sim.gov.waiting());
+    // A newcomer's vote that arrives before the proposal adding them waits,
+    // and is kept once that proposal arrives.
+    let newcomer = Peer::new(sim.fed);
+    let early = newcomer.vote(&proposal, "against", T0 + 3 * SECOND);
+    assert!(is_invalid(&sim.receive(
+        early.encoded(),
+        Channel::Public,
+        T0 + 3 * SECOND
+    )));
+    let add = maintainer.sign(&pb::Proposal {
+        title: "welcome".into(),
+        created_at_ms: T0 + 4 * SECOND,
+        action: Some(pb::proposal::Action::AddMember(pb::MemberSpec {
+            public_key: newcomer.key.public().as_bytes().to_vec(),
+            role: "community".into(),
+            weight: 1,
+        })),
+    });
+    assert!(matches!(
+        sim.receive(add.encoded(), Channel::Public, T0 + 4 * SECOND),
+        Outcome::New
+    ));
+    assert!(
+        sim.gov.knows(&early.id().0),
+        "the early vote was admitted with the proposal"
+    );
+    assert_eq!(sim.mem.records.len(), stored + 2);
+    assert!(matches!(
+        sim.receive(early.encoded(), Channel::Public, T0 + 5 * SECOND),
+        Outcome::Known
+    ));
+    // The positive control: the maintainer's vote arrives as ever.
+    let ok = maintainer.vote(&proposal, "for", T0 + 5 * SECOND);
+    assert!(matches!(
+        sim.receive(ok.encoded(), Channel::Public, T0 + 5 * SECOND),
+        Outcome::New
+    ));
+}

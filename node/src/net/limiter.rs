@@ -1,6 +1,6 @@
-//! Per-peer rate limit on the searches a node answers: a token bucket per
-//! peer (pure; the caller passes the time). A peer that floods gets a clear
-//! refusal instead of the node's CPU.
+//! Per-peer rate limits (searches a node answers, registry sync requests
+//! and their bytes): a token bucket per peer (pure; the caller passes the
+//! time). A peer that floods gets a clear refusal instead of the node's CPU.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -42,6 +42,12 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// Takes one token for `peer` at `now_ms`; false if it has none left.
     pub fn allow(&mut self, peer: &K, now_ms: u64) -> bool {
+        self.allow_n(peer, 1.0, now_ms)
+    }
+
+    /// Takes `cost` tokens (bytes, for a byte budget); false, taking
+    /// nothing, if fewer are left.
+    pub fn allow_n(&mut self, peer: &K, cost: f64, now_ms: u64) -> bool {
         if self.buckets.len() >= MAX_PEERS && !self.buckets.contains_key(peer) {
             // Full buckets carry no information: forget them first.
             let (rate, burst) = (self.rate, self.burst);
@@ -58,8 +64,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let elapsed = now_ms.saturating_sub(b.at_ms) as f64 / 1000.0;
         b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
         b.at_ms = b.at_ms.max(now_ms);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        if b.tokens >= cost {
+            b.tokens -= cost;
             true
         } else {
             false
@@ -81,6 +87,15 @@ mod tests {
         assert!(l.allow(&"q", 1_100), "other peers are not affected");
         let later = (0..100).filter(|_| l.allow(&"p", 60_000)).count();
         assert_eq!(later, 5, "refills to the burst, not beyond");
+    }
+
+    #[test]
+    fn a_byte_budget_takes_what_a_message_costs() {
+        let mut l = RateLimiter::new(1000.0, 4000.0);
+        assert!(l.allow_n(&"p", 3000.0, 0));
+        assert!(!l.allow_n(&"p", 2000.0, 0), "1000 left");
+        assert!(l.allow_n(&"p", 1000.0, 0), "a refusal took nothing");
+        assert!(l.allow_n(&"p", 1000.0, 1_000), "refilled 1000 in 1 s");
     }
 
     #[test]

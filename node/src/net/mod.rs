@@ -409,6 +409,10 @@ pub struct Reactor {
     last_announce: std::time::Instant,
     search_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<pb::SearchResponse, String>>>,
     search_limiter: RateLimiter<PeerId>,
+    /// Registry sync budgets per peer: requests, and bytes of the messages
+    /// they carry (absorbing them is the costly part).
+    sync_requests_limiter: RateLimiter<PeerId>,
+    sync_bytes_limiter: RateLimiter<PeerId>,
     /// Peers to dial again whenever they are not connected.
     redial: HashMap<PeerId, Redial>,
     /// Bootstrap addresses without a peer id: dialed while no peer is connected.
@@ -424,6 +428,13 @@ pub struct Reactor {
 const MAX_BLOB_SERVES: usize = 16;
 
 const SYNC_STATE_PREFIX: &str = "sync/";
+/// What one peer may make this node absorb by registry sync: a session
+/// every 5 s takes a few requests; the byte burst holds a fresh node's
+/// first sync of a large registry (one message of up to 64 MiB).
+const SYNC_REQUESTS_PER_SEC: f64 = 1.0;
+const SYNC_REQUESTS_BURST: f64 = 128.0;
+const SYNC_BYTES_PER_SEC: f64 = 2.0 * 1024.0 * 1024.0;
+const SYNC_BYTES_BURST: f64 = 160.0 * 1024.0 * 1024.0;
 /// Most round trips in one sync session (automerge converges in a few).
 const MAX_SYNC_ROUNDS: u32 = 64;
 
@@ -470,6 +481,8 @@ impl Reactor {
             last_announce: std::time::Instant::now(),
             search_requests: HashMap::new(),
             search_limiter: RateLimiter::default(),
+            sync_requests_limiter: RateLimiter::new(SYNC_REQUESTS_PER_SEC, SYNC_REQUESTS_BURST),
+            sync_bytes_limiter: RateLimiter::new(SYNC_BYTES_PER_SEC, SYNC_BYTES_BURST),
             redial: HashMap::new(),
             bootstrap_plain: Vec::new(),
             saving: Default::default(),
@@ -594,10 +607,12 @@ impl Reactor {
             name: self.node.config.node.name.clone(),
             role: self.node.config.node.role.as_str().to_string(),
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
-            org: self.node.config.org.peers.clone(),
+            // Announcements are public: nothing in them may describe the
+            // org (its peers, or counts that include its packs).
+            org: Vec::new(),
             announced_at_ms: crate::packing::now_ms(),
-            blobs: self.node.store.blob_count() as u64,
-            releases: self.node.store.release_count() as u64,
+            blobs: 0,
+            releases: self.node.store.public_release_count() as u64,
             iroh_addrs: self
                 .node
                 .iroh
@@ -923,7 +938,13 @@ impl Reactor {
                     }
                 }
             }
-            Err(e) => tracing::warn!(%peer, error = %e, "bad registry sync message"),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "refused a registry sync message");
+                self.node
+                    .stats
+                    .sync_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 
@@ -940,16 +961,35 @@ impl Reactor {
                         Some(Channel::Org) => self.node.is_org_peer(&peer).then_some(Channel::Org),
                         other => other,
                     };
+                    let refuse = |error: &str| pb::SyncResponse {
+                        message: None,
+                        error: error.into(),
+                    };
                     let Some(ch) = allowed else {
-                        let _ = self.swarm.behaviour_mut().sync.send_response(
-                            channel,
-                            pb::SyncResponse {
-                                message: None,
-                                error: "document not shared with this peer".into(),
-                            },
-                        );
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, refuse("document not shared with this peer"));
                         return;
                     };
+                    let now = crate::packing::now_ms();
+                    let bytes = request.message.as_ref().map_or(0, Vec::len) as f64;
+                    if !self.sync_requests_limiter.allow(&peer, now)
+                        || !self.sync_bytes_limiter.allow_n(&peer, bytes, now)
+                    {
+                        tracing::warn!(%peer, bytes, "registry sync budget spent: refused a request");
+                        self.node
+                            .stats
+                            .sync_refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, refuse("sync budget spent: retry later"));
+                        return;
+                    }
                     let mut state = self
                         .responder_states
                         .remove(&(peer, doc))
@@ -986,6 +1026,17 @@ impl Reactor {
                         return;
                     }
                     if let Some(m) = &response.message {
+                        if !self
+                            .sync_bytes_limiter
+                            .allow_n(&peer, m.len() as f64, crate::packing::now_ms())
+                        {
+                            tracing::warn!(%peer, bytes = m.len(), "registry sync budget spent: dropped a response");
+                            self.node
+                                .stats
+                                .sync_refused
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
                         self.absorb(&peer, ch, &mut session.state, m);
                     }
                     let next = self

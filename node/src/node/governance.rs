@@ -71,7 +71,7 @@ impl Node {
         let mut effects = {
             let mut gov = self.gov_lock();
             gov.check_local(&record, now)?;
-            gov.admit_decoded(record, env).unwrap_or_default()
+            gov.admit_decoded(record, env)?.unwrap_or_default()
         };
         effects.push(Effect::Flush);
         effects.push(Effect::Gossip(Topic::Governance, env.encoded().to_vec()));

@@ -24,6 +24,8 @@ pub struct IngestStats {
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub crdt_garbage: AtomicU64,
+    /// Registry sync messages refused whole (over a size or inflation bound, or malformed).
+    pub sync_refused: AtomicU64,
 }
 
 impl IngestStats {

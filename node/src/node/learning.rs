@@ -152,10 +152,15 @@ impl Node {
                 }
             }
         };
-        let summary = {
+        let mut summary = {
             let learn = self.learn_lock();
             learn.summarize(round, &stored, dp.is_some().then_some(&noise as &dyn Fn(&_) -> _))
         };
+        // Summaries are public: install counts of org archives stay home
+        // (their events still train the model, which names no archive).
+        summary
+            .usage
+            .retain(|u| ContentHash::from_slice(&u.hash).is_ok_and(|h| self.is_public_blob(&h)));
         let samples = summary.samples;
         let env = Signed::sign(&summary, &key, self.federation());
         self.learn_lock().published(key.public().0, summary);

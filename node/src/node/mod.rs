@@ -540,8 +540,21 @@ impl Node {
     /// Whether this node may serve `hash` to `peer`: public releases to
     /// anyone in the federation, org releases only to the org allow-list.
     pub fn may_serve(&self, hash: &ContentHash, peer: &libp2p::PeerId) -> bool {
+        let (any, public) = self.servable(hash);
+        public || (any && self.is_org_peer(peer))
+    }
+
+    /// Whether this node may say in public (the DHT) that it holds `hash`:
+    /// an accepted public release names it. Org archives are never provided.
+    pub fn is_public_blob(&self, hash: &ContentHash) -> bool {
+        self.servable(hash).1
+    }
+
+    /// Whether accepted releases this node shows name `hash`: (any, a
+    /// public one).
+    fn servable(&self, hash: &ContentHash) -> (bool, bool) {
         let Ok(ids) = self.store.releases_with_hash(hash) else {
-            return false;
+            return (false, false);
         };
         let mut any = false;
         for id in ids {
@@ -559,10 +572,10 @@ impl Node {
             }
             any = true;
             if Visibility::from_pb(v.record().visibility) == Visibility::Public {
-                return true;
+                return (true, true);
             }
         }
-        any && self.is_org_peer(peer)
+        (any, false)
     }
 
     /// The signed size of a blob, from a visible release that names it
@@ -631,7 +644,10 @@ impl Node {
             self.replicate_to(Channel::Public, &env.id(), env.encoded());
             self.send_out(Outbound::Gossip(Topic::Records, env.encoded().to_vec()));
         }
-        if let Some(h) = release.and_then(|v| ContentHash::from_slice(&v.record().content_hash).ok()) {
+        // The DHT is public: an org archive's hash never goes there.
+        if let Some(h) = release.and_then(|v| ContentHash::from_slice(&v.record().content_hash).ok())
+            && !org
+        {
             self.send_out(Outbound::Provide(h));
         }
         self.checkpoint_now();

@@ -164,7 +164,14 @@ pub fn to_wire(h: &LocalHit, envelope: &[u8]) -> pb::SearchHit {
 
 /// A peer's hit, verified: the envelope must be a release of this
 /// federation with a valid signature, and the numbers must be sane.
-pub fn from_wire(fed: &FederationId, peer: &str, h: &pb::SearchHit, explain: bool) -> Result<SearchHit, String> {
+/// A peer's hit, verified, and whether it is an org release (which only
+/// this node's own users may see).
+pub fn from_wire(
+    fed: &FederationId,
+    peer: &str,
+    h: &pb::SearchHit,
+    explain: bool,
+) -> Result<(SearchHit, bool), String> {
     let env = Signed::decode(&h.envelope).map_err(|e| e.to_string())?;
     let v = env.verify::<pb::Release>(fed).map_err(|e| e.to_string())?;
     let r = v.record();
@@ -174,7 +181,8 @@ pub fn from_wire(fed: &FederationId, peer: &str, h: &pb::SearchHit, explain: boo
     }
     let q = r.quality.as_ref();
     let part = |i: usize| h.explain.get(i).copied().unwrap_or(0.0);
-    Ok(SearchHit {
+    let org = r.visibility == pb::Visibility::Org as i32;
+    let hit = SearchHit {
         id: format!("{}@{}", r.name, r.version),
         name: r.name.clone(),
         version: r.version.clone(),
@@ -198,7 +206,8 @@ pub fn from_wire(fed: &FederationId, peer: &str, h: &pb::SearchHit, explain: boo
             recency: part(4),
             bm25: part(5),
         }),
-    })
+    };
+    Ok((hit, org))
 }
 
 /// Merges this node's results with peers' answers: one result per content
@@ -309,7 +318,8 @@ mod tests {
             attestations: 1,
             accepted: true,
         };
-        let h = from_wire(&fed, "p", &good, true).unwrap();
+        let (h, org) = from_wire(&fed, "p", &good, true).unwrap();
+        assert!(!org);
         assert_eq!(h.id, "a/x@1.0.0");
         assert_eq!(h.score, 10.0, "clamped");
         assert!(

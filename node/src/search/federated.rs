@@ -167,7 +167,11 @@ fn checked(
     h: &pb::SearchHit,
     explain: bool,
 ) -> Result<Option<SearchHit>, String> {
-    let mut hit = fanout::from_wire(node.federation(), peer, h, explain)?;
+    let (mut hit, org) = fanout::from_wire(node.federation(), peer, h, explain)?;
+    // An org peer answers with org releases; only this node's users see them.
+    if org && !q.filters.include_org {
+        return Ok(None);
+    }
     let rid = Signed::decode(&h.envelope).map_err(|e| e.to_string())?.id();
     let catalog = svc.catalog.read().map_err(|_| "catalog lock poisoned".to_string())?;
     if let Some(e) = catalog.entry_by_rid(&rid) {
@@ -191,7 +195,7 @@ async fn targets(node: &Arc<Node>, net: Option<&NetHandle>, fanout_to: Fanout) -
         return (Vec::new(), Vec::new());
     }
     let peers = net.peers().await;
-    let own = node.store.release_count() as u64;
+    let own = node.store.public_release_count() as u64;
     let mut out: Vec<PeerId> = Vec::new();
     for p in &peers {
         let Ok(id) = p.peer_id.parse::<PeerId>() else { continue };

@@ -118,6 +118,10 @@ pub struct Store {
     /// Release records stored: sled's `len` walks the whole tree, and this is
     /// read on every search and announcement.
     release_records: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Release keys of org releases (a mark per release, written before the
+    /// release), so what a node tells the public counts public releases only.
+    org_releases: sled::Tree,
+    org_release_records: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -157,6 +161,8 @@ impl Store {
             checkpoints: db.open_tree("checkpoints")?,
             crdt: db.open_tree("crdt")?,
             doc_pending: db.open_tree("doc_pending")?,
+            org_releases: db.open_tree("org_releases")?,
+            org_release_records: Default::default(),
             publish_lock: Default::default(),
             changes: Default::default(),
             release_records: Default::default(),
@@ -165,6 +171,9 @@ impl Store {
         store
             .release_records
             .store(store.releases.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        store
+            .org_release_records
+            .store(store.org_releases.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let swept = store.sweep_orphan_chunks()?;
         if swept > 0 {
             tracing::info!(files = swept, "removed leftovers of interrupted imports");

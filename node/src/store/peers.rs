@@ -48,7 +48,15 @@ impl Store {
             last_seen_ms: now_ms,
         };
         let bytes = postcard::to_stdvec(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        book.insert(peer_id.as_bytes(), bytes)?;
+        let known = book
+            .insert(peer_id.as_bytes(), bytes)?
+            .and_then(|old| postcard::from_bytes::<KnownPeer>(&old).ok())
+            .is_some_and(|old| old.addrs == entry.addrs);
+        // A new peer (or new addresses) is flushed at once: a node restarted
+        // on another port is found again only if one side remembers the other.
+        if !known {
+            book.flush()?;
+        }
         if book.len() > MAX_KNOWN_PEERS {
             let mut all = self.known_peers()?;
             all.sort_by_key(|p| std::cmp::Reverse(p.last_seen_ms));

@@ -258,6 +258,13 @@ impl Store {
         // order, so a stored record always has its mark; a mark left by a
         // record that was already stored is dropped at the next save.
         self.doc_pending.insert(rid.as_bytes(), &[])?;
+        // Same for the org mark: a crash after it undercounts public
+        // releases, never counts an org one as public.
+        let org = r.visibility == pb::Visibility::Org as i32;
+        if org && self.org_releases.insert(key.as_slice(), &[])?.is_none() {
+            self.org_release_records
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let new = (&self.records, &self.releases, &self.by_hash).transaction(|(records, releases, by_hash)| {
             if releases.get(key.as_slice())?.is_some() {
                 return Ok(false);
@@ -559,6 +566,13 @@ impl Store {
     /// Number of stored release records (visible or not).
     pub fn release_count(&self) -> usize {
         self.release_records.load(std::sync::atomic::Ordering::Relaxed) as usize
+    }
+
+    /// Release records that are not org releases: what the node may tell
+    /// peers outside its org.
+    pub fn public_release_count(&self) -> usize {
+        let org = self.org_release_records.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        self.release_count().saturating_sub(org)
     }
 
     /// Whether a record is stored.

@@ -16,6 +16,8 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, PatchAction, ROOT, ReadDoc, ScalarValue, Value};
 use packfed_protocol::RecordId;
 
+mod bounds;
+
 /// Largest sync message we accept (a fresh peer's first sync of a large
 /// registry is one message).
 pub const MAX_SYNC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -24,6 +26,8 @@ pub const MAX_SYNC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub enum ReplicaError {
     #[error("sync message of {0} bytes is over the limit")]
     TooLarge(usize),
+    #[error("sync message of {wire} bytes {error}: refused unread (a compression bomb, or not automerge)")]
+    Inflates { wire: usize, error: bounds::BoundError },
     #[error("malformed sync message: {0}")]
     Malformed(String),
     #[error("automerge: {0}")]
@@ -168,6 +172,11 @@ impl Replica {
         if bytes.len() > MAX_SYNC_MESSAGE_BYTES {
             return Err(ReplicaError::TooLarge(bytes.len()));
         }
+        // automerge inflates without a limit: measure first.
+        bounds::inflated_size(bytes, bounds::inflate_limit(bytes.len())).map_err(|error| ReplicaError::Inflates {
+            wire: bytes.len(),
+            error,
+        })?;
         let msg = sync::Message::decode(bytes).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
         // Our own pending inserts are not news.
         self.settle();
