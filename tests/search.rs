@@ -458,6 +458,11 @@ fn nodes_learn_ranking_together_from_signed_summaries() {
         .iter()
         .map(|c| c.as_str().unwrap().to_string())
         .collect();
+    // A second adversary floods: n0 is graylisted by now (its forged
+    // summaries above), so nothing it sends reaches n1 or n2.
+    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
+    set_round(&evil_home, "2s");
+    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
     let before: Vec<u64> = [n1, n2].iter().map(|n| rejected(n, "not_member")).collect();
     wait_for(DEADLINE, "peers to refuse the sybils", || {
         let sybils: Vec<String> = (0..300)
@@ -465,7 +470,7 @@ fn nodes_learn_ranking_together_from_signed_summaries() {
                 packfed_testnet::sign_learning_summary_hex(&fed_id, 2000, 1, [2.5, 0.0, 0.0, 0.0, 0.0], false).unwrap()
             })
             .collect();
-        let _ = n0.control("/v1/test/flood", &serde_json::json!({"topic": "learn", "hex": sybils}));
+        let _ = evil.control("/v1/test/flood", &serde_json::json!({"topic": "learn", "hex": sybils}));
         [n1, n2]
             .iter()
             .zip(&before)

@@ -652,9 +652,9 @@ async fn run(cli: Cli) -> Result<()> {
                     params.push((k, v));
                 }
             }
+            // With the token: this node's own user sees its org catalog.
             let resp = client
-                .http
-                .get(format!("{}/v1/search", client.base))
+                .authed(client.http.get(format!("{}/v1/search", client.base)))
                 .query(&params)
                 .send()
                 .await

@@ -24,7 +24,7 @@
 //!   peer for one blob range over the libp2p range protocol; answers
 //!   `{"status", "bytes", "micros"}` (the round trip as it measured it).
 //! - `POST /v1/test/observed {"hash", "needle"}`: what this node learnt of
-//!   a blob and a name from the federation: DHT providers of the hash,
+//!   a blob and a name from the federation: DHT provider records of the hash,
 //!   registry document entries (public and org) whose bytes hold the hash
 //!   or the needle, and learnt install counts of the hash; answers
 //!   `{"providers", "registry_entries", "usage"}`.
@@ -368,7 +368,9 @@ struct Observe {
 async fn observed(State(s): State<Arc<ApiState>>, Json(body): Json<Observe>) -> Reply {
     let hash: ContentHash = body.hash.parse().map_err(|e| bad("bad_hash", format!("{e}")))?;
     let net = s.net.as_ref().ok_or_else(|| bad("offline", "no network"))?;
-    let providers = net.providers(hash).await.len();
+    // Peers that announced the hash on the DHT (connected peers are listed
+    // on the chance too).
+    let providers = net.providers(hash).await.iter().filter(|p| p.announced).count();
     let holds = |v: &[u8], what: &[u8]| !what.is_empty() && v.windows(what.len()).any(|w| w == what);
     let mut entries = 0;
     for replica in [&s.node.replica, &s.node.org_replica] {

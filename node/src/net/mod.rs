@@ -109,6 +109,9 @@ pub struct Provider {
     /// The peer's node key (= its iroh endpoint id).
     pub key: Option<[u8; 32]>,
     pub iroh_addrs: Vec<std::net::SocketAddr>,
+    /// It announced the blob on the DHT (else it is a connected peer that
+    /// may hold it, asked on the chance).
+    pub announced: bool,
 }
 
 /// A connected peer as `packfed peers` shows it.
@@ -383,6 +386,10 @@ impl Redial {
     }
 }
 
+/// A providers lookup under way: the peers to try, those the DHT named,
+/// and who waits for the list.
+type ProviderQuery = (Vec<PeerId>, HashSet<PeerId>, oneshot::Sender<Vec<Provider>>);
+
 /// An outgoing registry sync session with one peer.
 struct SyncSession {
     state: sync::State,
@@ -405,7 +412,7 @@ pub struct Reactor {
     blob_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<pb::BlobResponse, String>>>,
     /// Which document each outstanding sync request is about.
     sync_requests: HashMap<OutboundRequestId, u32>,
-    provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<Provider>>)>,
+    provider_queries: HashMap<kad::QueryId, ProviderQuery>,
     last_announce: std::time::Instant,
     search_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<pb::SearchResponse, String>>>,
     search_limiter: RateLimiter<PeerId>,
@@ -687,7 +694,7 @@ impl Reactor {
                     .behaviour_mut()
                     .kad
                     .get_providers(kad::RecordKey::new(&hash.as_bytes()));
-                self.provider_queries.insert(q, (known, reply));
+                self.provider_queries.insert(q, (known, HashSet::new(), reply));
             }
             Command::Provide(hash) => {
                 if let Err(e) = self
@@ -1175,16 +1182,20 @@ impl Reactor {
 
     fn on_kad_progress(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
         if let kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) = &result
-            && let Some((list, _)) = self.provider_queries.get_mut(&id)
+            && let Some((list, announced, _)) = self.provider_queries.get_mut(&id)
         {
             for p in providers {
-                if !list.contains(p) && p != self.swarm.local_peer_id() {
+                if p == self.swarm.local_peer_id() {
+                    continue;
+                }
+                announced.insert(*p);
+                if !list.contains(p) {
                     list.push(*p);
                 }
             }
         }
         let done = last || matches!(result, kad::QueryResult::GetProviders(Err(_)));
-        if done && let Some((list, reply)) = self.provider_queries.remove(&id) {
+        if done && let Some((list, announced, reply)) = self.provider_queries.remove(&id) {
             let providers = list
                 .into_iter()
                 .map(|peer| {
@@ -1193,6 +1204,7 @@ impl Reactor {
                         peer,
                         key: p.and_then(|p| p.key),
                         iroh_addrs: p.map(|p| p.iroh_addrs.clone()).unwrap_or_default(),
+                        announced: announced.contains(&peer),
                     }
                 })
                 .collect();
