@@ -38,6 +38,9 @@ pub const MAX_COUNT: u64 = 1 << 20;
 /// Summaries kept per round: with envelopes of at most 64 KiB and three open
 /// rounds, at most 48 MiB whatever peers send.
 pub const MAX_CONTRIBUTORS: usize = 256;
+/// Archives whose usage counts are kept; past it, new ones are ignored (a
+/// member naming random hashes cannot grow the node's memory for ever).
+pub const MAX_TRACKED_ARCHIVES: usize = 100_000;
 
 /// Why a peer's summary was ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,17 +385,30 @@ impl Learning {
             .collect();
         self.contributors = summaries.keys().map(hex::encode).collect();
         self.contributors.sort();
-        let mut usage = Vec::new();
+        // Per archive, every contributor's counts (0 where it named none),
+        // trimmed like the weights: the highest and lowest TRIM share of
+        // contributors are dropped, so a few members cannot inflate a count.
+        let mut named: BTreeMap<[u8; 32], (Vec<u64>, Vec<u64>)> = BTreeMap::new();
         for s in summaries.values() {
             for u in &s.usage {
                 let Ok(h) = <[u8; 32]>::try_from(u.hash.as_slice()) else {
                     continue;
                 };
-                let slot = self.usage.entry(h).or_default();
-                slot.0 = slot.0.saturating_add(u.installs.min(MAX_COUNT));
-                slot.1 = slot.1.saturating_add(u.failed.min(MAX_COUNT));
-                usage.push((ContentHash(h), slot.0, slot.1));
+                let e = named.entry(h).or_default();
+                e.0.push(u.installs.min(MAX_COUNT));
+                e.1.push(u.failed.min(MAX_COUNT));
             }
+        }
+        let n = summaries.len();
+        let mut usage = Vec::new();
+        for (h, (installs, failed)) in named {
+            if self.usage.len() >= MAX_TRACKED_ARCHIVES && !self.usage.contains_key(&h) {
+                continue;
+            }
+            let slot = self.usage.entry(h).or_default();
+            slot.0 = slot.0.saturating_add(trimmed_total(installs, n));
+            slot.1 = slot.1.saturating_add(trimmed_total(failed, n));
+            usage.push((ContentHash(h), slot.0, slot.1));
         }
         let mut model_changed = false;
         // Rounds where nobody searched and installed leave the model alone.
@@ -427,5 +443,38 @@ impl Learning {
             "rejected": self.rejected,
             "dp_epsilon": dp_epsilon,
         })
+    }
+}
+
+/// The total of `counts` (one per contributor that named the archive, the
+/// other `n - len` contributors counting 0) after dropping the TRIM share at
+/// each end, scaled back to `n` contributors.
+fn trimmed_total(mut counts: Vec<u64>, n: usize) -> u64 {
+    let n = n.max(counts.len());
+    counts.resize(n, 0);
+    counts.sort_unstable();
+    let cut = (n as f64 * TRIM).floor() as usize;
+    let kept = &counts[cut..n - cut];
+    let sum: u128 = kept.iter().map(|&c| u128::from(c)).sum();
+    let total = sum * n as u128 / kept.len().max(1) as u128;
+    u64::try_from(total).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn usage_counts_are_trimmed_like_the_weights() {
+        // Three contributors: nothing is trimmed (0.2 x 3 rounds down to 0).
+        assert_eq!(trimmed_total(vec![1, 2, 4], 3), 7);
+        // Ten members, six saw 2 installs, one claims a million, three
+        // named none: the two highest and two lowest are cut, and the six
+        // kept (sum 10) scale back to ten contributors.
+        let mut named = vec![2; 6];
+        named.push(MAX_COUNT);
+        assert_eq!(trimmed_total(named, 10), 10 * 10 / 6);
+        assert_eq!(trimmed_total(Vec::new(), 0), 0);
+        assert_eq!(trimmed_total(vec![MAX_COUNT; 256], 256), MAX_COUNT * 256);
     }
 }
