@@ -30,6 +30,28 @@ fn count(n: &TestNode, field: &str) -> u64 {
     n.json(&["status"]).ok().and_then(|s| s[field].as_u64()).unwrap_or(0)
 }
 
+/// The federation id a node reports.
+fn federation_id(n: &TestNode) -> FederationId {
+    FederationId(
+        hex::decode(status(n)["federation_id"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    )
+}
+
+/// A federation of `members` keys, its first node `a` (a company node that
+/// witnesses with every member key) and the adversary bootstrapped to it.
+fn victim_and_adversary(root: &std::path::Path, members: usize) -> (Federation, TestNode, TestNode) {
+    let fed = Federation::empty(&bin(), root, members).unwrap();
+    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
+    let a = TestNode::start(&bin(), &a_home).unwrap();
+    let boot = a.p2p_addr().unwrap();
+    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
+    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    (fed, a, evil)
+}
+
 /// A claim on `ns` and a release `ns/tool@version` signed by `key`.
 fn claim_and_release(key: &KeyPair, fed: &FederationId, ns: &str, version: &str, claimed_at: u64) -> (Signed, Signed) {
     let claim = Signed::sign(
@@ -163,23 +185,13 @@ fn the_adversary_is_a_peer_whose_hostile_controls_answer_over_http() {
 fn a_wrong_size_for_a_victims_hash_does_not_stop_its_install() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let fed = Federation::empty(&bin(), root, 1).unwrap();
-    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
-    let a = TestNode::start(&bin(), &a_home).unwrap();
-    let boot = a.p2p_addr().unwrap();
-    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
-    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let (fed, a, evil) = victim_and_adversary(root, 1);
     let pack = root.join("victim");
     packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 20_000).unwrap();
     let published = a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
     let hash = hex::decode(published["hash"].as_str().unwrap()).unwrap();
     let victim_record = published["record_id"].as_str().unwrap().to_string();
-    let fed_id = FederationId(
-        hex::decode(status(&a)["federation_id"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-    );
+    let fed_id = federation_id(&a);
     // Signed by a fresh key in its own namespace; ground until its record id
     // sorts before the victim's (the order a node meets them by hash).
     let key = KeyPair::generate().unwrap();
@@ -217,7 +229,7 @@ fn a_wrong_size_for_a_victims_hash_does_not_stop_its_install() {
     })
     .unwrap();
     // A fresh node syncs both and installs the victim's pack.
-    let b_home = fed.init_home("b", "public", Some(&boot), &[]).unwrap();
+    let b_home = fed.init_home("b", "public", Some(&a.p2p_addr().unwrap()), &[]).unwrap();
     let b = TestNode::start(&bin(), &b_home).unwrap();
     wait_for(DEADLINE, "b to hold both releases", || {
         (b.has_release("acme/victim@1.0.0") && b.has_release("poison/tool@1.0.0")).then_some(())
@@ -238,22 +250,12 @@ fn a_wrong_size_for_a_victims_hash_does_not_stop_its_install() {
 fn a_torsion_signature_never_makes_a_package_unreadable() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let fed = Federation::empty(&bin(), root, 1).unwrap();
-    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
-    let a = TestNode::start(&bin(), &a_home).unwrap();
-    let boot = a.p2p_addr().unwrap();
-    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
-    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let (fed, a, evil) = victim_and_adversary(root, 1);
     let pack = root.join("victim");
     packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 20_000).unwrap();
     let published = a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
     let hash = hex::decode(published["hash"].as_str().unwrap()).unwrap();
-    let fed_id = FederationId(
-        hex::decode(status(&a)["federation_id"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-    );
+    let fed_id = federation_id(&a);
 
     let key = KeyPair::generate().unwrap();
     let (tors_claim, _) = claim_and_release(&key, &fed_id, "tors", "1.0.0", 1);
@@ -377,12 +379,7 @@ fn a_huge_size_claim_starts_no_download() {
     let boot = m.p2p_addr().unwrap();
     let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
     let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
-    let fed_id = FederationId(
-        hex::decode(status(&m)["federation_id"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-    );
+    let fed_id = federation_id(&m);
     let key = KeyPair::generate().unwrap();
     // Positive control first: the key's sane releases arrive.
     gossip_until_it_arrives(&evil, &m, &key, &fed_id, "huge");
@@ -436,12 +433,7 @@ fn a_huge_size_claim_starts_no_download() {
 fn deleting_every_root_key_changes_nothing_a_fresh_node_syncs() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let fed = Federation::empty(&bin(), root, 1).unwrap();
-    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
-    let mut a = TestNode::start(&bin(), &a_home).unwrap();
-    let boot = a.p2p_addr().unwrap();
-    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
-    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let (fed, mut a, evil) = victim_and_adversary(root, 1);
     let pack = root.join("victim");
     packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 5_000).unwrap();
     a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
@@ -449,12 +441,7 @@ fn deleting_every_root_key_changes_nothing_a_fresh_node_syncs() {
         evil.has_release("acme/victim@1.0.0").then_some(())
     })
     .unwrap();
-    let fed_id = FederationId(
-        hex::decode(status(&a)["federation_id"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-    );
+    let fed_id = federation_id(&a);
     let key = KeyPair::generate().unwrap();
     let (claim, release) = claim_and_release(&key, &fed_id, "ctl", "1.0.0", 1);
     let garbage = count(&a, "crdt_garbage");
@@ -522,12 +509,7 @@ fn reset_peak_rss(pid: u32) -> bool {
 fn a_compression_bomb_in_sync_is_refused_before_it_inflates() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let fed = Federation::empty(&bin(), root, 1).unwrap();
-    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
-    let mut a = TestNode::start(&bin(), &a_home).unwrap();
-    let boot = a.p2p_addr().unwrap();
-    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
-    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let (_fed, mut a, evil) = victim_and_adversary(root, 1);
     let pack = root.join("victim");
     packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 5_000).unwrap();
     a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
@@ -555,12 +537,7 @@ fn a_compression_bomb_in_sync_is_refused_before_it_inflates() {
     // It answers, holds nothing of the bomb, and the adversary's valid
     // records still arrive (by gossip: its document now carries the bomb).
     assert!(a.has_release("acme/victim@1.0.0"));
-    let fed_id = FederationId(
-        hex::decode(status(&a)["federation_id"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-    );
+    let fed_id = federation_id(&a);
     let key = KeyPair::generate().unwrap();
     gossip_until_it_arrives(&evil, &a, &key, &fed_id, "ctl");
     // Across a kill -9: the restarted victim syncs with the adversary again
@@ -610,12 +587,7 @@ fn now_ms() -> u64 {
 fn ten_thousand_votes_from_fresh_keys_are_refused_and_score_their_sender_out() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let fed = Federation::empty(&bin(), root, 2).unwrap();
-    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
-    let mut a = TestNode::start(&bin(), &a_home).unwrap();
-    let boot = a.p2p_addr().unwrap();
-    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
-    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
+    let (_fed, mut a, evil) = victim_and_adversary(root, 2);
     let proposal = a
         .json(&[
             "gov",
@@ -631,14 +603,9 @@ fn ten_thousand_votes_from_fresh_keys_are_refused_and_score_their_sender_out() {
         .as_str()
         .unwrap()
         .to_string();
-    let fed_id = FederationId(
-        hex::decode(status(&a)["federation_id"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-    );
+    let fed_id = federation_id(&a);
     // Positive control: member k1's vote, gossiped by the adversary, counts.
-    let k1 = KeyPair::from_file_text(&std::fs::read_to_string(evil_home.join("keys/k1.key")).unwrap()).unwrap();
+    let k1 = KeyPair::from_file_text(&std::fs::read_to_string(evil.home.join("keys/k1.key")).unwrap()).unwrap();
     wait_for(DEADLINE, "the member's vote from the adversary to count", || {
         let _ = evil.gossip("governance", vote_on(&k1, &fed_id, &proposal, now_ms()).encoded());
         let p = a.json(&["gov", "show", &proposal]).ok()?;
