@@ -332,3 +332,32 @@ fn install_never_follows_a_link_it_did_not_create() {
         "keep me"
     );
 }
+
+/// An API address beyond loopback is refused before anything listens,
+/// unless `[api] public = true` says so (then only the read-only public
+/// part is served: tested in-process in `api.rs`, without a socket).
+#[test]
+fn an_api_beyond_loopback_needs_public_true() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    init_single(&bin(), &home, "alice").unwrap();
+    let cfg = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    let exposed = cfg.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1);
+    assert_ne!(cfg, exposed, "{cfg}");
+    std::fs::write(home.join("config.toml"), exposed).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["--home", &home.to_string_lossy(), "--json", "node", "run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("api_not_loopback") && text.contains("public = true"),
+        "{text}"
+    );
+    assert!(!home.join("node.json").exists(), "nothing listened");
+}

@@ -109,6 +109,12 @@ pub fn router_with(state: Arc<ApiState>, extra: Router<Arc<ApiState>>) -> Router
         .route("/v1/blobs/{hash}/fetch", get(prefetch))
         .merge(extra)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // On a public address ([api] public) only the read-only public part.
+    let mutating = if state.node.config.api.exposed() {
+        Router::new()
+    } else {
+        mutating
+    };
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/witness", get(witness_status))
@@ -149,7 +155,9 @@ async fn require_host(State(state): State<Arc<ApiState>>, req: Request, next: Ne
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !host_allowed(host, &state.node.config.api.listen) {
+    // A public API holds nothing a rebound page could steal; any name may
+    // front it.
+    if !state.node.config.api.exposed() && !host_allowed(host, &state.node.config.api.listen) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "bad_host",
@@ -158,6 +166,104 @@ async fn require_host(State(state): State<Arc<ApiState>>, req: Request, next: Ne
         .into_response();
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod public_tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A node whose config says `listen`, `[api] public = true`; its API
+    /// router, without sockets.
+    fn api(dir: &std::path::Path, listen: &str) -> (Router, String) {
+        let home = crate::config::Home { root: dir.join("home") };
+        crate::init::init_dev_home(&home).unwrap();
+        let cfg = std::fs::read_to_string(home.config()).unwrap();
+        let cfg = cfg.replacen("[api]\n", "[api]\npublic = true\n", 1);
+        let cfg = with_api_listen(&cfg, listen);
+        std::fs::write(home.config(), cfg).unwrap();
+        let node = Arc::new(Node::open(home).unwrap());
+        let token = "secret-token".to_string();
+        let state = Arc::new(ApiState {
+            node,
+            token: token.clone(),
+            publishes: AtomicU64::new(0),
+            net: None,
+            search: None,
+        });
+        (router_with(state, Router::new()), token)
+    }
+
+    /// The config with `[api] listen` set to `listen`.
+    fn with_api_listen(cfg: &str, listen: &str) -> String {
+        let mut section = "";
+        cfg.lines()
+            .map(|l| {
+                if l.starts_with('[') {
+                    section = l;
+                }
+                if section == "[api]" && l.starts_with("listen = ") {
+                    format!("listen = \"{listen}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn status_of(app: &Router, method: &str, path: &str, host: &str, token: Option<&str>) -> u16 {
+        let mut req = Request::builder().method(method).uri(path).header(header::HOST, host);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        resp.status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn a_public_api_serves_only_its_read_only_public_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = format!("/v1/blobs/{}", "00".repeat(32));
+        // Loopback (the control): the token opens blob downloads, the Host
+        // must name the node.
+        let (local, token) = api(&dir.path().join("local"), "127.0.0.1:0");
+        assert_eq!(status_of(&local, "GET", &blob, "localhost", None).await, 401);
+        assert_eq!(status_of(&local, "GET", &blob, "localhost", Some(&token)).await, 404);
+        assert_eq!(
+            status_of(&local, "GET", "/v1/status", "registry.example", None).await,
+            403
+        );
+        // Public: no route needs or honours the token; reads answer any Host.
+        let (public, token) = api(&dir.path().join("public"), "0.0.0.0:7420");
+        assert_eq!(
+            status_of(&public, "GET", "/v1/status", "registry.example", None).await,
+            200
+        );
+        assert_eq!(status_of(&public, "GET", &blob, "localhost", Some(&token)).await, 404);
+        assert_eq!(
+            status_of(&public, "POST", "/v1/yank", "localhost", Some(&token)).await,
+            404
+        );
+        assert_eq!(
+            status_of(&public, "POST", "/v1/publish", "localhost", Some(&token)).await,
+            404
+        );
+    }
+
+    #[test]
+    fn only_loopback_addresses_are_private() {
+        let api = |listen: &str| crate::config::ApiSection {
+            listen: listen.into(),
+            public: false,
+        };
+        for private in ["127.0.0.1:7420", "[::1]:80", "localhost:7420", "127.0.0.2:1"] {
+            assert!(!api(private).exposed(), "{private}");
+        }
+        for exposed in ["0.0.0.0:7420", "10.0.0.5:7420", "[::]:80", "registry.example:443"] {
+            assert!(api(exposed).exposed(), "{exposed}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +295,10 @@ fn token_matches(given: &[u8], expected: &[u8]) -> bool {
 /// Whether a request carries this node's API token: its own users, who may
 /// see its org catalog. Reads without it get public data only.
 fn has_token(state: &ApiState, headers: &HeaderMap) -> bool {
+    // On a public address the token would cross the network in clear.
+    if state.node.config.api.exposed() {
+        return false;
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -87,6 +87,25 @@ pub struct NetSection {
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     pub listen: String,
+    /// Required to listen on an address that is not loopback; the API then
+    /// serves only its read-only public part (no token, no org data, no
+    /// writes, no blob downloads), since it speaks clear HTTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
+}
+
+impl ApiSection {
+    /// Whether `listen` reaches beyond this machine: any address that is
+    /// not loopback (a host name other than `localhost` counts as beyond).
+    pub fn exposed(&self) -> bool {
+        match self.listen.parse::<std::net::SocketAddr>() {
+            Ok(a) => !a.ip().is_loopback(),
+            Err(_) => !self
+                .listen
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -82,6 +82,17 @@ pub async fn run_with(home: Home, options: Options) -> Result<()> {
         .with_context(|| format!("reading {}", home.api_token().display()))?
         .trim()
         .to_string();
+    if node.config.api.exposed() && !node.config.api.public {
+        return Err(crate::client::UserError::new(
+            "api_not_loopback",
+            format!(
+                "[api] listen = {:?} is not a loopback address: the API speaks clear HTTP and its token opens org data and writes. Listen on 127.0.0.1 (behind a proxy with TLS), or set `public = true` under [api] in {} to serve only the read-only public part there",
+                node.config.api.listen,
+                home.config().display()
+            ),
+        )
+        .into());
+    }
     let listener = tokio::net::TcpListener::bind(&node.config.api.listen).await.with_context(|| {
         format!(
             "cannot listen on {} for the API; is another node running? Set [api] listen in {} (port 0 picks a free one)",
