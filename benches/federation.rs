@@ -279,7 +279,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
+/// Node A publishes a pack of `bytes` incompressible bytes (the source
+/// directory is removed again); the adversary B, a full node serving
+/// honestly, joins it. Returns the pack's hash and archive size.
+fn big_pack_and_a_peer(bytes: usize) -> (tempfile::TempDir, Federation, String, u64) {
     let tmp = tempfile::tempdir().unwrap();
     let mut fed = Federation::empty(&bin(), tmp.path(), 1).unwrap();
     let a = fed.init_home("a", "company", None, &[]).unwrap();
@@ -289,16 +292,21 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     let p = fed.nodes[0]
         .json(&["publish", &dir.to_string_lossy(), "--key", "k0"])
         .unwrap();
-    let hash = p["hash"].as_str().unwrap().to_string();
-    let size = p["size"].as_u64().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     let boot = fed.nodes[0].p2p_addr().unwrap();
     let b = fed.init_home("b", "public", Some(&boot), &[]).unwrap();
+    let testnet = PathBuf::from(env!("CARGO_BIN_EXE_testnet"));
+    fed.nodes.push(TestNode::start_adversary(&bin(), &testnet, &b).unwrap());
+    fed.wait_connected(Duration::from_secs(30)).unwrap();
+    let hash = p["hash"].as_str().unwrap().to_string();
+    (tmp, fed, hash, p["size"].as_u64().unwrap())
+}
+
+fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     // B fetches by hash as a node that learnt it out of band would (the
     // adversary runs the product's fetch; it serves honestly).
-    let testnet = PathBuf::from(env!("CARGO_BIN_EXE_testnet"));
-    let node_b = TestNode::start_adversary(&bin(), &testnet, &b).unwrap();
-    fed.nodes.push(node_b);
-    fed.wait_connected(Duration::from_secs(30)).unwrap();
+    let (tmp, fed, hash, size) = big_pack_and_a_peer(bytes);
+    let b = fed.nodes[1].home.clone();
     let pid = fed.nodes[1].child.as_ref().unwrap().id();
     // Announcements carry the iroh address (and the name): wait for A's.
     wait_for(Duration::from_secs(60), "A's announcement to reach B", || {
@@ -442,23 +450,7 @@ fn connected_peers(api: &str) -> u64 {
 
 fn bench_t(rows: &mut Vec<Row>, bytes: usize, samples: usize) {
     const MIB: u64 = 1 << 20;
-    let tmp = tempfile::tempdir().unwrap();
-    let mut fed = Federation::empty(&bin(), tmp.path(), 1).unwrap();
-    let a = fed.init_home("a", "company", None, &[]).unwrap();
-    fed.nodes.push(TestNode::start(&bin(), &a).unwrap());
-    let dir = tmp.path().join("big");
-    make_big_pack(&dir, "bench/big", "1.0.0", bytes).unwrap();
-    let p = fed.nodes[0]
-        .json(&["publish", &dir.to_string_lossy(), "--key", "k0"])
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let hash = p["hash"].as_str().unwrap().to_string();
-    let size = p["size"].as_u64().unwrap();
-    let boot = fed.nodes[0].p2p_addr().unwrap();
-    let b = fed.init_home("b", "public", Some(&boot), &[]).unwrap();
-    let testnet = PathBuf::from(env!("CARGO_BIN_EXE_testnet"));
-    fed.nodes.push(TestNode::start_adversary(&bin(), &testnet, &b).unwrap());
-    fed.wait_connected(Duration::from_secs(30)).unwrap();
+    let (_tmp, fed, hash, size) = big_pack_and_a_peer(bytes);
     wait_for(Duration::from_secs(60), "B to hold the release", || {
         fed.nodes[1].has_release("bench/big@1.0.0").then_some(())
     })
