@@ -52,6 +52,18 @@ fn victim_and_adversary(root: &std::path::Path, members: usize) -> (Federation, 
     (fed, a, evil)
 }
 
+/// `a` publishes the victim's pack, `acme/victim@1.0.0`; returns once the
+/// adversary holds its release.
+fn publish_victim(root: &std::path::Path, a: &TestNode, evil: &TestNode) {
+    let pack = root.join("victim");
+    packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 5_000).unwrap();
+    a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
+    wait_for(DEADLINE, "the adversary to sync the victim's release", || {
+        evil.has_release("acme/victim@1.0.0").then_some(())
+    })
+    .unwrap();
+}
+
 /// A claim on `ns` and a release `ns/tool@version` signed by `key`.
 fn claim_and_release(key: &KeyPair, fed: &FederationId, ns: &str, version: &str, claimed_at: u64) -> (Signed, Signed) {
     let claim = Signed::sign(
@@ -434,13 +446,7 @@ fn deleting_every_root_key_changes_nothing_a_fresh_node_syncs() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let (fed, mut a, evil) = victim_and_adversary(root, 1);
-    let pack = root.join("victim");
-    packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 5_000).unwrap();
-    a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
-    wait_for(DEADLINE, "the adversary to sync the victim's release", || {
-        evil.has_release("acme/victim@1.0.0").then_some(())
-    })
-    .unwrap();
+    publish_victim(root, &a, &evil);
     let fed_id = federation_id(&a);
     let key = KeyPair::generate().unwrap();
     let (claim, release) = claim_and_release(&key, &fed_id, "ctl", "1.0.0", 1);
@@ -510,13 +516,7 @@ fn a_compression_bomb_in_sync_is_refused_before_it_inflates() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let (_fed, mut a, evil) = victim_and_adversary(root, 1);
-    let pack = root.join("victim");
-    packfed_testnet::make_pack(&pack, "acme/victim", "1.0.0", &[], 5_000).unwrap();
-    a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
-    wait_for(DEADLINE, "the adversary to sync the victim's release", || {
-        evil.has_release("acme/victim@1.0.0").then_some(())
-    })
-    .unwrap();
+    publish_victim(root, &a, &evil);
     let pid = a.pid().unwrap();
     let reset = reset_peak_rss(pid);
     let before = peak_rss(pid);
