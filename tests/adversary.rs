@@ -668,9 +668,7 @@ fn ten_thousand_votes_from_fresh_keys_are_refused_and_score_their_sender_out() {
 fn a_range_at_the_end_of_a_1_gib_pack_is_read_in_place() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let fed = Federation::empty(&bin(), root, 1).unwrap();
-    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
-    let mut a = TestNode::start(&bin(), &a_home).unwrap();
+    let (_fed, mut a, evil) = victim_and_adversary(root, 1);
     let pack = root.join("big");
     packfed_testnet::make_big_pack(&pack, "acme/big", "1.0.0", packfed_testnet::ONE_GIB_PACK_BYTES).unwrap();
     let published = a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
@@ -678,9 +676,6 @@ fn a_range_at_the_end_of_a_1_gib_pack_is_read_in_place() {
     let hash = published["hash"].as_str().unwrap().to_string();
     let size = published["size"].as_u64().unwrap();
     assert!(size > 1_000_000_000, "{published}");
-    let boot = a.p2p_addr().unwrap();
-    let evil_home = fed.init_home("evil", "public", Some(&boot), &[]).unwrap();
-    let evil = TestNode::start_adversary(&bin(), &testnet_bin(), &evil_home).unwrap();
     wait_for(DEADLINE, "the adversary to hold the release", || {
         evil.has_release("acme/big@1.0.0").then_some(())
     })

@@ -915,6 +915,14 @@ impl Reactor {
         self.sessions.insert((peer, doc), SyncSession { state, rounds: 1 });
     }
 
+    /// One more registry sync message refused whole (`status.sync_refused`).
+    fn count_refused_sync(&self) {
+        self.node
+            .stats
+            .sync_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Feeds a peer's sync message to the document and ingests what is new.
     fn absorb(&mut self, peer: &PeerId, channel: Channel, state: &mut sync::State, msg: &[u8]) {
         let received = match self.node.replica_for(channel).lock() {
@@ -947,10 +955,7 @@ impl Reactor {
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "refused a registry sync message");
-                self.node
-                    .stats
-                    .sync_refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.count_refused_sync();
             }
         }
     }
@@ -986,10 +991,7 @@ impl Reactor {
                         || !self.sync_bytes_limiter.allow_n(&peer, bytes, now)
                     {
                         tracing::warn!(%peer, bytes, "registry sync budget spent: refused a request");
-                        self.node
-                            .stats
-                            .sync_refused
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.count_refused_sync();
                         let _ = self
                             .swarm
                             .behaviour_mut()
@@ -1038,10 +1040,7 @@ impl Reactor {
                             .allow_n(&peer, m.len() as f64, crate::packing::now_ms())
                         {
                             tracing::warn!(%peer, bytes = m.len(), "registry sync budget spent: dropped a response");
-                            self.node
-                                .stats
-                                .sync_refused
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.count_refused_sync();
                             return;
                         }
                         self.absorb(&peer, ch, &mut session.state, m);
