@@ -156,21 +156,35 @@ fn the_adversary_is_a_peer_whose_hostile_controls_answer_over_http() {
     let key = KeyPair::generate().unwrap();
     gossip_until_it_arrives(&evil, &victim, &key, &fed_id, "gossiped");
 
-    // Registry sync: the adversary answers with changes of its choosing. An
-    // entry that is no record under its key is counted as garbage; a valid
-    // one, never gossiped, arrives by sync.
-    let garbage = count(&victim, "crdt_garbage");
+    // Registry sync: the adversary answers with changes of its choosing. A
+    // valid record, never gossiped, arrives by sync; a later change holding
+    // an entry that is no record under its key is refused (counted as
+    // garbage), and with it the valid record put in the same change.
     let (claim2, release2) = claim_and_release(&key, &fed_id, "synced", "1.0.0", 1);
     let edit = json!({"put": [
-        {"key": "00".repeat(32), "hex": hex::encode(b"garbage")},
         {"key": claim2.id().to_hex(), "hex": hex::encode(claim2.encoded())},
         {"key": release2.id().to_hex(), "hex": hex::encode(release2.encoded())},
     ]});
-    assert_eq!(evil.control("/v1/test/registry", &edit).unwrap()["changed"], 3);
-    wait_for(DEADLINE, "the synced release and the garbage count", || {
-        (victim.has_release("synced/tool@1.0.0") && count(&victim, "crdt_garbage") > garbage).then_some(())
+    assert_eq!(evil.control("/v1/test/registry", &edit).unwrap()["changed"], 2);
+    wait_for(DEADLINE, "the synced release", || {
+        victim.has_release("synced/tool@1.0.0").then_some(())
     })
     .unwrap();
+    let garbage = count(&victim, "crdt_garbage");
+    let (_, release3) = claim_and_release(&key, &fed_id, "synced", "1.0.1", 1);
+    let edit = json!({"put": [
+        {"key": "00".repeat(32), "hex": hex::encode(b"garbage")},
+        {"key": release3.id().to_hex(), "hex": hex::encode(release3.encoded())},
+    ]});
+    assert_eq!(evil.control("/v1/test/registry", &edit).unwrap()["changed"], 2);
+    wait_for(DEADLINE, "the garbage count", || {
+        (count(&victim, "crdt_garbage") > garbage).then_some(())
+    })
+    .unwrap();
+    assert!(
+        !victim.has_release("synced/tool@1.0.1"),
+        "a record in a refused change arrived"
+    );
 
     // Bytes that are no record are refused (and cost the sender its score).
     let rejected = count(&victim, "rejected_records");
@@ -316,20 +330,24 @@ fn a_torsion_signature_never_makes_a_package_unreadable() {
         );
     }
     assert!(tors_attest.verify::<pb::Attestation>(&fed_id).is_err());
-    // Positive control: a valid claim and release from the same key.
+    // Positive control: a valid claim and release from the same key, in a
+    // change of its own (a change holding a torsion record is refused
+    // whole, with every change built on it).
     let (ctl_claim, ctl_release) = claim_and_release(&key, &fed_id, "ctl", "1.0.0", 2);
-    let put: Vec<Value> = [
-        &tors_claim,
-        &tors_own,
-        &tors_victim,
-        &tors_attest,
-        &ctl_claim,
-        &ctl_release,
-    ]
-    .iter()
-    .map(|e| json!({"key": e.id().to_hex(), "hex": hex::encode(e.encoded())}))
-    .collect();
-    evil.control("/v1/test/registry", &json!({ "put": put })).unwrap();
+    let put = |envs: &[&Signed]| -> Value {
+        let put: Vec<Value> = envs
+            .iter()
+            .map(|e| json!({"key": e.id().to_hex(), "hex": hex::encode(e.encoded())}))
+            .collect();
+        json!({ "put": put })
+    };
+    evil.control("/v1/test/registry", &put(&[&ctl_claim, &ctl_release]))
+        .unwrap();
+    evil.control(
+        "/v1/test/registry",
+        &put(&[&tors_claim, &tors_own, &tors_victim, &tors_attest]),
+    )
+    .unwrap();
     for env in [&tors_own, &tors_victim, &tors_attest] {
         let topic = if env.kind() == packfed_protocol::Domain::Attestation.tag() {
             "attestations"
@@ -438,9 +456,10 @@ fn a_huge_size_claim_starts_no_download() {
 }
 
 /// A peer that deletes every root key of the registry document: the honest
-/// node puts its records back, so a fresh node syncing from it still gets
-/// everything, across a kill -9 and restart of the honest node. Control:
-/// a valid record the adversary puts in the same edit arrives.
+/// node refuses the deleting change (it holds no record), so a fresh node
+/// syncing from it still gets everything and no trace of the deletions,
+/// across a kill -9 and restart of the honest node. Control: a valid record
+/// the adversary put in an earlier edit arrives.
 #[test]
 fn deleting_every_root_key_changes_nothing_a_fresh_node_syncs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -479,6 +498,7 @@ fn deleting_every_root_key_changes_nothing_a_fresh_node_syncs() {
             (n.has_release("acme/victim@1.0.0") && n.has_release("ctl/tool@1.0.0")).then_some(())
         })
         .unwrap();
+        assert_eq!(count(&n, "crdt_garbage"), 0, "a passed the deletions on");
         n
     };
     drop(fresh("b", &a));

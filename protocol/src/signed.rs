@@ -111,7 +111,11 @@ impl std::fmt::Debug for Signed {
 
 /// The message an envelope's signature covers.
 pub fn signing_message(domain: Domain, federation: &FederationId, payload: &[u8]) -> Vec<u8> {
-    let tag = domain.tag().as_bytes();
+    tagged_message(domain.tag(), federation, payload)
+}
+
+fn tagged_message(tag: &str, federation: &FederationId, payload: &[u8]) -> Vec<u8> {
+    let tag = tag.as_bytes();
     let mut m = Vec::with_capacity(tag.len() + 1 + 32 + payload.len());
     m.extend_from_slice(tag);
     m.push(0);
@@ -224,16 +228,40 @@ impl Signed {
             .try_into()
             .map_err(|_| SignedError::BadSigner)?;
         let vk = key(&signer).ok_or(SignedError::BadSigner)?;
+        self.check_signature_tagged(domain.tag(), federation, vk)
+    }
+
+    fn check_signature_tagged(
+        &self,
+        tag: &str,
+        federation: &FederationId,
+        vk: VerifyingKey,
+    ) -> Result<PublicKey, SignedError> {
         let sig: [u8; 64] = self
             .inner
             .signature
             .as_slice()
             .try_into()
             .map_err(|_| SignedError::MalformedSignature)?;
-        let sig = Signature::from_bytes(&sig);
-        let msg = signing_message(domain, federation, &self.inner.payload);
-        vk.verify_strict(&msg, &sig).map_err(|_| SignedError::BadSignature)?;
-        Ok(PublicKey(signer))
+        let msg = tagged_message(tag, federation, &self.inner.payload);
+        vk.verify_strict(&msg, &Signature::from_bytes(&sig))
+            .map_err(|_| SignedError::BadSignature)?;
+        Ok(PublicKey(vk.to_bytes()))
+    }
+
+    /// The strict signature check under the kind the envelope names, known
+    /// to this version or not: for carriers that pass records on unread
+    /// (the registry document), so nothing unsigned rides along and newer
+    /// kinds still travel. Readers use [`Signed::verify`].
+    pub fn check_signature_as_sent(&self, federation: &FederationId) -> Result<PublicKey, SignedError> {
+        let signer: [u8; 32] = self
+            .inner
+            .signer
+            .as_slice()
+            .try_into()
+            .map_err(|_| SignedError::BadSigner)?;
+        let vk = VerifyingKey::from_bytes(&signer).map_err(|_| SignedError::BadSigner)?;
+        self.check_signature_tagged(&self.inner.kind, federation, vk)
     }
 
     /// Verifies the signature over the bytes as received, then decodes the
@@ -333,6 +361,37 @@ mod tests {
         assert_eq!(v.record(), &claim());
         assert_eq!(v.signer(), key.public());
         assert_eq!(v.id(), s.id());
+    }
+
+    #[test]
+    fn a_carrier_checks_any_kind_under_the_tag_it_names() {
+        let key = KeyPair::generate().unwrap();
+        let known = Signed::sign(&claim(), &key, &fed(1));
+        assert_eq!(known.check_signature_as_sent(&fed(1)).unwrap(), key.public());
+        assert_eq!(
+            known.check_signature_as_sent(&fed(2)).unwrap_err(),
+            SignedError::BadSignature
+        );
+        // A kind this version does not know, signed under its own tag.
+        let payload = b"a record of a later version".to_vec();
+        let signature = key.sign(&tagged_message("packfed/later", &fed(1), &payload));
+        let mut inner = known.to_pb();
+        inner.kind = "packfed/later".into();
+        inner.payload = payload;
+        inner.signature = signature.to_vec();
+        let later = Signed::from_pb(inner.clone()).unwrap();
+        assert!(later.check_signature_as_sent(&fed(1)).is_ok());
+        // Relabelled as another kind, the same signature fails.
+        inner.kind = claim_tag();
+        let relabelled = Signed::from_pb(inner).unwrap();
+        assert_eq!(
+            relabelled.check_signature_as_sent(&fed(1)).unwrap_err(),
+            SignedError::BadSignature
+        );
+    }
+
+    fn claim_tag() -> String {
+        Domain::NamespaceClaim.tag().to_string()
     }
 
     #[test]

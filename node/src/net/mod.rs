@@ -21,6 +21,7 @@
 mod codec;
 pub mod limiter;
 pub mod ranges;
+mod registry_sync;
 
 pub use ranges::StoreRanges;
 
@@ -390,12 +391,6 @@ impl Redial {
 /// and who waits for the list.
 type ProviderQuery = (Vec<PeerId>, HashSet<PeerId>, oneshot::Sender<Vec<Provider>>);
 
-/// An outgoing registry sync session with one peer.
-struct SyncSession {
-    state: sync::State,
-    rounds: u32,
-}
-
 /// The reactor's state.
 pub struct Reactor {
     node: Arc<Node>,
@@ -406,9 +401,11 @@ pub struct Reactor {
     handle: NetHandle,
     peers: HashMap<PeerId, PeerState>,
     refused: HashSet<PeerId>,
-    sessions: HashMap<(PeerId, u32), SyncSession>,
+    sessions: HashMap<(PeerId, u32), registry_sync::Session>,
     /// Responder-side sync states, kept while connected.
     responder_states: HashMap<(PeerId, u32), sync::State>,
+    /// Sync steps running off the swarm task, and where they report.
+    sync_steps: registry_sync::Steps,
     blob_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<pb::BlobResponse, String>>>,
     /// Which document each outstanding sync request is about.
     sync_requests: HashMap<OutboundRequestId, u32>,
@@ -433,17 +430,6 @@ pub struct Reactor {
 
 /// Most blob range requests served at once.
 const MAX_BLOB_SERVES: usize = 16;
-
-const SYNC_STATE_PREFIX: &str = "sync/";
-/// What one peer may make this node absorb by registry sync: a session
-/// every 5 s takes a few requests; the byte burst holds a fresh node's
-/// first sync of a large registry (one message of up to 64 MiB).
-const SYNC_REQUESTS_PER_SEC: f64 = 1.0;
-const SYNC_REQUESTS_BURST: f64 = 128.0;
-const SYNC_BYTES_PER_SEC: f64 = 2.0 * 1024.0 * 1024.0;
-const SYNC_BYTES_BURST: f64 = 160.0 * 1024.0 * 1024.0;
-/// Most round trips in one sync session (automerge converges in a few).
-const MAX_SYNC_ROUNDS: u32 = 64;
 
 impl Reactor {
     /// Builds the swarm from the node key and starts listening.
@@ -482,14 +468,15 @@ impl Reactor {
             refused: HashSet::new(),
             sessions: HashMap::new(),
             responder_states: HashMap::new(),
+            sync_steps: registry_sync::Steps::new(),
             blob_requests: HashMap::new(),
             sync_requests: HashMap::new(),
             provider_queries: HashMap::new(),
             last_announce: std::time::Instant::now(),
             search_requests: HashMap::new(),
             search_limiter: RateLimiter::default(),
-            sync_requests_limiter: RateLimiter::new(SYNC_REQUESTS_PER_SEC, SYNC_REQUESTS_BURST),
-            sync_bytes_limiter: RateLimiter::new(SYNC_BYTES_PER_SEC, SYNC_BYTES_BURST),
+            sync_requests_limiter: registry_sync::requests_limiter(),
+            sync_bytes_limiter: registry_sync::bytes_limiter(),
             redial: HashMap::new(),
             bootstrap_plain: Vec::new(),
             saving: Default::default(),
@@ -588,6 +575,7 @@ impl Reactor {
                 _ = tick.tick() => self.on_tick(),
                 _ = announce.tick() => self.announce(),
                 _ = save.tick() => self.save_in_background(),
+                Some(done) = self.sync_steps.done.recv() => self.on_sync_step_done(done),
             }
         }
     }
@@ -859,225 +847,6 @@ impl Reactor {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &source, acceptance);
-    }
-
-    fn state_key(peer: &PeerId, doc: u32) -> Vec<u8> {
-        format!("{SYNC_STATE_PREFIX}{doc}/{peer}").into_bytes()
-    }
-
-    fn load_state(&self, peer: &PeerId, doc: u32) -> sync::State {
-        self.node
-            .store
-            .crdt
-            .get(Self::state_key(peer, doc))
-            .ok()
-            .flatten()
-            .and_then(|b| sync::State::decode(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn save_state(&self, peer: &PeerId, doc: u32, state: &sync::State) {
-        if let Err(e) = self.node.store.crdt.insert(Self::state_key(peer, doc), state.encode()) {
-            tracing::warn!(error = %e, "cannot persist sync state");
-        }
-    }
-
-    /// Only the peer with the smaller id initiates, so one session carries
-    /// both directions. Org peers also sync the org document.
-    fn start_sync(&mut self, peer: PeerId) {
-        if *self.swarm.local_peer_id() > peer {
-            return;
-        }
-        self.start_doc_sync(peer, Channel::Public);
-        if self.node.is_org_peer(&peer) {
-            self.start_doc_sync(peer, Channel::Org);
-        }
-    }
-
-    fn start_doc_sync(&mut self, peer: PeerId, channel: Channel) {
-        let doc = channel.doc();
-        if self.sessions.contains_key(&(peer, doc)) {
-            return;
-        }
-        let mut state = self.load_state(&peer, doc);
-        let message = self
-            .node
-            .replica_for(channel)
-            .lock()
-            .ok()
-            .and_then(|mut r| r.generate(&mut state));
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .sync
-            .send_request(&peer, pb::SyncRequest { doc, message });
-        self.sync_requests.insert(id, doc);
-        self.sessions.insert((peer, doc), SyncSession { state, rounds: 1 });
-    }
-
-    /// One more registry sync message refused whole (`status.sync_refused`).
-    fn count_refused_sync(&self) {
-        self.node
-            .stats
-            .sync_refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Feeds a peer's sync message to the document and ingests what is new.
-    fn absorb(&mut self, peer: &PeerId, channel: Channel, state: &mut sync::State, msg: &[u8]) {
-        let received = match self.node.replica_for(channel).lock() {
-            Ok(mut r) => r.receive(state, msg),
-            Err(_) => return,
-        };
-        match received {
-            Ok(got) => {
-                if got.garbage > 0 {
-                    tracing::warn!(%peer, entries = got.garbage, "ignored garbage in the registry document");
-                    self.node
-                        .stats
-                        .crdt_garbage
-                        .fetch_add(got.garbage as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                let restored = self.node.restore_records(channel, &got.damaged);
-                if restored > 0 {
-                    tracing::warn!(%peer, records = restored, "a peer deleted valid records; put them back");
-                }
-                let bytes: Vec<Vec<u8>> = got.candidates.into_iter().map(|(_, b)| b).collect();
-                for outcome in self.node.ingest_batch(&bytes, channel) {
-                    if let Ingested::Invalid(reason) = outcome {
-                        tracing::warn!(%peer, %reason, "ignored an invalid record from registry sync");
-                        self.node
-                            .stats
-                            .crdt_garbage
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "refused a registry sync message");
-                self.count_refused_sync();
-            }
-        }
-    }
-
-    fn on_sync_event(&mut self, ev: request_response::Event<pb::SyncRequest, pb::SyncResponse>) {
-        match ev {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    let doc = request.doc;
-                    // Only peers that identified as this federation's sync;
-                    // the org document goes only to org peers.
-                    let member = self.peers.get(&peer).is_some_and(|p| p.federation_ok);
-                    let allowed = match Channel::from_doc(doc) {
-                        _ if !member => None,
-                        Some(Channel::Org) => self.node.is_org_peer(&peer).then_some(Channel::Org),
-                        other => other,
-                    };
-                    let refuse = |error: &str| pb::SyncResponse {
-                        message: None,
-                        error: error.into(),
-                    };
-                    let Some(ch) = allowed else {
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .sync
-                            .send_response(channel, refuse("document not shared with this peer"));
-                        return;
-                    };
-                    let now = crate::packing::now_ms();
-                    let bytes = request.message.as_ref().map_or(0, Vec::len) as f64;
-                    if !self.sync_requests_limiter.allow(&peer, now)
-                        || !self.sync_bytes_limiter.allow_n(&peer, bytes, now)
-                    {
-                        tracing::warn!(%peer, bytes, "registry sync budget spent: refused a request");
-                        self.count_refused_sync();
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .sync
-                            .send_response(channel, refuse("sync budget spent: retry later"));
-                        return;
-                    }
-                    let mut state = self
-                        .responder_states
-                        .remove(&(peer, doc))
-                        .unwrap_or_else(|| self.load_state(&peer, doc));
-                    if let Some(m) = &request.message {
-                        self.absorb(&peer, ch, &mut state, m);
-                    }
-                    let reply = self
-                        .node
-                        .replica_for(ch)
-                        .lock()
-                        .ok()
-                        .and_then(|mut r| r.generate(&mut state));
-                    self.save_state(&peer, doc, &state);
-                    self.responder_states.insert((peer, doc), state);
-                    let _ = self.swarm.behaviour_mut().sync.send_response(
-                        channel,
-                        pb::SyncResponse {
-                            message: reply,
-                            error: String::new(),
-                        },
-                    );
-                }
-                request_response::Message::Response { request_id, response } => {
-                    let Some(doc) = self.sync_requests.remove(&request_id) else {
-                        return;
-                    };
-                    let Some(mut session) = self.sessions.remove(&(peer, doc)) else {
-                        return;
-                    };
-                    let Some(ch) = Channel::from_doc(doc) else { return };
-                    if !response.error.is_empty() {
-                        tracing::debug!(%peer, error = %response.error, "peer declined registry sync");
-                        return;
-                    }
-                    if let Some(m) = &response.message {
-                        if !self
-                            .sync_bytes_limiter
-                            .allow_n(&peer, m.len() as f64, crate::packing::now_ms())
-                        {
-                            tracing::warn!(%peer, bytes = m.len(), "registry sync budget spent: dropped a response");
-                            self.count_refused_sync();
-                            return;
-                        }
-                        self.absorb(&peer, ch, &mut session.state, m);
-                    }
-                    let next = self
-                        .node
-                        .replica_for(ch)
-                        .lock()
-                        .ok()
-                        .and_then(|mut r| r.generate(&mut session.state));
-                    if (next.is_some() || response.message.is_some()) && session.rounds < MAX_SYNC_ROUNDS {
-                        session.rounds += 1;
-                        let id = self
-                            .swarm
-                            .behaviour_mut()
-                            .sync
-                            .send_request(&peer, pb::SyncRequest { doc, message: next });
-                        self.sync_requests.insert(id, doc);
-                        self.sessions.insert((peer, doc), session);
-                    } else {
-                        self.save_state(&peer, doc, &session.state);
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                tracing::debug!(%peer, %error, "registry sync request failed");
-                if let Some(doc) = self.sync_requests.remove(&request_id) {
-                    self.sessions.remove(&(peer, doc));
-                }
-            }
-            _ => {}
-        }
     }
 
     fn on_blob_event(&mut self, ev: request_response::Event<pb::BlobRequest, pb::BlobResponse>) {

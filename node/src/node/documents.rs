@@ -133,33 +133,6 @@ impl Node {
         }
     }
 
-    /// Puts back records a peer deleted from (or overwrote in) `channel`'s
-    /// document, from the store, which holds only verified records. Returns
-    /// how many went back.
-    pub fn restore_records(&self, channel: Channel, ids: &[RecordId]) -> usize {
-        let records: Vec<(RecordId, Vec<u8>)> = ids
-            .iter()
-            .filter_map(|id| {
-                let env = self.store.record(id).ok()??;
-                // Only into the document it belongs in: an id named in the
-                // public document must not pull an org record into it.
-                (crate::core::admit::channel_of(&self.view(), self.federation(), &env) == channel)
-                    .then(|| (*id, env.encoded().to_vec()))
-            })
-            .collect();
-        if records.is_empty() {
-            return 0;
-        }
-        match self.replica_for(channel).lock().map(|mut r| r.restore(&records)) {
-            Ok(Ok(())) => records.len(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot put deleted records back into the registry document");
-                0
-            }
-            Err(_) => 0,
-        }
-    }
-
     /// Saves the documents' changes since the last save to their files, in
     /// the order that keeps them derived from the store: the bytes are taken
     /// under the document lock, then the store is flushed (so a document

@@ -19,9 +19,9 @@ use std::io::Read;
 
 /// The leading bytes of every automerge chunk.
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-const CHUNK_DOCUMENT: u8 = 0;
-const CHUNK_CHANGE: u8 = 1;
-const CHUNK_COMPRESSED: u8 = 2;
+pub(super) const CHUNK_DOCUMENT: u8 = 0;
+pub(super) const CHUNK_CHANGE: u8 = 1;
+pub(super) const CHUNK_COMPRESSED: u8 = 2;
 const CHUNK_BUNDLE: u8 = 3;
 /// The bit of a column specification that says its data is deflated.
 const COLUMN_DEFLATE: u32 = 0b1000;
@@ -66,6 +66,25 @@ pub fn inflated_size(message: &[u8], limit: u64) -> Result<u64, BoundError> {
         }
     }
     Ok(total.n)
+}
+
+/// The chunks of one entry of a sync message's change list, each whole
+/// (header included) with its type, for code that reads them one by one.
+pub(super) fn chunks(entry: &[u8]) -> Result<Vec<(u8, &[u8])>, BoundError> {
+    let mut r = Reader(entry);
+    let mut out = Vec::new();
+    while !r.0.is_empty() {
+        let start = r.0;
+        if r.take(4)? != MAGIC {
+            return Err(BoundError::Malformed("bad chunk magic"));
+        }
+        r.take(4)?; // checksum
+        let kind = r.byte()?;
+        let len = r.len()?;
+        r.take(len)?;
+        out.push((kind, &start[..start.len() - r.0.len()]));
+    }
+    Ok(out)
 }
 
 /// A running total that refuses to pass its limit.
@@ -234,7 +253,7 @@ mod tests {
         let mut theirs = sync::State::new();
         let mut ours = sync::State::new();
         let hello = peer.generate(&mut theirs).expect("a first message");
-        replica.receive(&mut ours, &hello).expect("hello");
+        replica.receive(&mut ours, &hello, |_| true).expect("hello");
         replica.generate(&mut ours).expect("a reply")
     }
 
@@ -272,7 +291,7 @@ mod tests {
         assert_eq!(inflated_size(&msg, limit), Err(BoundError::TooLarge { limit }));
         // The receiving replica refuses it and stays empty.
         let mut victim = Replica::new();
-        let err = victim.receive(&mut sync::State::new(), &msg).unwrap_err();
+        let err = victim.receive(&mut sync::State::new(), &msg, |_| true).unwrap_err();
         assert!(err.to_string().contains("inflates"), "{err}");
         assert!(victim.is_empty());
     }

@@ -2,21 +2,25 @@
 //! records keyed by their record id (hex). Sans-IO: callers feed it records
 //! and sync messages and get back what to verify and what to send.
 //!
-//! Authority never comes from the document. Anything a peer writes into it
-//! is only a candidate: the node indexes a value after checking that it
-//! hashes to its key and that its signature and namespace rule hold. A
-//! value whose hash does not match its key is garbage and is counted; a key
-//! a peer deletes is written back, so a vandal cannot hide records from
-//! third parties. Records live at the root (no nested map), because two
-//! nodes creating the same nested map concurrently would conflict and one
-//! side's entries would vanish from view.
+//! Authority never comes from the document. A peer's changes enter only
+//! after [`screen`] found each of them to be puts of signed records under
+//! their own ids (deletes, overwrites and garbage are refused with what is
+//! built on them), and the node still indexes a record only after checking
+//! it whole. Records live at the root (no nested map), because two nodes
+//! creating the same nested map concurrently would conflict and one side's
+//! entries would vanish from view.
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, PatchAction, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{AutoCommit, ChangeHash, PatchAction, ROOT, ReadDoc, ScalarValue, Value};
 use packfed_protocol::RecordId;
 
 mod bounds;
+mod screen;
+
+/// How many refused change hashes a document remembers, so that changes a
+/// peer builds on them later are refused too without being queued forever.
+const REMEMBERED_REFUSALS: usize = 65_536;
 
 /// Largest sync message we accept (a fresh peer's first sync of a large
 /// registry is one message).
@@ -37,14 +41,11 @@ pub enum ReplicaError {
 /// What a received sync message brought.
 #[derive(Debug, Default)]
 pub struct Received {
-    /// (record id, envelope bytes) whose bytes hash to their key: to verify.
+    /// (record id, envelope bytes) new in the document: to verify and admit.
     pub candidates: Vec<(RecordId, Vec<u8>)>,
-    /// Entries that were not records at all (bad key, bad value, wrong hash).
-    pub garbage: usize,
-    /// Record ids the peer deleted or overwrote with bytes that are not that
-    /// record: to put back from the store ([`Replica::restore`]), so no peer
-    /// can remove a valid record from what this node offers others.
-    pub damaged: Vec<RecordId>,
+    /// Changes refused: holding something other than valid records under
+    /// their ids, or built on such a change.
+    pub refused: usize,
 }
 
 /// One replicated registry document.
@@ -57,6 +58,8 @@ pub struct Replica {
     /// Records put or received since the last save: once that save is
     /// synced they are in the file, and their pending marks can go.
     unsaved: Vec<RecordId>,
+    /// Changes refused lately (bounded; see [`REMEMBERED_REFUSALS`]).
+    refused: std::collections::HashSet<ChangeHash>,
 }
 
 impl Default for Replica {
@@ -73,6 +76,7 @@ impl Replica {
             doc,
             saved: Vec::new(),
             unsaved: Vec::new(),
+            refused: Default::default(),
         }
     }
 
@@ -85,6 +89,7 @@ impl Replica {
             doc,
             saved,
             unsaved: Vec::new(),
+            refused: Default::default(),
         })
     }
 
@@ -113,6 +118,7 @@ impl Replica {
                 doc,
                 saved,
                 unsaved: Vec::new(),
+                refused: Default::default(),
             },
             loaded,
         ))
@@ -168,7 +174,14 @@ impl Replica {
     }
 
     /// Applies a peer's message and returns the new entries to verify.
-    pub fn receive(&mut self, state: &mut sync::State, bytes: &[u8]) -> Result<Received, ReplicaError> {
+    /// `valid` judges a record's bytes before they may enter (the caller's
+    /// signature check); see [`screen`] for what else a change must be.
+    pub fn receive(
+        &mut self,
+        state: &mut sync::State,
+        bytes: &[u8],
+        valid: impl Fn(&[u8]) -> bool,
+    ) -> Result<Received, ReplicaError> {
         if bytes.len() > MAX_SYNC_MESSAGE_BYTES {
             return Err(ReplicaError::TooLarge(bytes.len()));
         }
@@ -177,42 +190,63 @@ impl Replica {
             wire: bytes.len(),
             error,
         })?;
-        let msg = sync::Message::decode(bytes).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        let mut msg = sync::Message::decode(bytes).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        let mut out = Received::default();
+        if !msg.changes.is_empty() {
+            let changes = screen::changes(msg.changes.iter()).map_err(ReplicaError::Malformed)?;
+            let screened = screen::screen(changes, |h| self.refused.contains(h), valid);
+            if !screened.refused.is_empty() {
+                out.refused = screened.refused.len();
+                if self.refused.len() + out.refused > REMEMBERED_REFUSALS {
+                    self.refused.clear();
+                }
+                self.refused.extend(screened.refused);
+                // Only the clean changes go on (otherwise the message as
+                // sent, which keeps automerge's fast load of a whole document).
+                let kept: Vec<Vec<u8>> = screened.kept.iter().map(|c| c.raw_bytes().to_vec()).collect();
+                msg.changes = kept.into();
+            }
+        }
         // Our own pending inserts are not news.
         self.settle();
         self.doc
             .sync()
             .receive_sync_message(state, msg)
             .map_err(|e| ReplicaError::Malformed(e.to_string()))?;
-        let mut out = Received::default();
-        let mut deleted = Vec::new();
+        self.forget_refused_heads(state);
         for patch in self.doc.diff_incremental() {
-            if patch.obj != ROOT {
-                out.garbage += 1;
+            // Screened changes hold only root puts; a conflicting put of the
+            // same record shows as a put too.
+            let PatchAction::PutMap { key, .. } = patch.action else {
                 continue;
-            }
-            match patch.action {
-                PatchAction::PutMap { key, .. } => match key.parse::<RecordId>() {
-                    Ok(id) => match self.matching_value(&id) {
-                        Some(v) => {
-                            self.unsaved.push(id);
-                            out.candidates.push((id, v))
-                        }
-                        None => {
-                            out.garbage += 1;
-                            out.damaged.push(id);
-                        }
-                    },
-                    Err(_) => out.garbage += 1,
-                },
-                PatchAction::DeleteMap { key } => deleted.push(key),
-                _ => out.garbage += 1,
+            };
+            let found = key
+                .parse::<RecordId>()
+                .ok()
+                .and_then(|id| Some((id, self.matching_value(&id)?)));
+            if let (true, Some((id, v))) = (patch.obj == ROOT, found) {
+                self.unsaved.push(id);
+                out.candidates.push((id, v));
             }
         }
-        out.garbage += deleted.len();
-        out.damaged
-            .extend(deleted.iter().filter_map(|k| k.parse::<RecordId>().ok()));
         Ok(out)
+    }
+
+    /// A peer whose heads are refused changes is, for this document, where
+    /// its acceptable changes end: otherwise automerge would ask for the
+    /// refused ones again every round. If all that is left of its heads is
+    /// known here, it is treated as level with us (automerge still sends
+    /// it what its `have` lacks), so the session ends.
+    fn forget_refused_heads(&mut self, state: &mut sync::State) {
+        let Some(heads) = &mut state.their_heads else { return };
+        if !heads.iter().any(|h| self.refused.contains(h)) {
+            return;
+        }
+        heads.retain(|h| !self.refused.contains(h));
+        let all_known = heads.iter().all(|h| self.doc.get_change_by_hash(h).is_some());
+        if all_known {
+            *heads = self.doc.get_heads();
+        }
     }
 
     /// Among the (possibly conflicting) values at `id`, the one that is a
@@ -226,19 +260,6 @@ impl Replica {
             },
             _ => None,
         })
-    }
-
-    /// Writes back verified records a peer deleted.
-    pub fn restore(&mut self, records: &[(RecordId, Vec<u8>)]) -> Result<(), ReplicaError> {
-        for (id, bytes) in records {
-            if self.matching_value(id).is_none() {
-                self.doc.put(ROOT, id.to_hex(), ScalarValue::Bytes(bytes.clone()))?;
-                self.unsaved.push(*id);
-            }
-        }
-        self.doc.commit();
-        self.doc.update_diff_cursor();
-        Ok(())
     }
 
     /// The records put or received since the last call: what the next
@@ -275,6 +296,11 @@ mod tests {
         (RecordId::of(&bytes), bytes)
     }
 
+    /// The test's signature check: records it calls forged start with 0xff.
+    fn valid(bytes: &[u8]) -> bool {
+        bytes.first() != Some(&0xff)
+    }
+
     /// Runs sync rounds between two replicas until both are quiet.
     fn sync_pair(a: &mut Replica, b: &mut Replica) -> (Received, Received) {
         let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
@@ -282,15 +308,15 @@ mod tests {
         for _ in 0..20 {
             let m1 = a.generate(&mut sa);
             if let Some(m) = &m1 {
-                let r = b.receive(&mut sb, m).unwrap();
+                let r = b.receive(&mut sb, m, valid).unwrap();
                 got_b.candidates.extend(r.candidates);
-                got_b.garbage += r.garbage;
+                got_b.refused += r.refused;
             }
             let m2 = b.generate(&mut sb);
             if let Some(m) = &m2 {
-                let r = a.receive(&mut sa, m).unwrap();
+                let r = a.receive(&mut sa, m, valid).unwrap();
                 got_a.candidates.extend(r.candidates);
-                got_a.garbage += r.garbage;
+                got_a.refused += r.refused;
             }
             if m1.is_none() && m2.is_none() {
                 break;
@@ -351,16 +377,96 @@ mod tests {
         assert!(b.save_incremental().is_empty());
     }
 
-    #[test]
-    fn garbage_is_counted_not_offered() {
-        let (mut a, mut b) = (Replica::new(), Replica::new());
-        // A vandal writes a value under a key it does not hash to, and a non-id key.
-        let (id, _) = rec(9);
-        a.doc.put(ROOT, id.to_hex(), ScalarValue::Bytes(vec![0; 10])).unwrap();
-        a.doc.put(ROOT, "not-an-id", 5).unwrap();
+    /// A vandal's change: `edit` on `a`'s document, committed.
+    fn vandalize(a: &mut Replica, edit: impl FnOnce(&mut AutoCommit)) {
+        a.settle();
+        edit(&mut a.doc);
         a.doc.commit();
+    }
+
+    #[test]
+    fn garbage_never_enters_and_is_never_offered_on() {
+        for (what, edit) in [
+            (
+                "a value under a key it does not hash to",
+                Box::new(|d: &mut AutoCommit| {
+                    d.put(ROOT, rec(9).0.to_hex(), ScalarValue::Bytes(vec![0; 10])).unwrap();
+                }) as Box<dyn FnOnce(&mut AutoCommit)>,
+            ),
+            (
+                "a key that is no id",
+                Box::new(|d: &mut AutoCommit| d.put(ROOT, "not-an-id", 5).unwrap()),
+            ),
+            (
+                "an upper-case copy of an id",
+                Box::new(|d: &mut AutoCommit| {
+                    let (id, bytes) = rec(8);
+                    d.put(ROOT, id.to_hex().to_uppercase(), ScalarValue::Bytes(bytes))
+                        .unwrap();
+                }),
+            ),
+            (
+                "a forged record",
+                Box::new(|d: &mut AutoCommit| {
+                    let bytes = vec![0xff; 40];
+                    d.put(ROOT, RecordId::of(&bytes).to_hex(), ScalarValue::Bytes(bytes))
+                        .unwrap();
+                }),
+            ),
+            (
+                "a nested object",
+                Box::new(|d: &mut AutoCommit| {
+                    d.put_object(ROOT, rec(7).0.to_hex(), automerge::ObjType::Map).unwrap();
+                }),
+            ),
+        ] {
+            let (mut a, mut b, mut c) = (Replica::new(), Replica::new(), Replica::new());
+            vandalize(&mut a, edit);
+            // A valid record in a later change of the vandal's: built on
+            // the garbage, so refused with it.
+            let (id, bytes) = rec(1);
+            a.insert(&id, &bytes).unwrap();
+            a.settle();
+            a.doc.commit();
+            let (_, got_b) = sync_pair(&mut a, &mut b);
+            assert!(got_b.candidates.is_empty(), "{what}");
+            assert_eq!(got_b.refused, 2, "{what}: both changes");
+            assert!(b.is_empty() && b.doc.get_changes(&[]).is_empty(), "{what}");
+            // Nothing of it is saved or offered to a third replica.
+            assert!(b.save_incremental().is_empty(), "{what}");
+            let (_, got_c) = sync_pair(&mut b, &mut c);
+            assert!(got_c.candidates.is_empty() && c.is_empty(), "{what}");
+        }
+    }
+
+    #[test]
+    fn deletes_and_overwrites_never_enter_and_clean_changes_still_do() {
+        let (mut a, mut b, mut c) = (Replica::new(), Replica::new(), Replica::new());
+        let (id, bytes) = rec(1);
+        a.insert(&id, &bytes).unwrap();
+        sync_pair(&mut a, &mut b);
+        assert!(b.contains(&id));
+        vandalize(&mut a, |d| d.delete(ROOT, id.to_hex()).unwrap());
         let (_, got_b) = sync_pair(&mut a, &mut b);
-        assert!(got_b.candidates.is_empty());
-        assert_eq!(got_b.garbage, 2);
+        assert_eq!(got_b.refused, 1);
+        vandalize(&mut a, |d| {
+            d.put(ROOT, id.to_hex(), ScalarValue::Bytes(vec![1; 3])).unwrap()
+        });
+        let (_, got_b) = sync_pair(&mut a, &mut b);
+        assert!(got_b.refused >= 1, "the overwrite, built on the delete");
+        assert_eq!(
+            b.matching_value(&id),
+            Some(bytes.clone()),
+            "b still holds and offers it"
+        );
+        let (_, got_c) = sync_pair(&mut b, &mut c);
+        assert_eq!(got_c.candidates.len(), 1);
+        assert!(c.contains(&id));
+        // Control: a clean change from an honest replica still arrives at b.
+        let (id2, bytes2) = rec(2);
+        c.insert(&id2, &bytes2).unwrap();
+        let (_, got_b) = sync_pair(&mut c, &mut b);
+        assert_eq!(got_b.refused, 0);
+        assert_eq!(got_b.candidates.iter().map(|c| c.0).collect::<Vec<_>>(), vec![id2]);
     }
 }

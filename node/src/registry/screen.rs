@@ -1,0 +1,91 @@
+//! Which changes a peer sends may enter a registry document.
+//!
+//! The document is how the registry replicates: whatever enters it is saved
+//! and offered to every later peer. So a change enters only if each of its
+//! operations is what an honest node writes: a put, at the root, of a signed
+//! record under its own id (the lower-case hex BLAKE3 of its bytes) whose
+//! signature the caller accepts. A change holding anything else (a delete, a
+//! nested object, bytes that are no record, a record under another id) is
+//! refused whole, and so is every change built on it: automerge changes are
+//! hash-chained, so nothing can be cut out of one. Deletes and overwrites
+//! therefore never enter, a vandal cannot hide a record from third parties,
+//! and garbage is never saved or synced on.
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{Automerge, Change, ChangeHash, ScalarValue};
+use packfed_protocol::RecordId;
+
+use super::bounds::{self, CHUNK_CHANGE, CHUNK_COMPRESSED, CHUNK_DOCUMENT};
+
+/// The changes a sync message's change list holds, one by one (a saved
+/// document, which automerge sends when the peer lacks much, is opened and
+/// read back as its changes).
+pub(super) fn changes<'a>(entries: impl Iterator<Item = &'a [u8]>) -> Result<Vec<Change>, String> {
+    let mut out = Vec::new();
+    for entry in entries {
+        for (kind, chunk) in bounds::chunks(entry).map_err(|e| e.to_string())? {
+            match kind {
+                CHUNK_CHANGE | CHUNK_COMPRESSED => out.push(Change::try_from(chunk).map_err(|e| e.to_string())?),
+                CHUNK_DOCUMENT => out.extend(Automerge::load(chunk).map_err(|e| e.to_string())?.get_changes(&[])),
+                _ => return Err("a chunk type automerge's sync never sends".into()),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Changes split into those that may enter and those refused.
+pub(super) struct Screened {
+    pub kept: Vec<Change>,
+    pub refused: Vec<ChangeHash>,
+}
+
+/// Refuses every change that is not clean, or that depends on a refused one
+/// (in this batch, or earlier as `refused_before` says).
+pub(super) fn screen(
+    changes: Vec<Change>,
+    refused_before: impl Fn(&ChangeHash) -> bool,
+    valid: impl Fn(&[u8]) -> bool,
+) -> Screened {
+    let mut refused = HashSet::new();
+    let mut dependents: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
+    let mut spread = Vec::new();
+    for c in &changes {
+        let hash = c.hash();
+        for dep in c.deps() {
+            dependents.entry(*dep).or_default().push(hash);
+        }
+        if (c.deps().iter().any(&refused_before) || !clean(c, &valid)) && refused.insert(hash) {
+            spread.push(hash);
+        }
+    }
+    // Whatever order the peer sent them in, each change is visited once.
+    while let Some(hash) = spread.pop() {
+        for child in dependents.get(&hash).into_iter().flatten() {
+            if refused.insert(*child) {
+                spread.push(*child);
+            }
+        }
+    }
+    let (kept, out): (Vec<Change>, Vec<Change>) = changes.into_iter().partition(|c| !refused.contains(&c.hash()));
+    Screened {
+        kept,
+        refused: out.iter().map(Change::hash).collect(),
+    }
+}
+
+/// Every operation puts a valid record at the root under its own id.
+fn clean(change: &Change, valid: &impl Fn(&[u8]) -> bool) -> bool {
+    change.decode().operations.iter().all(|op| {
+        matches!(op.obj, ObjectId::Root)
+            && !op.insert
+            && match (&op.key, &op.action) {
+                (Key::Map(key), OpType::Put(ScalarValue::Bytes(bytes))) => {
+                    RecordId::of(bytes).to_hex() == key.as_str() && valid(bytes)
+                }
+                _ => false,
+            }
+    })
+}
