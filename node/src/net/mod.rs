@@ -19,6 +19,7 @@
 //! are then ignored until the penalty decays.
 
 mod codec;
+mod gossip_intake;
 pub mod limiter;
 pub mod ranges;
 mod registry_sync;
@@ -41,7 +42,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, mdns, noise, tc
 use packfed_protocol::{ContentHash, Signed, pb};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{Channel, Topic};
+use crate::core::Topic;
 use crate::node::{Ingested, Node};
 pub use codec::ProstCodec;
 use limiter::RateLimiter;
@@ -406,6 +407,8 @@ pub struct Reactor {
     responder_states: HashMap<(PeerId, u32), sync::State>,
     /// Sync steps running off the swarm task, and where they report.
     sync_steps: registry_sync::Steps,
+    /// Gossiped records on their way to be judged off the swarm task.
+    gossip: gossip_intake::Intake,
     blob_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<pb::BlobResponse, String>>>,
     /// Which document each outstanding sync request is about.
     sync_requests: HashMap<OutboundRequestId, u32>,
@@ -469,6 +472,7 @@ impl Reactor {
             sessions: HashMap::new(),
             responder_states: HashMap::new(),
             sync_steps: registry_sync::Steps::new(),
+            gossip: gossip_intake::Intake::new(),
             blob_requests: HashMap::new(),
             sync_requests: HashMap::new(),
             provider_queries: HashMap::new(),
@@ -564,6 +568,7 @@ impl Reactor {
 
     /// Runs until the process stops.
     pub async fn run(mut self) {
+        self.gossip.start(self.node.clone());
         self.bootstrap();
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         let mut announce = tokio::time::interval(Duration::from_secs(30));
@@ -576,6 +581,7 @@ impl Reactor {
                 _ = announce.tick() => self.announce(),
                 _ = save.tick() => self.save_in_background(),
                 Some(done) = self.sync_steps.done.recv() => self.on_sync_step_done(done),
+                Some(judged) = self.gossip.judged.recv() => self.on_gossip_judged(judged),
             }
         }
     }
@@ -818,7 +824,18 @@ impl Reactor {
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
-        let outcome = self.node.ingest(&message.data, Channel::Public);
+        if !self.gossip.submit(source, id.clone(), message.data) {
+            tracing::debug!(peer = %source, "gossip queue full: dropped a message unjudged");
+            self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                &id,
+                &source,
+                MessageAcceptance::Ignore,
+            );
+        }
+    }
+
+    fn on_gossip_judged(&mut self, judged: gossip_intake::Judged) {
+        let gossip_intake::Judged { source, id, outcome } = judged;
         let acceptance = match outcome {
             Ingested::Invalid(reason) => {
                 tracing::warn!(peer = %source, %reason, "rejected a gossiped record");
