@@ -764,3 +764,79 @@ fn a_range_at_the_end_of_a_1_gib_pack_is_read_in_place() {
     });
     assert_eq!(r["bytes"].as_u64(), Some(MIB), "{r}");
 }
+
+fn attestation_by(key: &KeyPair, fed: &FederationId, hash: &[u8], note: &str) -> Signed {
+    Signed::sign(
+        &pb::Attestation {
+            name: "acme/victim".into(),
+            version: "1.0.0".into(),
+            content_hash: hash.to_vec(),
+            kind: "audit".into(),
+            result: "pass".into(),
+            note: note.into(),
+            attested_at_ms: 1,
+            score: 0,
+        },
+        key,
+        fed,
+    )
+}
+
+/// 400 valid attestations of the victim's release from fresh keys: the
+/// victim keeps the first 256 (the per-release quota for keys without a
+/// role) and refuses the rest, which scores the adversary out; a member's
+/// attestation from the same adversary (the positive control) still
+/// arrives past the quota. Across a kill -9 of the victim, the count holds.
+#[test]
+fn attestation_spam_from_fresh_keys_stops_at_the_release_quota() {
+    const QUOTA: usize = 256;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_fed, mut a, evil) = victim_and_adversary(root, 2);
+    publish_victim(root, &a, &evil);
+    let fed_id = federation_id(&a);
+    let info = a.json(&["info", "acme/victim@1.0.0"]).unwrap();
+    let hash = hex::decode(info["hash"].as_str().unwrap()).unwrap();
+    let held = |n: &TestNode| {
+        n.json(&["attestations", "acme/victim@1.0.0"])
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let rejected = count(&a, "rejected_records");
+    let spam: Vec<String> = (0..400)
+        .map(|i| {
+            let key = KeyPair::generate().unwrap();
+            hex::encode(attestation_by(&key, &fed_id, &hash, &format!("spam {i}")).encoded())
+        })
+        .collect();
+    let r = evil
+        .control("/v1/test/flood", &json!({"topic": "attestations", "hex": spam}))
+        .unwrap();
+    assert_eq!(r["sent"], 400);
+    let evil_peer = status(&evil)["peer_id"].as_str().unwrap().to_string();
+    wait_for(DEADLINE, "the quota to fill and the adversary to be scored out", || {
+        let peers = a.json(&["peers"]).ok()?;
+        let s = peers.as_array()?.iter().find(|p| p["peer_id"] == evil_peer.as_str())?["score"].as_f64()?;
+        (held(&a) == QUOTA && s < -80.0).then_some(())
+    })
+    .unwrap();
+    assert!(count(&a, "rejected_records") > rejected);
+    // The control: member k1's attestation, from the same adversary, counts
+    // past the quota. (Gossip from a graylisted peer is ignored, so it
+    // arrives by registry sync, which scoring does not cut.)
+    let k1 = KeyPair::from_file_text(&std::fs::read_to_string(evil.home.join("keys/k1.key")).unwrap()).unwrap();
+    let control = attestation_by(&k1, &fed_id, &hash, "a member's audit");
+    let put = json!({"put": [{"key": control.id().to_hex(), "hex": hex::encode(control.encoded())}]});
+    evil.control("/v1/test/registry", &put).unwrap();
+    let control_id = control.id().to_hex();
+    wait_for(DEADLINE, "the member's attestation to arrive", || {
+        a.has_attestation("acme/victim@1.0.0", &control_id).then_some(())
+    })
+    .unwrap();
+    assert_eq!(held(&a), QUOTA + 1);
+    a.kill9().unwrap();
+    a.restart().unwrap();
+    assert_eq!(held(&a), QUOTA + 1);
+    assert!(a.has_attestation("acme/victim@1.0.0", &control_id));
+}

@@ -315,9 +315,18 @@ pub enum AttestError {
         claimed: ContentHash,
         actual: ContentHash,
     },
+    #[error(
+        "attestation refused: {name}@{version} already holds {MAX_OPEN_ATTESTATIONS} attestations, and its signer holds no role in the federation"
+    )]
+    OverQuota { name: String, version: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Attestations a release may hold before only members' are taken: room for
+/// any rule that counts attestations from anyone, and a bound on what fresh
+/// keys can make every node store and re-read when it judges the release.
+pub const MAX_OPEN_ATTESTATIONS: usize = 256;
 
 /// Per `(name, version)`: the visible release, if this node has it.
 pub type SubjectCache = HashMap<(String, String), Option<pb::Release>>;
@@ -380,6 +389,8 @@ pub fn attestations(
     let mut results: Vec<Result<bool, AttestError>> = Vec::with_capacity(batch.len());
     let mut known = SubjectCache::default();
     let mut seen = HashSet::new();
+    // Attestations each subject holds, counted once per batch.
+    let mut held: HashMap<(String, String), usize> = HashMap::new();
     let mut store = Vec::new();
     let mut replicate = Vec::new();
     let mut subjects = BTreeSet::new();
@@ -402,14 +413,30 @@ pub fn attestations(
             results.push(Ok(false));
             continue;
         }
+        let (name, version) = (&a.record().name, &a.record().version);
+        let held = match held.entry((name.clone(), version.clone())) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(view.attestation_count(name, version, MAX_OPEN_ATTESTATIONS)?)
+            }
+        };
+        if *held >= MAX_OPEN_ATTESTATIONS && judge.policy.role_of(&a.signer()).is_none() {
+            results.push(Err(AttestError::OverQuota {
+                name: name.clone(),
+                version: version.clone(),
+            }));
+            continue;
+        }
+        *held += 1;
         results.push(Ok(true));
         let hash = ContentHash::from_slice(&a.record().content_hash).unwrap_or(ContentHash([0; 32]));
         store.push((a.clone(), AttestationEntry::from_verified(a, &hash), target));
         if !(in_doc && target == channel) {
             replicate.push(Effect::Replicate(target, a.envelope().clone()));
         }
-        // A verdict depends only on attestations of kinds the rules name.
-        if judge.policy.kinds.contains(a.record().kind.as_str()) {
+        // A verdict depends only on attestations of kinds the rules name,
+        // and, unless a rule counts anyone's, only on members' ones.
+        if judge.policy.counts(&a.record().kind, &a.signer()) {
             subjects.insert((a.record().name.clone(), a.record().version.clone()));
         }
     }

@@ -60,6 +60,9 @@ impl View for Mem {
             .map(|(_, _, a)| a.clone())
             .collect())
     }
+    fn attestation_count(&self, name: &str, version: &str, at_most: usize) -> Result<usize, StoreError> {
+        Ok(self.attestations_of(name, version)?.len().min(at_most))
+    }
     /// The sim witnesses an attestation at its own time (witnessing has its
     /// own tests).
     fn witnessed(&self, id: &RecordId) -> Option<u64> {
@@ -813,4 +816,58 @@ fn governance_records_of_keys_that_never_were_members_are_refused_and_wait_for_a
         sim.receive(ok.encoded(), Channel::Public, T0 + 5 * SECOND),
         Outcome::New
     ));
+}
+
+#[test]
+fn attestations_past_a_releases_quota_are_refused_unless_a_member_signs_them() {
+    let (mut sim, maintainer) = federation(AUDITED);
+    let publisher = Peer::new(sim.fed);
+    sim.receive(publisher.claim("acme", T0).encoded(), Channel::Public, T0);
+    let rel = publisher.release_record("acme/tool", "1.0.0", 80);
+    sim.receive(publisher.sign(&rel).encoded(), Channel::Public, T0);
+
+    // An outsider's audit cannot change the verdict (the rule names a
+    // role), so it asks for no re-evaluation; a maintainer's does.
+    let policy = sim.gov.policy();
+    let judge = Judge {
+        policy: &policy,
+        mirror: true,
+        max_pack_bytes: crate::config::DEFAULT_MAX_PACK_BYTES,
+    };
+    let reevaluates = |signer: &Peer| {
+        let v = signer
+            .attest(&rel, "audit", true)
+            .verify::<pb::Attestation>(&sim.fed)
+            .unwrap();
+        let a = admit::attestations(&judge, &sim.mem, &[v], Channel::Public, false).unwrap();
+        a.effects.iter().any(|e| matches!(e, Effect::Reevaluate(_)))
+    };
+    assert!(!reevaluates(&Peer::new(sim.fed)));
+    assert!(reevaluates(&maintainer));
+
+    for _ in 0..admit::MAX_OPEN_ATTESTATIONS {
+        let o = sim.receive(
+            Peer::new(sim.fed).attest(&rel, "audit", true).encoded(),
+            Channel::Public,
+            T0,
+        );
+        assert!(matches!(o, Outcome::New), "{o:?}");
+    }
+    let over = sim.receive(
+        Peer::new(sim.fed).attest(&rel, "audit", true).encoded(),
+        Channel::Public,
+        T0,
+    );
+    assert!(
+        matches!(&over, Outcome::Invalid(r) if r.contains("no role")),
+        "{over:?}"
+    );
+    assert_eq!(
+        sim.mem.attestation_count("acme/tool", "1.0.0", usize::MAX).unwrap(),
+        admit::MAX_OPEN_ATTESTATIONS
+    );
+    // Control: a member's attestation still counts past the quota.
+    let o = sim.receive(maintainer.attest(&rel, "audit", true).encoded(), Channel::Public, T0);
+    assert!(matches!(o, Outcome::New), "{o:?}");
+    assert_eq!(sim.accepted("acme/tool", "1.0.0"), Some(true));
 }

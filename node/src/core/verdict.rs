@@ -37,6 +37,9 @@ pub struct PolicyInForce {
     pub fingerprint: [u8; 32],
     /// The attestation kinds any rule looks at.
     pub kinds: HashSet<&'static str>,
+    /// The kinds some rule counts from anyone (no roles named); for other
+    /// kinds only members' attestations can change a verdict.
+    pub open_kinds: HashSet<&'static str>,
     /// No rule at all: every release is accepted without reading anything.
     pub empty: bool,
     /// The membership in force.
@@ -80,6 +83,19 @@ impl PolicyInForce {
             })
             .map(|k| k.as_str())
             .collect();
+        let open_kinds = sets
+            .iter()
+            .flat_map(|s| {
+                let a = &s.rules;
+                a.require
+                    .iter()
+                    .filter(|r| r.roles.is_empty())
+                    .map(|r| r.kind)
+                    .chain(a.deny.iter().filter(|d| d.roles.is_empty()).map(|d| d.kind))
+                    .collect::<Vec<_>>()
+            })
+            .map(|k| k.as_str())
+            .collect();
         let empty = sets.iter().all(|s| s.rules == Accept::default());
         PolicyInForce {
             version,
@@ -87,9 +103,15 @@ impl PolicyInForce {
             sets,
             fingerprint,
             kinds,
+            open_kinds,
             empty,
             members,
         }
+    }
+
+    /// Whether an attestation of `kind` by `attester` can change a verdict.
+    pub fn counts(&self, kind: &str, attester: &PublicKey) -> bool {
+        self.kinds.contains(kind) && (self.open_kinds.contains(kind) || self.role_of(attester).is_some())
     }
 
     /// The role `key` holds in the membership in force.

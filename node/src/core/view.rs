@@ -16,6 +16,9 @@ pub trait View {
     fn release_record(&self, name: &str, version: &str) -> Result<Option<pb::Release>, StoreError>;
     /// Every attestation stored for `name@version`, whatever hash it names.
     fn attestations_of(&self, name: &str, version: &str) -> Result<Vec<AttestationEntry>, StoreError>;
+    /// How many attestations are stored for `name@version`, counting no
+    /// further than `at_most`.
+    fn attestation_count(&self, name: &str, version: &str, at_most: usize) -> Result<usize, StoreError>;
     fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError>;
     /// The witnessed time of a record, if a witness quorum listed it.
     fn witnessed(&self, id: &RecordId) -> Option<u64>;

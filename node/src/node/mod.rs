@@ -116,6 +116,9 @@ impl View for StoreView<'_> {
     fn attestations_of(&self, name: &str, version: &str) -> Result<Vec<AttestationEntry>, StoreError> {
         self.store.attestations_of(name, version)
     }
+    fn attestation_count(&self, name: &str, version: &str, at_most: usize) -> Result<usize, StoreError> {
+        self.store.attestation_count(name, version, at_most)
+    }
     fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError> {
         self.store.status(release)
     }

@@ -123,6 +123,22 @@ impl Store {
         })
     }
 
+    /// How many attestations are stored for `name@version`, reading keys
+    /// only and no further than `at_most`.
+    pub fn attestation_count(&self, name: &str, version: &str, at_most: usize) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for key in self
+            .attestations
+            .scan_prefix(subject_prefix(name, version))
+            .keys()
+            .take(at_most)
+        {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Every attestation stored for `name@version`, whatever hash it names.
     pub fn attestations_of(&self, name: &str, version: &str) -> Result<Vec<AttestationEntry>, StoreError> {
         self.attestations
