@@ -20,7 +20,6 @@ use super::limiter::RateLimiter;
 use crate::core::Channel;
 use crate::node::{Ingested, Node};
 
-const SYNC_STATE_PREFIX: &str = "sync/";
 /// What one peer may make this node absorb by registry sync: a session
 /// every 5 s takes a few requests; the byte burst holds a fresh node's
 /// first sync of a large registry (one message of up to 64 MiB).
@@ -83,14 +82,9 @@ impl Steps {
     }
 }
 
-fn state_key(peer: &PeerId, doc: u32) -> Vec<u8> {
-    format!("{SYNC_STATE_PREFIX}{doc}/{peer}").into_bytes()
-}
-
 fn load_state(node: &Node, peer: &PeerId, doc: u32) -> sync::State {
     node.store
-        .crdt
-        .get(state_key(peer, doc))
+        .sync_state(&peer.to_string(), doc)
         .ok()
         .flatten()
         .and_then(|b| sync::State::decode(&b).ok())
@@ -98,7 +92,7 @@ fn load_state(node: &Node, peer: &PeerId, doc: u32) -> sync::State {
 }
 
 fn save_state(node: &Node, peer: &PeerId, doc: u32, state: &sync::State) {
-    if let Err(e) = node.store.crdt.insert(state_key(peer, doc), state.encode()) {
+    if let Err(e) = node.store.set_sync_state(&peer.to_string(), doc, &state.encode()) {
         tracing::warn!(error = %e, "cannot persist sync state");
     }
 }

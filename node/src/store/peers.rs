@@ -25,7 +25,39 @@ pub struct KnownPeer {
     pub last_seen_ms: u64,
 }
 
+fn sync_state_prefix(peer_id: &str) -> Vec<u8> {
+    format!("sync/{peer_id}/").into_bytes()
+}
+
+fn sync_state_key(peer_id: &str, doc: u32) -> Vec<u8> {
+    let mut key = sync_state_prefix(peer_id);
+    key.extend_from_slice(doc.to_string().as_bytes());
+    key
+}
+
 impl Store {
+    /// The saved registry sync state with a peer, for document `doc`.
+    pub fn sync_state(&self, peer_id: &str, doc: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.crdt.get(sync_state_key(peer_id, doc))?.map(|v| v.to_vec()))
+    }
+
+    /// Saves a sync state, for a remembered peer only; false if the peer
+    /// is not in the book (its state then lives as long as the session).
+    pub fn set_sync_state(&self, peer_id: &str, doc: u32, state: &[u8]) -> Result<bool, StoreError> {
+        if !self.peer_book()?.contains_key(peer_id.as_bytes())? {
+            return Ok(false);
+        }
+        self.crdt.insert(sync_state_key(peer_id, doc), state)?;
+        Ok(true)
+    }
+
+    fn forget_sync_states(&self, peer_id: &str) -> Result<(), StoreError> {
+        for key in self.crdt.scan_prefix(sync_state_prefix(peer_id)).keys() {
+            self.crdt.remove(key?)?;
+        }
+        Ok(())
+    }
+
     fn peer_book(&self) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree("peers")?)
     }
@@ -62,6 +94,7 @@ impl Store {
             all.sort_by_key(|p| std::cmp::Reverse(p.last_seen_ms));
             for p in all.into_iter().skip(MAX_KNOWN_PEERS) {
                 book.remove(p.peer_id.as_bytes())?;
+                self.forget_sync_states(&p.peer_id)?;
             }
         }
         Ok(())
@@ -100,5 +133,27 @@ mod tests {
         assert!(!known.iter().any(|p| p.peer_id == "peer0"), "the oldest went first");
         store.remember_peer("quiet", &[], 1).unwrap();
         assert!(!store.known_peers().unwrap().iter().any(|p| p.peer_id == "quiet"));
+    }
+
+    #[test]
+    fn sync_states_are_kept_for_remembered_peers_and_leave_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let addr = ["/ip4/127.0.0.1/tcp/1".to_string()];
+        assert!(!store.set_sync_state("stranger", 0, b"state").unwrap());
+        assert_eq!(store.sync_state("stranger", 0).unwrap(), None);
+        store.remember_peer("peer0", &addr, 0).unwrap();
+        assert!(store.set_sync_state("peer0", 0, b"public").unwrap());
+        assert!(store.set_sync_state("peer0", 1, b"org").unwrap());
+        // "peer0" is a prefix of "peer01": its states must stay apart.
+        store.remember_peer("peer01", &addr, 1).unwrap();
+        assert!(store.set_sync_state("peer01", 0, b"other").unwrap());
+        assert_eq!(store.sync_state("peer0", 1).unwrap().as_deref(), Some(&b"org"[..]));
+        for i in 2..(MAX_KNOWN_PEERS + 2) {
+            store.remember_peer(&format!("later{i}"), &addr, i as u64).unwrap();
+        }
+        assert_eq!(store.sync_state("peer0", 0).unwrap(), None, "left with its peer");
+        assert_eq!(store.sync_state("peer0", 1).unwrap(), None);
+        assert_eq!(store.sync_state("peer01", 0).unwrap(), None);
     }
 }
