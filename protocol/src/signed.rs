@@ -221,6 +221,17 @@ impl Signed {
                 found: self.inner.kind.clone(),
             });
         }
+        self.check_signature_tagged(domain.tag(), federation, key)
+    }
+
+    /// The strict check of the signature over `tag`, the federation and
+    /// the payload.
+    fn check_signature_tagged(
+        &self,
+        tag: &str,
+        federation: &FederationId,
+        key: impl FnOnce(&[u8; 32]) -> Option<VerifyingKey>,
+    ) -> Result<PublicKey, SignedError> {
         let signer: [u8; 32] = self
             .inner
             .signer
@@ -228,15 +239,6 @@ impl Signed {
             .try_into()
             .map_err(|_| SignedError::BadSigner)?;
         let vk = key(&signer).ok_or(SignedError::BadSigner)?;
-        self.check_signature_tagged(domain.tag(), federation, vk)
-    }
-
-    fn check_signature_tagged(
-        &self,
-        tag: &str,
-        federation: &FederationId,
-        vk: VerifyingKey,
-    ) -> Result<PublicKey, SignedError> {
         let sig: [u8; 64] = self
             .inner
             .signature
@@ -246,7 +248,7 @@ impl Signed {
         let msg = tagged_message(tag, federation, &self.inner.payload);
         vk.verify_strict(&msg, &Signature::from_bytes(&sig))
             .map_err(|_| SignedError::BadSignature)?;
-        Ok(PublicKey(vk.to_bytes()))
+        Ok(PublicKey(signer))
     }
 
     /// The strict signature check under the kind the envelope names, known
@@ -254,14 +256,9 @@ impl Signed {
     /// (the registry document), so nothing unsigned rides along and newer
     /// kinds still travel. Readers use [`Signed::verify`].
     pub fn check_signature_as_sent(&self, federation: &FederationId) -> Result<PublicKey, SignedError> {
-        let signer: [u8; 32] = self
-            .inner
-            .signer
-            .as_slice()
-            .try_into()
-            .map_err(|_| SignedError::BadSigner)?;
-        let vk = VerifyingKey::from_bytes(&signer).map_err(|_| SignedError::BadSigner)?;
-        self.check_signature_tagged(&self.inner.kind, federation, vk)
+        self.check_signature_tagged(&self.inner.kind, federation, |signer| {
+            VerifyingKey::from_bytes(signer).ok()
+        })
     }
 
     /// Verifies the signature over the bytes as received, then decodes the
