@@ -765,10 +765,10 @@ fn a_range_at_the_end_of_a_1_gib_pack_is_read_in_place() {
     assert_eq!(r["bytes"].as_u64(), Some(MIB), "{r}");
 }
 
-fn attestation_by(key: &KeyPair, fed: &FederationId, name: &str, hash: &[u8], note: &str) -> Signed {
+fn attestation_by(key: &KeyPair, fed: &FederationId, hash: &[u8], note: &str) -> Signed {
     Signed::sign(
         &pb::Attestation {
-            name: name.into(),
+            name: "acme/victim".into(),
             version: "1.0.0".into(),
             content_hash: hash.to_vec(),
             kind: "audit".into(),
@@ -803,28 +803,11 @@ fn attestation_spam_from_fresh_keys_stops_at_the_release_quota() {
             .and_then(|v| v.as_array().map(Vec::len))
             .unwrap_or(0)
     };
-    // First, attestations of a release that does not exist: not kept (they
-    // are judged in arrival order, so they are behind the victim before the
-    // quota below fills).
-    let ghosts: Vec<Signed> = (0..50)
-        .map(|i| {
-            attestation_by(
-                &KeyPair::generate().unwrap(),
-                &fed_id,
-                "acme/ghost",
-                &hash,
-                &format!("ghost {i}"),
-            )
-        })
-        .collect();
-    let hexes: Vec<String> = ghosts.iter().map(|g| hex::encode(g.encoded())).collect();
-    evil.control("/v1/test/flood", &json!({"topic": "attestations", "hex": hexes}))
-        .unwrap();
     let rejected = count(&a, "rejected_records");
     let spam: Vec<String> = (0..400)
         .map(|i| {
             let key = KeyPair::generate().unwrap();
-            hex::encode(attestation_by(&key, &fed_id, "acme/victim", &hash, &format!("spam {i}")).encoded())
+            hex::encode(attestation_by(&key, &fed_id, &hash, &format!("spam {i}")).encoded())
         })
         .collect();
     let r = evil
@@ -837,16 +820,13 @@ fn attestation_spam_from_fresh_keys_stops_at_the_release_quota() {
         let s = peers.as_array()?.iter().find(|p| p["peer_id"] == evil_peer.as_str())?["score"].as_f64()?;
         (held(&a) == QUOTA && s < -80.0).then_some(())
     })
-    .unwrap_or_else(|e| panic!("{e}: held {}, peers {}", held(&a), a.json(&["peers"]).unwrap()));
+    .unwrap();
     assert!(count(&a, "rejected_records") > rejected);
-    for g in &ghosts {
-        assert!(!a.has_attestation("acme/ghost@1.0.0", &g.id().to_hex()));
-    }
     // The control: member k1's attestation, from the same adversary, counts
     // past the quota. (Gossip from a graylisted peer is ignored, so it
     // arrives by registry sync, which scoring does not cut.)
     let k1 = KeyPair::from_file_text(&std::fs::read_to_string(evil.home.join("keys/k1.key")).unwrap()).unwrap();
-    let control = attestation_by(&k1, &fed_id, "acme/victim", &hash, "a member's audit");
+    let control = attestation_by(&k1, &fed_id, &hash, "a member's audit");
     let put = json!({"put": [{"key": control.id().to_hex(), "hex": hex::encode(control.encoded())}]});
     evil.control("/v1/test/registry", &put).unwrap();
     let control_id = control.id().to_hex();

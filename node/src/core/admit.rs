@@ -26,10 +26,6 @@ pub enum Outcome {
     /// this time (neither refused nor forwarded; its forwarder is not
     /// penalized, since its clock may simply be ahead).
     Held(u64),
-    /// Not taken, but not a fault of the sender either (an attestation of
-    /// a release this node does not hold): neither stored nor forwarded,
-    /// and nobody is penalized.
-    Ignored(String),
     /// Refused, with the reason.
     Invalid(String),
 }
@@ -140,7 +136,7 @@ pub fn channel_of(view: &impl View, fed: &FederationId, env: &Signed) -> Channel
         Some(Domain::Attestation) => env
             .verify::<pb::Attestation>(fed)
             .ok()
-            .and_then(|v| check_subject(view, &v, &mut SubjectCache::default()).ok().flatten())
+            .and_then(|v| check_subject(view, &v, &mut SubjectCache::default()).ok())
             .unwrap_or(Channel::Public),
         _ => record_channel(env),
     }
@@ -320,10 +316,6 @@ pub enum AttestError {
         actual: ContentHash,
     },
     #[error(
-        "attestation of {name}@{version} not kept: this node does not hold that release and the signer holds no role in the federation (attest a release once it is published)"
-    )]
-    UnknownRelease { name: String, version: String },
-    #[error(
         "attestation refused: {name}@{version} already holds {MAX_OPEN_ATTESTATIONS} attestations, and its signer holds no role in the federation"
     )]
     OverQuota { name: String, version: String },
@@ -340,13 +332,12 @@ pub const MAX_OPEN_ATTESTATIONS: usize = 256;
 pub type SubjectCache = HashMap<(String, String), Option<pb::Release>>;
 
 /// Checks a verified attestation against what this node knows: a known
-/// release's hash must match. Returns the channel it belongs to, or None
-/// if this node does not hold the release.
+/// release's hash must match. Returns the channel it belongs to.
 pub fn check_subject(
     view: &impl View,
     a: &Verified<pb::Attestation>,
     known: &mut SubjectCache,
-) -> Result<Option<Channel>, AttestError> {
+) -> Result<Channel, AttestError> {
     let facts = check_attestation(a.record()).map_err(|e| AttestError::Invalid(e.to_string()))?;
     let r = a.record();
     let key = (r.name.clone(), r.version.clone());
@@ -358,7 +349,9 @@ pub fn check_subject(
         }
     };
     let Some(release) = entry else {
-        return Ok(None);
+        // The release may still be on its way: keep the attestation; it
+        // counts only for a release with the hash it names.
+        return Ok(Channel::Public);
     };
     let actual = ContentHash::from_slice(&release.content_hash).map_err(|e| AttestError::Invalid(e.to_string()))?;
     if actual != facts.hash {
@@ -368,11 +361,11 @@ pub fn check_subject(
             actual,
         });
     }
-    Ok(Some(if release.visibility == pb::Visibility::Org as i32 {
+    Ok(if release.visibility == pb::Visibility::Org as i32 {
         Channel::Org
     } else {
         Channel::Public
-    }))
+    })
 }
 
 /// What [`attestations`] decided: per attestation Ok(true) if new, and the
@@ -403,25 +396,13 @@ pub fn attestations(
     let mut subjects = BTreeSet::new();
     for a in batch {
         let target = match check_subject(view, a, &mut known) {
-            // A release this node does not hold: only a member's attestation
-            // is kept for it (it counts only for a release with the hash it
-            // names). Anyone else's would let fresh keys fill the store with
-            // attestations of releases that do not exist.
-            Ok(None) if judge.policy.role_of(&a.signer()).is_none() => {
-                results.push(Err(AttestError::UnknownRelease {
-                    name: a.record().name.clone(),
-                    version: a.record().version.clone(),
-                }));
-                continue;
-            }
-            Ok(None) => Channel::Public,
-            Ok(Some(target)) if channel == Channel::Public && target == Channel::Org => {
+            Ok(target) if channel == Channel::Public && target == Channel::Org => {
                 results.push(Err(AttestError::Invalid(
                     "an attestation of an org release arrived on a public channel".into(),
                 )));
                 continue;
             }
-            Ok(Some(target)) => target,
+            Ok(target) => target,
             Err(AttestError::Store(e)) => return Err(e),
             Err(e) => {
                 results.push(Err(e));
@@ -481,7 +462,7 @@ pub fn local_attestation(
     let v = env
         .verify::<pb::Attestation>(fed)
         .map_err(|e| AttestError::Invalid(e.to_string()))?;
-    let target = check_subject(view, &v, &mut SubjectCache::default())?.unwrap_or(Channel::Public);
+    let target = check_subject(view, &v, &mut SubjectCache::default())?;
     let AdmittedAttestations {
         mut results,
         mut effects,

@@ -129,7 +129,6 @@ impl Sim {
                 let outcome = match a.results.pop().unwrap() {
                     Ok(true) => Outcome::New,
                     Ok(false) => Outcome::Known,
-                    Err(e @ admit::AttestError::UnknownRelease { .. }) => Outcome::Ignored(e.to_string()),
                     Err(e) => Outcome::Invalid(e.to_string()),
                 };
                 admit::Admitted {
@@ -871,27 +870,4 @@ fn attestations_past_a_releases_quota_are_refused_unless_a_member_signs_them() {
     let o = sim.receive(maintainer.attest(&rel, "audit", true).encoded(), Channel::Public, T0);
     assert!(matches!(o, Outcome::New), "{o:?}");
     assert_eq!(sim.accepted("acme/tool", "1.0.0"), Some(true));
-}
-
-#[test]
-fn only_a_members_attestation_of_a_release_this_node_lacks_is_kept() {
-    let (mut sim, maintainer) = federation(AUDITED);
-    let publisher = Peer::new(sim.fed);
-    let ghost = publisher.release_record("acme/ghost", "1.0.0", 80);
-    let o = sim.receive(
-        Peer::new(sim.fed).attest(&ghost, "audit", true).encoded(),
-        Channel::Public,
-        T0,
-    );
-    assert!(
-        matches!(&o, Outcome::Ignored(r) if r.contains("does not hold")),
-        "{o:?}"
-    );
-    assert_eq!(sim.mem.attestation_count("acme/ghost", "1.0.0", 10).unwrap(), 0);
-    // A member's is kept, and counts once the release arrives.
-    let o = sim.receive(maintainer.attest(&ghost, "audit", true).encoded(), Channel::Public, T0);
-    assert!(matches!(o, Outcome::New), "{o:?}");
-    sim.receive(publisher.claim("acme", T0).encoded(), Channel::Public, T0);
-    sim.receive(publisher.sign(&ghost).encoded(), Channel::Public, T0);
-    assert_eq!(sim.accepted("acme/ghost", "1.0.0"), Some(true));
 }

@@ -859,10 +859,6 @@ impl Reactor {
             Ingested::New | Ingested::Known => MessageAcceptance::Accept,
             // Dated ahead of our clock: kept, not forwarded, not penalized.
             Ingested::Held(_) => MessageAcceptance::Ignore,
-            Ingested::Ignored(reason) => {
-                tracing::debug!(peer = %source, %reason, "did not take a gossiped record");
-                MessageAcceptance::Ignore
-            }
         };
         self.swarm
             .behaviour_mut()

@@ -9,7 +9,7 @@ use packfed_protocol::{Domain, Signed, pb};
 
 use super::Node;
 use crate::core::Channel;
-use crate::core::admit::{self, Admitted, AttestError, Incoming};
+use crate::core::admit::{self, Admitted, Incoming};
 use crate::core::learning::Rejection;
 
 pub use crate::core::admit::Outcome as Ingested;
@@ -74,7 +74,11 @@ impl Node {
             Incoming::Yank(v) => admit::yank(&view, &v, channel),
             Incoming::Attestation(v) => admit::attestations(&judge, &view, std::slice::from_ref(&v), channel, false)
                 .map(|mut a| Admitted {
-                    outcome: a.results.pop().map_or(Ingested::Known, attestation_outcome),
+                    outcome: match a.results.pop() {
+                        Some(Ok(true)) => Ingested::New,
+                        Some(Ok(false)) | None => Ingested::Known,
+                        Some(Err(e)) => Ingested::Invalid(e.to_string()),
+                    },
                     effects: a.effects,
                 }),
             Incoming::Checkpoint(v) => Ok(match self.admit_checkpoint(&v, channel, now_ms) {
@@ -244,22 +248,16 @@ impl Node {
         match decided {
             Ok(results) => results
                 .into_iter()
-                .map(attestation_outcome)
+                .map(|r| match r {
+                    Ok(true) => Ingested::New,
+                    Ok(false) => Ingested::Known,
+                    Err(e) => Ingested::Invalid(e.to_string()),
+                })
                 .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "store failed while ingesting attestations");
                 batch.iter().map(|_| Ingested::Invalid(format!("store: {e}"))).collect()
             }
         }
-    }
-}
-
-/// What the admission of one attestation means to the peer that sent it.
-fn attestation_outcome(r: Result<bool, AttestError>) -> Ingested {
-    match r {
-        Ok(true) => Ingested::New,
-        Ok(false) => Ingested::Known,
-        Err(e @ AttestError::UnknownRelease { .. }) => Ingested::Ignored(e.to_string()),
-        Err(e) => Ingested::Invalid(e.to_string()),
     }
 }
