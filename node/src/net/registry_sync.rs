@@ -6,7 +6,7 @@
 //! Only the peer with the smaller id asks, so one session carries both
 //! directions; a session is at most [`MAX_SYNC_ROUNDS`] round trips.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 
 use automerge::sync;
@@ -29,9 +29,14 @@ const SYNC_BYTES_PER_SEC: f64 = 2.0 * 1024.0 * 1024.0;
 const SYNC_BYTES_BURST: f64 = 160.0 * 1024.0 * 1024.0;
 /// Most round trips in one sync session (automerge converges in a few).
 const MAX_SYNC_ROUNDS: u32 = 64;
-/// Most steps running at once; a request past it is declined (the peer
-/// retries with its next session), so no crowd of peers can queue work.
-const MAX_SYNC_STEPS: usize = 8;
+/// Most steps running at once (they are CPU-bound, and two cores is the
+/// usual machine); requests past it wait in a queue of [`MAX_SYNC_QUEUED`],
+/// in arrival order, and past that are declined (the peer retries with its
+/// next session), so no crowd of peers can pile up work. Every node of a
+/// federation starts a session with each peer every 5 s, so dozens of
+/// requests can arrive at once from honest peers alone.
+const MAX_SYNC_STEPS: usize = 4;
+const MAX_SYNC_QUEUED: usize = 256;
 
 pub(super) fn requests_limiter() -> RateLimiter<PeerId> {
     RateLimiter::new(SYNC_REQUESTS_PER_SEC, SYNC_REQUESTS_BURST)
@@ -64,9 +69,19 @@ pub(super) struct StepDone {
     then: Then,
 }
 
-/// Steps in flight, keyed by (peer, document, whether we answer).
+/// A peer's request waiting for a free step.
+struct Queued {
+    peer: PeerId,
+    channel: Channel,
+    msg: Option<Vec<u8>>,
+    reply: ResponseChannel<pb::SyncResponse>,
+}
+
+/// Steps in flight, keyed by (peer, document, whether we answer), and the
+/// requests waiting for one.
 pub(super) struct Steps {
     running: HashSet<(PeerId, u32, bool)>,
+    queued: VecDeque<Queued>,
     tx: mpsc::UnboundedSender<StepDone>,
     pub(super) done: mpsc::UnboundedReceiver<StepDone>,
 }
@@ -76,9 +91,16 @@ impl Steps {
         let (tx, done) = mpsc::unbounded_channel();
         Steps {
             running: HashSet::new(),
+            queued: VecDeque::new(),
             tx,
             done,
         }
+    }
+
+    /// Whether (peer, doc) has an answer running or waiting.
+    fn answering(&self, peer: &PeerId, doc: u32) -> bool {
+        self.running.contains(&(*peer, doc, true))
+            || self.queued.iter().any(|q| q.peer == *peer && q.channel.doc() == doc)
     }
 }
 
@@ -207,6 +229,20 @@ impl Reactor {
         });
     }
 
+    /// Starts waiting requests while steps are free.
+    fn run_queued(&mut self) {
+        while self.sync_steps.running.len() < MAX_SYNC_STEPS {
+            let Some(q) = self.sync_steps.queued.pop_front() else {
+                break;
+            };
+            if !self.swarm.is_connected(&q.peer) {
+                continue;
+            }
+            let state = self.responder_states.remove(&(q.peer, q.channel.doc()));
+            self.spawn_step(q.peer, q.channel, state, q.msg, Then::Respond(q.reply));
+        }
+    }
+
     pub(super) fn on_sync_step_done(&mut self, done: StepDone) {
         let StepDone {
             peer,
@@ -250,6 +286,7 @@ impl Reactor {
                 }
             }
         }
+        self.run_queued();
     }
 
     fn refuse_sync(&mut self, ch: ResponseChannel<pb::SyncResponse>, error: &str) {
@@ -337,10 +374,15 @@ impl Reactor {
             count_refused(&self.node);
             return self.refuse_sync(ch, "sync budget spent: retry later");
         }
-        if self.sync_steps.running.contains(&(peer, doc, true)) || self.sync_steps.running.len() >= MAX_SYNC_STEPS {
+        if self.sync_steps.answering(&peer, doc) || self.sync_steps.queued.len() >= MAX_SYNC_QUEUED {
             return self.refuse_sync(ch, "busy: retry later");
         }
-        let state = self.responder_states.remove(&(peer, doc));
-        self.spawn_step(peer, channel, state, request.message, Then::Respond(ch));
+        self.sync_steps.queued.push_back(Queued {
+            peer,
+            channel,
+            msg: request.message,
+            reply: ch,
+        });
+        self.run_queued();
     }
 }
