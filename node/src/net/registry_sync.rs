@@ -19,6 +19,7 @@ use super::Reactor;
 use super::limiter::RateLimiter;
 use crate::core::Channel;
 use crate::node::{Ingested, Node};
+use crate::registry::{Replica, ReplicaError};
 
 /// What one peer may make this node absorb by registry sync: a session
 /// every 5 s takes a few requests; the byte burst holds a fresh node's
@@ -148,10 +149,13 @@ fn step(node: &Node, peer: &PeerId, channel: Channel, state: &mut sync::State, m
 /// Feeds a peer's sync message to the document and ingests what is new.
 fn absorb(node: &Node, peer: &PeerId, channel: Channel, state: &mut sync::State, msg: &[u8]) {
     let federation = *node.federation();
-    let received = match node.replica_for(channel).lock() {
-        Ok(mut r) => r.receive(state, msg, |b| carried(b, &federation)),
-        Err(_) => return,
-    };
+    // Screening verifies every record's signature: not under the document
+    // lock, which publishes and other sessions need meanwhile.
+    let received =
+        Replica::screen(msg, |b| carried(b, &federation)).and_then(|screened| match node.replica_for(channel).lock() {
+            Ok(mut r) => r.apply(state, screened),
+            Err(_) => Err(ReplicaError::Malformed("registry document lock poisoned".into())),
+        });
     match received {
         Ok(got) => {
             if got.refused > 0 {

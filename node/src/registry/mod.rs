@@ -38,6 +38,14 @@ pub enum ReplicaError {
     Automerge(#[from] automerge::AutomergeError),
 }
 
+/// A peer's sync message after [`Replica::screen`]: the message, the
+/// changes that passed, and the hashes of those refused.
+pub struct Screened {
+    msg: sync::Message,
+    kept: Vec<automerge::Change>,
+    refused: Vec<ChangeHash>,
+}
+
 /// What a received sync message brought.
 #[derive(Debug, Default)]
 pub struct Received {
@@ -173,15 +181,22 @@ impl Replica {
         self.doc.sync().generate_sync_message(state).map(|m| m.encode())
     }
 
-    /// Applies a peer's message and returns the new entries to verify.
-    /// `valid` judges a record's bytes before they may enter (the caller's
-    /// signature check); see [`screen`] for what else a change must be.
+    /// Applies a peer's message and returns the new entries to verify:
+    /// [`Replica::screen`], then [`Replica::apply`].
     pub fn receive(
         &mut self,
         state: &mut sync::State,
         bytes: &[u8],
         valid: impl Fn(&[u8]) -> bool,
     ) -> Result<Received, ReplicaError> {
+        let screened = Replica::screen(bytes, valid)?;
+        self.apply(state, screened)
+    }
+
+    /// Bounds a peer's message and screens its changes (see [`screen`]);
+    /// `valid` judges a record's bytes (the caller's signature check). Needs
+    /// no document, so the costly part runs without holding one.
+    pub fn screen(bytes: &[u8], valid: impl Fn(&[u8]) -> bool) -> Result<Screened, ReplicaError> {
         if bytes.len() > MAX_SYNC_MESSAGE_BYTES {
             return Err(ReplicaError::TooLarge(bytes.len()));
         }
@@ -190,22 +205,37 @@ impl Replica {
             wire: bytes.len(),
             error,
         })?;
-        let mut msg = sync::Message::decode(bytes).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        let msg = sync::Message::decode(bytes).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        let changes = screen::changes(msg.changes.iter()).map_err(ReplicaError::Malformed)?;
+        let screened = screen::refuse(changes, |c| !screen::clean(c, &valid));
+        Ok(Screened {
+            msg,
+            kept: screened.kept,
+            refused: screened.refused,
+        })
+    }
+
+    /// Applies a screened message: changes built on ones refused earlier
+    /// are refused too, the rest go to automerge.
+    pub fn apply(&mut self, state: &mut sync::State, screened: Screened) -> Result<Received, ReplicaError> {
+        let Screened {
+            mut msg,
+            kept,
+            mut refused,
+        } = screened;
+        let later = screen::refuse(kept, |c| c.deps().iter().any(|d| self.refused.contains(d)));
+        refused.extend(later.refused);
         let mut out = Received::default();
-        if !msg.changes.is_empty() {
-            let changes = screen::changes(msg.changes.iter()).map_err(ReplicaError::Malformed)?;
-            let screened = screen::screen(changes, |h| self.refused.contains(h), valid);
-            if !screened.refused.is_empty() {
-                out.refused = screened.refused.len();
-                if self.refused.len() + out.refused > REMEMBERED_REFUSALS {
-                    self.refused.clear();
-                }
-                self.refused.extend(screened.refused);
-                // Only the clean changes go on (otherwise the message as
-                // sent, which keeps automerge's fast load of a whole document).
-                let kept: Vec<Vec<u8>> = screened.kept.iter().map(|c| c.raw_bytes().to_vec()).collect();
-                msg.changes = kept.into();
+        if !refused.is_empty() {
+            out.refused = refused.len();
+            if self.refused.len() + out.refused > REMEMBERED_REFUSALS {
+                self.refused.clear();
             }
+            self.refused.extend(refused);
+            // Only the clean changes go on (otherwise the message as sent,
+            // which keeps automerge's fast load of a whole document).
+            let kept: Vec<Vec<u8>> = later.kept.iter().map(|c| c.raw_bytes().to_vec()).collect();
+            msg.changes = kept.into();
         }
         // Our own pending inserts are not news.
         self.settle();

@@ -42,13 +42,9 @@ pub(super) struct Screened {
     pub refused: Vec<ChangeHash>,
 }
 
-/// Refuses every change that is not clean, or that depends on a refused one
-/// (in this batch, or earlier as `refused_before` says).
-pub(super) fn screen(
-    changes: Vec<Change>,
-    refused_before: impl Fn(&ChangeHash) -> bool,
-    valid: impl Fn(&[u8]) -> bool,
-) -> Screened {
+/// Refuses every change `bad` names, and every change built on one of
+/// them (each change is visited once, whatever order the peer sent them in).
+pub(super) fn refuse(changes: Vec<Change>, bad: impl Fn(&Change) -> bool) -> Screened {
     let mut refused = HashSet::new();
     let mut dependents: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
     let mut spread = Vec::new();
@@ -57,11 +53,10 @@ pub(super) fn screen(
         for dep in c.deps() {
             dependents.entry(*dep).or_default().push(hash);
         }
-        if (c.deps().iter().any(&refused_before) || !clean(c, &valid)) && refused.insert(hash) {
+        if bad(c) && refused.insert(hash) {
             spread.push(hash);
         }
     }
-    // Whatever order the peer sent them in, each change is visited once.
     while let Some(hash) = spread.pop() {
         for child in dependents.get(&hash).into_iter().flatten() {
             if refused.insert(*child) {
@@ -77,7 +72,7 @@ pub(super) fn screen(
 }
 
 /// Every operation puts a valid record at the root under its own id.
-fn clean(change: &Change, valid: &impl Fn(&[u8]) -> bool) -> bool {
+pub(super) fn clean(change: &Change, valid: &impl Fn(&[u8]) -> bool) -> bool {
     change.decode().operations.iter().all(|op| {
         matches!(op.obj, ObjectId::Root)
             && !op.insert
