@@ -502,7 +502,7 @@ fn deleting_every_root_key_changes_nothing_a_fresh_node_syncs() {
         n
     };
     drop(fresh("b", &a));
-    // Across a kill -9 of a: what it put back was saved and still syncs.
+    // Across a kill -9 of a: its document still holds every record, and no deletion.
     a.kill9().unwrap();
     a.restart().unwrap();
     drop(fresh("c", &a));
