@@ -407,4 +407,56 @@ fn org_packs_reach_org_peers_only() {
     assert!(packfed_testnet::get_json(&api, &format!("/v1/blobs/{hash}")).is_err());
     let own = a.json(&["search", "secret"]).unwrap();
     assert!(own.to_string().contains("acme/secret"), "{own}");
+
+    // Learning, with its positive control: each node restarted in turn with
+    // rounds of 2 s (one at a time, so the others are where it remembers
+    // them), then B installs the public and the org pack after a search
+    // showed both. C learns the public pack's installs from B's summary,
+    // and nothing of the org pack's. These homes share their member keys,
+    // and a node without witness keys signs summaries with its first member
+    // key: B's k0 is renamed so it signs with k1 (C signs with k0), and A
+    // (a witness with all three) takes no part, so no summary stands for
+    // another node's.
+    let mut fed = fed;
+    for i in 0..fed.nodes.len() {
+        let n = &mut fed.nodes[i];
+        n.stop().unwrap();
+        let path = n.home.join("config.toml");
+        let mut cfg = std::fs::read_to_string(&path).unwrap();
+        cfg = cfg.replace("[learn]\nenabled = true", &format!("[learn]\nenabled = {}", i != 0));
+        assert!(cfg.contains("round = \"1h\""), "{cfg}");
+        std::fs::write(&path, cfg.replace("round = \"1h\"", "round = \"2s\"")).unwrap();
+        if i == 1 {
+            let keys = n.home.join("keys");
+            std::fs::rename(keys.join("k0.key"), keys.join("zz-k0.key")).unwrap();
+        }
+        n.restart().unwrap();
+        fed.wait_connected(DEADLINE).unwrap();
+    }
+    let (b, c) = (&fed.nodes[1], &fed.nodes[2]);
+    let shown = b.json(&["search", "acme"]).unwrap().to_string();
+    assert!(shown.contains("acme/open") && shown.contains("acme/secret"), "{shown}");
+    for (pack, dir) in [("acme/open", "b-open"), ("acme/secret", "b-secret")] {
+        let to = root.join(dir).to_string_lossy().into_owned();
+        b.json(&["install", pack, "--to", &to]).unwrap();
+    }
+    let usage = |hash: &str| {
+        c.control("/v1/test/observed", &serde_json::json!({"hash": hash, "needle": ""}))
+            .unwrap()["usage"]
+            .as_u64()
+            .unwrap()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "C to learn the public pack's installs from B",
+        || (usage(open_hash) > 0).then_some(()),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: B {} C {}",
+            b.json(&["learn", "status"]).unwrap(),
+            c.json(&["learn", "status"]).unwrap()
+        )
+    });
+    assert_eq!(usage(&hash), 0, "org usage learnt by C");
 }
