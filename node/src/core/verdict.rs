@@ -71,31 +71,22 @@ impl PolicyInForce {
             h.update(&m.weight.to_le_bytes());
         }
         let fingerprint = *h.finalize().as_bytes();
-        let kinds = sets
+        // Every (kind, roles) a rule names: which kinds matter, and which
+        // of them count anyone's attestation.
+        let named: Vec<(&'static str, bool)> = sets
             .iter()
             .flat_map(|s| {
                 let a = &s.rules;
                 a.require
                     .iter()
-                    .map(|r| r.kind)
-                    .chain(a.deny.iter().map(|d| d.kind))
+                    .map(|r| (r.kind, r.roles.is_empty()))
+                    .chain(a.deny.iter().map(|d| (d.kind, d.roles.is_empty())))
                     .collect::<Vec<_>>()
             })
-            .map(|k| k.as_str())
+            .map(|(k, open)| (k.as_str(), open))
             .collect();
-        let open_kinds = sets
-            .iter()
-            .flat_map(|s| {
-                let a = &s.rules;
-                a.require
-                    .iter()
-                    .filter(|r| r.roles.is_empty())
-                    .map(|r| r.kind)
-                    .chain(a.deny.iter().filter(|d| d.roles.is_empty()).map(|d| d.kind))
-                    .collect::<Vec<_>>()
-            })
-            .map(|k| k.as_str())
-            .collect();
+        let kinds = named.iter().map(|(k, _)| *k).collect();
+        let open_kinds = named.iter().filter(|(_, open)| *open).map(|(k, _)| *k).collect();
         let empty = sets.iter().all(|s| s.rules == Accept::default());
         PolicyInForce {
             version,
