@@ -19,7 +19,7 @@ use crate::client::{Client, UserError};
 use crate::config::{Home, NodeRole, write_atomic};
 use crate::init::{self, InitOptions};
 use crate::install::{self, Spec};
-use crate::{daemon, keys, packing};
+use crate::{daemon, generate, keys, packing};
 
 #[derive(Parser)]
 #[command(
@@ -161,6 +161,31 @@ enum Command {
     },
     /// Check an installed tree against its lockfile.
     Verify { dir: PathBuf },
+    /// Fetch and verify a pack like install, then render its templates into DIR.
+    Generate {
+        /// NAME or NAME@REQ
+        spec: String,
+        #[arg(long)]
+        to: PathBuf,
+        /// A variable's value, NAME=VALUE (repeatable; wins over --vars).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Values from a TOML table or JSON object.
+        #[arg(long = "vars", value_name = "FILE")]
+        vars_file: Option<PathBuf>,
+        /// Print the files it would write; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite files that already exist.
+        #[arg(long)]
+        force: bool,
+        /// Install trust policy, as for install.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// Generate even if the node's view of the federation is stale.
+        #[arg(long)]
+        allow_stale: bool,
+    },
     /// Sign and gossip an attestation about a release.
     Attest {
         /// NAME@VERSION
@@ -865,6 +890,52 @@ async fn run(cli: Cli) -> Result<()> {
                     .map(|p| format!("installed {} ({})", p.id, &p.hash[..16]))
                     .collect();
                 s.push(format!("lockfile {}", done.lockfile));
+                s.join("\n")
+            });
+        }
+        Command::Generate {
+            spec,
+            to,
+            vars,
+            vars_file,
+            dry_run,
+            force,
+            trust,
+            allow_stale,
+        } => {
+            let spec: Spec = spec
+                .parse()
+                .map_err(|e: anyhow::Error| UserError::new("bad_spec", e.to_string()))?;
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let trust = install::load_trust(&home, trust.as_deref())?;
+            let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+            let done = generate::generate(
+                &client,
+                &fed,
+                &spec,
+                generate::GenerateOptions {
+                    to: &to,
+                    vars: &vars,
+                    vars_file: vars_file.as_deref(),
+                    dry_run,
+                    force,
+                    interactive: terminal && !j,
+                    show_progress: terminal && !j,
+                    trust: trust.as_ref(),
+                    guards: install::Guards {
+                        allow_stale,
+                        allow_downgrade: false,
+                    },
+                },
+            )
+            .await?;
+            let v = serde_json::to_value(&done)?;
+            output(j, &v, || {
+                let verb = if done.dry_run { "would write" } else { "wrote" };
+                let mut s: Vec<String> = done.warnings.iter().map(|w| format!("warning: {w}")).collect();
+                s.extend(done.files.iter().map(|f| format!("{verb} {}", to.join(f).display())));
+                s.push(format!("{} files from {}", done.files.len(), done.pack));
                 s.join("\n")
             });
         }

@@ -49,7 +49,7 @@ pub struct Guards {
 }
 
 /// What the node's view rests on, checked before anything is resolved.
-struct View {
+pub(crate) struct View {
     checkpoint: Option<String>,
     stale: bool,
 }
@@ -81,7 +81,7 @@ fn human_ms(ms: u64) -> String {
 
 /// Refuses a stale view (no checkpoints from a witness quorum newer than
 /// the node's `max_staleness`) unless `allow_stale`.
-async fn check_view(client: &Client, guards: Guards) -> Result<View> {
+pub(crate) async fn check_view(client: &Client, guards: Guards) -> Result<View> {
     let st: StatusResponse = client.get("/v1/status").await?;
     let w: WitnessResponse = client.get("/v1/witness").await?;
     if !st.fresh && !guards.allow_stale {
@@ -419,7 +419,12 @@ struct AttestationEnvelope {
 /// Checks a pick against the trust policy with attestations verified here
 /// (signature, federation, subject): the node is not trusted to filter them.
 /// Returns the ids of the attestations that satisfied it.
-async fn check_trust(client: &Client, fed: &FederationId, t: &TrustContext, c: &Candidate) -> Result<Vec<String>> {
+pub(crate) async fn check_trust(
+    client: &Client,
+    fed: &FederationId,
+    t: &TrustContext,
+    c: &Candidate,
+) -> Result<Vec<String>> {
     use packfed_governance::evaluate::{AttestationFact, ReleaseFacts};
     let listed: Vec<AttestationEnvelope> = client
         .get(&format!("/v1/attestations/{}?version={}", c.release.name, c.version))
@@ -479,7 +484,7 @@ async fn check_trust(client: &Client, fed: &FederationId, t: &TrustContext, c: &
 }
 
 /// Downloads a blob into `file`, checking its BLAKE3 as it streams.
-async fn download(
+pub(crate) async fn download(
     client: &Client,
     c: &Candidate,
     file: &mut fs::File,
@@ -571,7 +576,7 @@ async fn prefetch(client: &Client, c: &Candidate, progress: &indicatif::Progress
     )
 }
 
-fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }

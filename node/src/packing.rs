@@ -42,6 +42,8 @@ pub struct PreparedPack {
 /// Validates and packs `dir` into a temporary file in `tmp_dir`.
 pub fn prepare(dir: &Path, tmp_dir: &Path) -> Result<PreparedPack> {
     let manifest = read_manifest(dir)?;
+    crate::templates::check_pack(dir, &manifest.variables)
+        .map_err(|e| crate::client::UserError::new("bad_templates", format!("{}: {e:#}", dir.display())))?;
     fs::create_dir_all(tmp_dir)?;
     let tmp = tempfile::NamedTempFile::new_in(tmp_dir)?;
     let (writer, summary) = archive::pack_dir(dir, BufWriter::new(tmp.reopen()?))?;

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod quality;
 pub mod records;
 pub mod signed;
+pub mod variables;
 
 /// prost types generated from `proto/packfed/v1/*.proto`.
 pub mod pb {

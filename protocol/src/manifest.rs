@@ -76,6 +76,8 @@ struct RawManifest {
     pack: Option<RawPack>,
     #[serde(default)]
     dependencies: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    variables: std::collections::BTreeMap<String, crate::variables::RawVariable>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +110,8 @@ pub struct Manifest {
     pub visibility: Visibility,
     /// Sorted by name (the TOML table is a map).
     pub dependencies: Vec<(PackName, semver::VersionReq)>,
+    /// Template variables (`[variables.NAME]`), sorted by name.
+    pub variables: Vec<crate::variables::Variable>,
 }
 
 fn required(v: Option<String>, name: &str) -> Result<String, ManifestError> {
@@ -188,6 +192,7 @@ impl Manifest {
             })?;
             dependencies.push((dep_name, req));
         }
+        let variables = crate::variables::parse_all(raw.variables).map_err(|(at, problem)| field(at, problem))?;
         Ok(Manifest {
             name,
             version,
@@ -198,6 +203,7 @@ impl Manifest {
             authors: bounded_list(p.authors, "authors")?,
             visibility: p.visibility,
             dependencies,
+            variables,
         })
     }
 
@@ -265,5 +271,9 @@ authors = ["Acme Dev <dev@acme.test>"]
         assert!(err_of(&GOOD.replace("description = \"REST handler templates\"\n", "")).contains("pack.description"));
         assert!(err_of(&GOOD.replace("category", "categroy")).contains("categroy"));
         assert!(err_of("[pack\n").contains("not valid TOML"));
+        let bad_default = format!("{GOOD}\n[variables.port]\ntype = \"integer\"\ndefault = 0\nmin = 1\n");
+        assert!(err_of(&bad_default).contains("variables.port"));
+        let good_vars = format!("{GOOD}\n[variables.port]\ntype = \"integer\"\ndefault = 80\n");
+        assert_eq!(Manifest::parse(&good_vars).unwrap().variables[0].name, "port");
     }
 }

@@ -8,7 +8,7 @@
 //! | license   | 15 | a LICENSE, LICENSE.* or COPYING file at the root (the SPDX id itself is required by the manifest) |
 //! | readme    | 15 | a README, README.md or README.txt at the root of 100+ bytes |
 //! | tests     | 15 | at least one file under `tests/` |
-//! | templates | 20 | at least one file under `templates/` or `ontologies/` |
+//! | templates | 20 | at least one file under `templates/` or `ontologies/`, and a description for every declared variable |
 //! | examples  | 15 | at least one file under `examples/` |
 //!
 //! Tiers: below 40 experimental, 40-69 beta, 70-89 production, 90+ enterprise.
@@ -109,6 +109,14 @@ pub fn assess(manifest: &Manifest, entries: &[EntryInfo]) -> pb::QualityReport {
     let tests = any_under(entries, &["tests", "test"]);
     let templates = any_under(entries, &["templates", "ontologies"]);
     let examples = any_under(entries, &["examples"]);
+    // A variable a user cannot understand from its prompt is a defect of
+    // the templates.
+    let undescribed: Vec<&str> = manifest
+        .variables
+        .iter()
+        .filter(|v| v.description.trim().is_empty())
+        .map(|v| v.name.as_str())
+        .collect();
 
     let guards = vec![
         guard("metadata", 20, missing.is_empty(), metadata),
@@ -132,12 +140,19 @@ pub fn assess(manifest: &Manifest, entries: &[EntryInfo]) -> pb::QualityReport {
             },
         ),
         guard("tests", 15, tests > 0, format!("{tests} files under tests/")),
-        guard(
-            "templates",
-            20,
-            templates > 0,
-            format!("{templates} files under templates/ or ontologies/"),
-        ),
+        guard("templates", 20, templates > 0 && undescribed.is_empty(), {
+            let mut detail = format!("{templates} files under templates/ or ontologies/");
+            if !manifest.variables.is_empty() {
+                detail.push_str(&format!(", {} variables", manifest.variables.len()));
+            }
+            if !undescribed.is_empty() {
+                detail.push_str(&format!(
+                    "; variables without a description: {}",
+                    undescribed.join(", ")
+                ));
+            }
+            detail
+        }),
         guard(
             "examples",
             15,

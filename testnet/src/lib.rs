@@ -371,7 +371,7 @@ pub fn init_single(bin: &Path, home: &Path, key: &str) -> Result<Value> {
 pub fn make_pack(dir: &Path, name: &str, version: &str, deps: &[(&str, &str)], extra_bytes: usize) -> Result<()> {
     std::fs::create_dir_all(dir.join("templates"))?;
     let mut manifest = format!(
-        "[pack]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"Templates for {name}, generated for tests\"\nlicense = \"MIT\"\nkeywords = [\"test\", \"templates\"]\ncategory = \"web\"\nauthors = [\"Test <t@example.test>\"]\n"
+        "[pack]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"Templates for {name}, generated for tests\"\nlicense = \"MIT\"\nkeywords = [\"test\", \"templates\"]\ncategory = \"web\"\nauthors = [\"Test <t@example.test>\"]\n\n[variables.name]\ntype = \"string\"\ndescription = \"Who the template greets\"\ndefault = \"world\"\n"
     );
     if !deps.is_empty() {
         manifest.push_str("\n[dependencies]\n");

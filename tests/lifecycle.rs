@@ -1,0 +1,386 @@
+//! The life of a project that uses packs, end to end with a real node
+//! process on 127.0.0.1: generate code from a pack's templates, plan,
+//! upgrade, uninstall and roll back installs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use packfed_testnet::{TestNode, init_single, make_pack};
+use serde_json::Value;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    node: TestNode,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let home = root.join("home");
+    init_single(&bin(), &home, "alice").unwrap();
+    let node = TestNode::start(&bin(), &home).unwrap();
+    Setup { _tmp: tmp, root, node }
+}
+
+fn p(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Runs a command expected to fail and returns its `--json` error document.
+fn json_error(node: &TestNode, args: &[&str]) -> Value {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = node.run(&full).unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Every file under `dir` (relative path -> bytes), `.packfed/` excluded.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, at: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(entries) = fs::read_dir(at) else { return };
+        for e in entries {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == ".packfed" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &e.path(), out);
+            } else {
+                out.insert(rel, fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+const SERVICE_MANIFEST: &str = r#"[pack]
+name = "acme/service"
+version = "1.0.0"
+description = "A service skeleton with a configurable port and database"
+license = "MIT"
+keywords = ["service"]
+category = "web"
+authors = ["Acme <dev@acme.test>"]
+
+[variables.service_name]
+type = "string"
+description = "Name of the generated service"
+pattern = "^[a-z][a-z0-9-]*$"
+required = true
+[variables.port]
+type = "integer"
+description = "Port it listens on"
+default = 8080
+min = 1
+max = 65535
+[variables.tls]
+type = "boolean"
+description = "Serve TLS"
+default = false
+[variables.db]
+type = "choice"
+description = "Database"
+choices = ["postgres", "sqlite"]
+default = "sqlite"
+[variables.src_dir]
+type = "path"
+description = "Where the sources go"
+default = "src"
+"#;
+
+/// Publishes `acme/service` with every variable type, and a pack whose
+/// template fails at render time (a filter on the wrong type).
+fn publish_service_packs(s: &Setup) {
+    let dir = s.root.join("service");
+    fs::create_dir_all(dir.join("templates/{{ src_dir }}")).unwrap();
+    fs::write(dir.join("pack.toml"), SERVICE_MANIFEST).unwrap();
+    fs::write(dir.join("README.md"), "# service\n\nGenerate a service.\n").unwrap();
+    fs::write(
+        dir.join("templates/{{ src_dir }}/main.rs.tera"),
+        "// {{ service_name }}\nconst PORT: u16 = {{ port }};\nconst TLS: bool = {{ tls }};\nconst DB: &str = \"{{ db }}\";\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("templates/{{ service_name }}.toml"),
+        "name = \"{{ service_name }}\"\n",
+    )
+    .unwrap();
+    s.node.json(&["publish", &p(&dir), "--key", "alice"]).unwrap();
+
+    let broken = s.root.join("broken");
+    fs::create_dir_all(broken.join("templates")).unwrap();
+    fs::write(
+        broken.join("pack.toml"),
+        "[pack]\nname = \"acme/broken\"\nversion = \"1.0.0\"\ndescription = \"d\"\nlicense = \"MIT\"\n\
+         [variables.port]\ntype = \"integer\"\ndescription = \"p\"\ndefault = 1\n",
+    )
+    .unwrap();
+    fs::write(broken.join("templates/ok.txt"), "fine\n").unwrap();
+    fs::write(
+        broken.join("templates/bad.txt"),
+        "line one\nline two\n{{ port | upper }}\n",
+    )
+    .unwrap();
+    s.node.json(&["publish", &p(&broken), "--key", "alice"]).unwrap();
+}
+
+#[test]
+fn publish_refuses_templates_with_undeclared_variables_or_bad_syntax() {
+    let s = setup();
+    let dir = s.root.join("p");
+    make_pack(&dir, "acme/p", "1.0.0", &[], 0).unwrap();
+    fs::write(dir.join("templates/x.txt"), "{{ name }} {{ undeclared_thing }}\n").unwrap();
+    let e = json_error(&s.node, &["publish", &p(&dir), "--key", "alice"]);
+    assert_eq!(e["code"], "bad_templates", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("undeclared_thing (in templates/x.txt)"),
+        "{e}"
+    );
+
+    fs::write(dir.join("templates/x.txt"), "ok\n{% if %}\n").unwrap();
+    let e = json_error(&s.node, &["publish", &p(&dir), "--key", "alice"]);
+    assert!(e["error"].as_str().unwrap().contains("templates/x.txt:2:"), "{e}");
+
+    fs::write(
+        dir.join("pack.toml"),
+        fs::read_to_string(dir.join("pack.toml")).unwrap()
+            + "[variables.port]\ntype = \"integer\"\ndefault = 0\nmin = 1\n",
+    )
+    .unwrap();
+    let e = json_error(&s.node, &["publish", &p(&dir), "--key", "alice"]);
+    assert!(e["error"].as_str().unwrap().contains("variables.port"), "{e}");
+
+    // Positive control: the same pack with its templates fixed publishes.
+    fs::remove_file(dir.join("templates/x.txt")).unwrap();
+    let toml = fs::read_to_string(dir.join("pack.toml"))
+        .unwrap()
+        .replace("default = 0", "default = 1");
+    fs::write(dir.join("pack.toml"), toml).unwrap();
+    let p = s.node.json(&["publish", &p(&dir), "--key", "alice"]).unwrap();
+    assert_eq!(p["status"], "accepted", "{p}");
+}
+
+#[test]
+fn generate_renders_every_variable_type_and_refuses_bad_input_writing_nothing() {
+    let s = setup();
+    publish_service_packs(&s);
+    let out = s.root.join("out");
+    let vars = s.root.join("vars.toml");
+    fs::write(&vars, "port = 9090\ndb = \"postgres\"\nservice_name = \"from-file\"\n").unwrap();
+
+    // Flags win over the file; the file over defaults; defaults fill the rest.
+    let g = s
+        .node
+        .json(&[
+            "generate",
+            "acme/service",
+            "--to",
+            &p(&out),
+            "--vars",
+            &p(&vars),
+            "--var",
+            "service_name=billing",
+            "--var",
+            "tls=true",
+        ])
+        .unwrap();
+    assert_eq!(g["pack"], "acme/service@1.0.0");
+    assert_eq!(g["dry_run"], false);
+    assert_eq!(g["files"], serde_json::json!(["billing.toml", "src/main.rs"]));
+    assert_eq!(
+        fs::read_to_string(out.join("src/main.rs")).unwrap(),
+        "// billing\nconst PORT: u16 = 9090;\nconst TLS: bool = true;\nconst DB: &str = \"postgres\";\n"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("billing.toml")).unwrap(),
+        "name = \"billing\"\n"
+    );
+
+    // A JSON vars file works the same way.
+    let json_vars = s.root.join("vars.json");
+    fs::write(&json_vars, r#"{"service_name": "jsonsvc", "src_dir": "lib/code"}"#).unwrap();
+    let out2 = s.root.join("out2");
+    s.node
+        .json(&["generate", "acme/service", "--to", &p(&out2), "--vars", &p(&json_vars)])
+        .unwrap();
+    assert!(
+        fs::read_to_string(out2.join("lib/code/main.rs"))
+            .unwrap()
+            .contains("PORT: u16 = 8080;")
+    );
+
+    // --dry-run lists the files and writes none.
+    let dry = s.root.join("dry");
+    let g = s
+        .node
+        .json(&[
+            "generate",
+            "acme/service",
+            "--to",
+            &p(&dry),
+            "--var",
+            "service_name=x",
+            "--dry-run",
+        ])
+        .unwrap();
+    assert_eq!(g["dry_run"], true);
+    assert_eq!(g["files"].as_array().unwrap().len(), 2);
+    assert!(tree(&dry).is_empty());
+
+    // A required variable missing without a terminal: named with its rule.
+    let none = s.root.join("none");
+    let e = json_error(&s.node, &["generate", "acme/service", "--to", &p(&none)]);
+    assert_eq!(e["code"], "missing_var", "{e}");
+    let msg = e["error"].as_str().unwrap();
+    assert!(msg.contains("service_name (string, matching ^[a-z][a-z0-9-]*$)"), "{e}");
+    assert!(tree(&none).is_empty());
+
+    // A value failing its pattern, and one failing its range.
+    let e = json_error(
+        &s.node,
+        &[
+            "generate",
+            "acme/service",
+            "--to",
+            &p(&none),
+            "--var",
+            "service_name=Bad Name",
+            "--var",
+            "port=70000",
+        ],
+    );
+    assert_eq!(e["code"], "bad_var", "{e}");
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.contains("does not match the pattern") && msg.contains("above the maximum 65535"),
+        "{e}"
+    );
+    assert!(tree(&none).is_empty());
+
+    // Existing files are listed and kept without --force, replaced with it.
+    let before = tree(&out);
+    let e = json_error(
+        &s.node,
+        &[
+            "generate",
+            "acme/service",
+            "--to",
+            &p(&out),
+            "--var",
+            "service_name=billing",
+        ],
+    );
+    assert_eq!(e["code"], "file_exists", "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("billing.toml, src/main.rs"),
+        "{e}"
+    );
+    assert_eq!(tree(&out), before);
+    let g = s
+        .node
+        .json(&[
+            "generate",
+            "acme/service",
+            "--to",
+            &p(&out),
+            "--var",
+            "service_name=billing",
+            "--force",
+        ])
+        .unwrap();
+    assert_eq!(g["overwritten"].as_array().unwrap().len(), 2);
+    assert!(
+        fs::read_to_string(out.join("src/main.rs"))
+            .unwrap()
+            .contains("PORT: u16 = 8080;")
+    );
+
+    // A template error names the file and line; not even the good file is written.
+    let broken = s.root.join("broken-out");
+    let e = json_error(&s.node, &["generate", "acme/broken", "--to", &p(&broken)]);
+    assert_eq!(e["code"], "template_error", "{e}");
+    assert!(e["error"].as_str().unwrap().contains("templates/bad.txt:3:"), "{e}");
+    assert!(tree(&broken).is_empty());
+}
+
+/// Runs `packfed generate` on a pseudo-terminal and answers its prompt.
+#[test]
+fn generate_prompts_for_missing_values_on_a_terminal() {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    use std::process::{Command, Stdio};
+
+    let s = setup();
+    publish_service_packs(&s);
+    let out = s.root.join("tty-out");
+
+    let (mut master, slave) = unsafe {
+        let (mut m, mut sl) = (0, 0);
+        assert_eq!(
+            libc::openpty(
+                &mut m,
+                &mut sl,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null()
+            ),
+            0
+        );
+        (fs::File::from_raw_fd(m), fs::File::from_raw_fd(sl))
+    };
+    let mut child = Command::new(bin())
+        .args(["--home", &p(&s.node.home), "generate", "acme/service", "--to", &p(&out)])
+        .env_remove("PACKFED_HOME")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    // The terminal's output, read on a thread so the child never blocks.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let wait_for = |needle: &str, seen: &mut String| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+                Err(_) => panic!("no {needle:?} on the terminal; saw {seen:?}"),
+            }
+        }
+    };
+    wait_for("service_name (string", &mut seen);
+    // A wrong answer is explained and asked again.
+    master.write_all(b"Not Valid\n").unwrap();
+    wait_for("does not match the pattern", &mut seen);
+    master.write_all(b"tty-svc\n").unwrap();
+    wait_for("files from acme/service@1.0.0", &mut seen);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{seen}");
+    assert_eq!(
+        fs::read_to_string(out.join("tty-svc.toml")).unwrap(),
+        "name = \"tty-svc\"\n"
+    );
+}
