@@ -384,3 +384,204 @@ fn generate_prompts_for_missing_values_on_a_terminal() {
         "name = \"tty-svc\"\n"
     );
 }
+
+/// The tree and the lockfile's bytes, to compare states exactly.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree(dir)
+}
+
+fn ids(v: &Value, key: &str) -> Vec<String> {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} in {v}"))
+        .iter()
+        .map(|i| {
+            i.as_str()
+                .map(String::from)
+                .unwrap_or_else(|| i["id"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn plan_upgrade_uninstall_and_rollback_twice_restore_exact_trees() {
+    let s = setup();
+    let publish = |name: &str, version: &str, deps: &[(&str, &str)]| {
+        let dir = s.root.join(format!("{}-{version}", name.replace('/', "-")));
+        make_pack(&dir, name, version, deps, 100).unwrap();
+        s.node.json(&["publish", &p(&dir), "--key", "alice"]).unwrap();
+    };
+    publish("acme/core", "1.0.0", &[]);
+    publish("acme/app", "1.0.0", &[("acme/core", "^1")]);
+    let dir = s.root.join("project");
+    let d = p(&dir);
+
+    let i = s.node.json(&["install", "acme/app@^1", "--to", &d]).unwrap();
+    assert_eq!(i["transaction"], "000001", "{i}");
+    let t1 = snapshot(&dir);
+    assert!(t1.contains_key("acme/core/pack.toml") && t1.contains_key("packfed.lock"));
+
+    publish("acme/core", "1.1.0", &[]);
+    publish("acme/core", "2.0.0", &[]);
+
+    // The plan says what would change and changes nothing.
+    let plan = s
+        .node
+        .json(&["install", "acme/core@^1", "--to", &d, "--dry-run"])
+        .unwrap();
+    assert_eq!(
+        plan["plan"],
+        serde_json::json!([{"id": "acme/core@1.1.0", "action": "upgrade", "from": "1.0.0", "to": "1.1.0",
+            "size": plan["plan"][0]["size"]}])
+    );
+    assert!(plan["plan"][0]["size"].as_u64().unwrap() > 100);
+    let plan = s
+        .node
+        .json(&["install", "acme/core@=1.0.0", "--to", &d, "--dry-run"])
+        .unwrap();
+    assert_eq!(plan["plan"], serde_json::json!([]));
+    assert_eq!(snapshot(&dir), t1);
+
+    // outdated: core may go to 1.1.0 under app's ^1; 2.0.0 exists.
+    let o = s.node.json(&["outdated", "--in", &d]).unwrap();
+    assert_eq!(
+        o,
+        serde_json::json!([{"name": "acme/core", "installed": "1.0.0", "wanted": "1.1.0", "latest": "2.0.0"}])
+    );
+
+    let u = s.node.json(&["upgrade", "--in", &d]).unwrap();
+    assert_eq!(u["transaction"], "000002", "{u}");
+    assert!(ids(&u, "installed").contains(&"acme/core@1.1.0".to_string()), "{u}");
+    let t2 = snapshot(&dir);
+    assert_ne!(t2, t1);
+    assert!(s.node.json(&["verify", &d]).unwrap()["ok"] == true);
+
+    // Uninstalling what another pack needs is refused, naming it.
+    let e = json_error(&s.node, &["uninstall", "acme/core", "--in", &d]);
+    assert_eq!(e["code"], "has_dependents", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("acme/app@1.0.0 depends on acme/core"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&dir), t2);
+
+    // Uninstalling the app takes its now unneeded dependency with it.
+    let un = s.node.json(&["uninstall", "acme/app", "--in", &d]).unwrap();
+    assert_eq!(ids(&un, "removed"), ["acme/app@1.0.0", "acme/core@1.1.0"]);
+    assert_eq!(un["transaction"], "000003");
+    let t3 = snapshot(&dir);
+    assert!(!t3.keys().any(|k| k.starts_with("acme/")), "{:?}", t3.keys());
+
+    // Rolling back twice walks back through the uninstall and the upgrade,
+    // byte for byte, even without the node.
+    let mut node = s.node;
+    node.stop().unwrap();
+    let r = node.json(&["rollback", "--in", &d]).unwrap();
+    assert_eq!(
+        (r["restored_to"].as_str(), r["transaction"].as_str()),
+        (Some("000003"), Some("000004"))
+    );
+    assert_eq!(snapshot(&dir), t2);
+    let r = node.json(&["rollback", "--in", &d]).unwrap();
+    assert_eq!(r["restored_to"], "000002");
+    assert_eq!(snapshot(&dir), t1);
+    assert!(node.json(&["verify", &d]).unwrap()["ok"] == true);
+
+    // A file changed by hand is put back by a rollback to that state.
+    fs::write(dir.join("acme/core/README.md"), "edited").unwrap();
+    let r = node.json(&["rollback", "--in", &d, "4"]).unwrap();
+    assert_eq!(r["restored_to"], "000004");
+    assert_eq!(snapshot(&dir), t3);
+    let r = node.json(&["rollback", "--in", &d, "000002"]).unwrap();
+    assert_eq!(r["restored_to"], "000002");
+    assert_eq!(snapshot(&dir), t1);
+
+    let h = node.json(&["history", "--in", &d]).unwrap();
+    let actions: Vec<&str> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "rollback",
+            "rollback",
+            "rollback",
+            "rollback",
+            "uninstall",
+            "upgrade",
+            "install"
+        ]
+    );
+    assert_eq!(h[6]["after"], serde_json::json!(["acme/app@1.0.0", "acme/core@1.0.0"]));
+    assert!(h[0]["time"].as_str().unwrap().ends_with('Z'));
+
+    // --latest crosses the major, and says so.
+    node.restart().unwrap();
+    let u = node.json(&["install", "acme/core@^1", "--to", &d]).unwrap();
+    assert!(u["transaction"].is_string());
+    // app still requires core ^1: --latest lifts only the user's own limit.
+    let u = node.json(&["upgrade", "acme/core", "--in", &d, "--latest"]).unwrap();
+    assert!(u.get("crossed_majors").is_none(), "{u}");
+    assert!(
+        fs::read_to_string(dir.join("packfed.lock"))
+            .unwrap()
+            .contains("acme/core@1.1.0")
+    );
+    node.json(&["uninstall", "acme/app", "--in", &d]).unwrap();
+    let u = node.json(&["upgrade", "acme/core", "--in", &d, "--latest"]).unwrap();
+    assert_eq!(
+        u["crossed_majors"],
+        serde_json::json!(["acme/core 1.1.0 -> 2.0.0"]),
+        "{u}"
+    );
+    let lock = fs::read_to_string(dir.join("packfed.lock")).unwrap();
+    assert!(lock.contains("\"acme/core@^2.0.0\""), "{lock}");
+}
+
+#[test]
+fn concurrent_installs_into_one_directory_never_mix() {
+    let s = setup();
+    for (name, v) in [("acme/left", "1.0.0"), ("acme/right", "1.0.0")] {
+        let dir = s.root.join(name.replace('/', "-"));
+        make_pack(&dir, name, v, &[], 200_000).unwrap();
+        s.node.json(&["publish", &p(&dir), "--key", "alice"]).unwrap();
+    }
+    for round in 0..20 {
+        let dir = s.root.join(format!("target-{round}"));
+        let d = p(&dir);
+        let spawn = |name: &str| {
+            std::process::Command::new(bin())
+                .args(["--home", &p(&s.node.home), "--json", "install", name, "--to", &d])
+                .env_remove("PACKFED_HOME")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn("acme/left"), spawn("acme/right"));
+        for child in [a, b] {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let lock = fs::read_to_string(dir.join("packfed.lock")).unwrap();
+        assert!(
+            lock.contains("acme/left@1.0.0") && lock.contains("acme/right@1.0.0"),
+            "round {round}: {lock}"
+        );
+        let v = s.node.json(&["verify", &d]).unwrap();
+        assert_eq!(v["ok"], true, "round {round}: {v}");
+        assert_eq!(v["packs"], 2);
+        let h = s.node.json(&["history", "--in", &d]).unwrap();
+        assert_eq!(h.as_array().unwrap().len(), 2, "round {round}: {h}");
+    }
+}

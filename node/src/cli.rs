@@ -19,7 +19,7 @@ use crate::client::{Client, UserError};
 use crate::config::{Home, NodeRole, write_atomic};
 use crate::init::{self, InitOptions};
 use crate::install::{self, Spec};
-use crate::{daemon, generate, keys, packing};
+use crate::{daemon, generate, keys, lifecycle, packing};
 
 #[derive(Parser)]
 #[command(
@@ -158,6 +158,51 @@ enum Command {
         /// Install a lower version than the lockfile pins.
         #[arg(long)]
         allow_downgrade: bool,
+        /// Print the plan (added, upgraded, downgraded, with sizes); change nothing.
+        #[arg(long, conflicts_with = "locked")]
+        dry_run: bool,
+    },
+    /// Installed packs with newer versions allowed or available.
+    Outdated {
+        #[arg(long = "in", value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Re-resolve installed packs to the newest versions their requirements allow.
+    Upgrade {
+        /// Only these packs (default: all).
+        names: Vec<String>,
+        #[arg(long = "in", value_name = "DIR")]
+        dir: PathBuf,
+        /// Cross major versions (requirements are rewritten to the new major).
+        #[arg(long)]
+        latest: bool,
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        #[arg(long)]
+        allow_stale: bool,
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+    /// Remove installed packs (and dependencies nothing else needs).
+    Uninstall {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long = "in", value_name = "DIR")]
+        dir: PathBuf,
+        /// Remove even if an installed pack depends on it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The transactions of an install directory, newest first.
+    History {
+        #[arg(long = "in", value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Restore the tree and lockfile of before a transaction (default: the last one).
+    Rollback {
+        transaction: Option<String>,
+        #[arg(long = "in", value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Check an installed tree against its lockfile.
     Verify { dir: PathBuf },
@@ -861,6 +906,7 @@ async fn run(cli: Cli) -> Result<()> {
             trust,
             allow_stale,
             allow_downgrade,
+            dry_run,
         } => {
             let guards = install::Guards {
                 allow_stale,
@@ -875,6 +921,30 @@ async fn run(cli: Cli) -> Result<()> {
                 .collect::<Result<_>>()?;
             let fed = read_federation_id(&home)?;
             let client = Client::connect(&home)?;
+            if dry_run {
+                let plan = install::install_plan(&client, &fed, &specs, &to).await?;
+                output(j, &json!({"plan": plan}), || {
+                    if plan.is_empty() {
+                        return format!("nothing to do: {} already holds these versions", to.display());
+                    }
+                    plan.iter()
+                        .map(|p| {
+                            format!(
+                                "{:<9} {} {}{}",
+                                p.action,
+                                p.id.split('@').next().unwrap_or_default(),
+                                p.from.as_deref().map(|f| format!("{f} -> ")).unwrap_or_default(),
+                                p.to.as_deref()
+                                    .map(|t| format!("{t} ({} bytes)", p.size))
+                                    .unwrap_or_default()
+                            )
+                        })
+                        .chain(std::iter::once("(dry run: nothing changed)".to_string()))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+                return Ok(());
+            }
             let show = !j && std::io::stderr().is_terminal();
             let trust = install::load_trust(&home, trust.as_deref())?;
             let done = if locked {
@@ -890,7 +960,119 @@ async fn run(cli: Cli) -> Result<()> {
                     .map(|p| format!("installed {} ({})", p.id, &p.hash[..16]))
                     .collect();
                 s.push(format!("lockfile {}", done.lockfile));
+                if let Some(t) = &done.transaction {
+                    s.push(format!(
+                        "transaction {t} (undo with `packfed rollback --in {}`)",
+                        to.display()
+                    ));
+                }
                 s.join("\n")
+            });
+        }
+        Command::Outdated { dir } => {
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let rows = lifecycle::outdated(&client, &fed, &dir).await?;
+            output(j, &serde_json::to_value(&rows)?, || {
+                if rows.is_empty() {
+                    return "every installed pack is at its newest version".into();
+                }
+                let mut s = vec![format!(
+                    "{:<32} {:<12} {:<12} {:<12}",
+                    "name", "installed", "wanted", "latest"
+                )];
+                for r in &rows {
+                    s.push(format!(
+                        "{:<32} {:<12} {:<12} {:<12}",
+                        r.name,
+                        r.installed,
+                        r.wanted.as_deref().unwrap_or("-"),
+                        r.latest.as_deref().unwrap_or("-")
+                    ));
+                }
+                s.join("\n")
+            });
+        }
+        Command::Upgrade {
+            names,
+            dir,
+            latest,
+            trust,
+            allow_stale,
+            allow_downgrade,
+        } => {
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let trust = install::load_trust(&home, trust.as_deref())?;
+            let done = lifecycle::upgrade(
+                &client,
+                &fed,
+                &dir,
+                lifecycle::UpgradeOptions {
+                    names: &names,
+                    latest,
+                    show_progress: !j && std::io::stderr().is_terminal(),
+                    trust: trust.as_ref(),
+                    guards: install::Guards {
+                        allow_stale,
+                        allow_downgrade,
+                    },
+                },
+            )
+            .await?;
+            output(j, &serde_json::to_value(&done)?, || {
+                let mut s: Vec<String> = done
+                    .crossed_majors
+                    .iter()
+                    .map(|c| format!("crossing a major version: {c}"))
+                    .collect();
+                s.extend(done.installed.installed.iter().map(|p| format!("now {}", p.id)));
+                s.extend(done.installed.removed.iter().map(|p| format!("removed {p}")));
+                s.push(match &done.installed.transaction {
+                    Some(t) => format!("transaction {t}"),
+                    None => "nothing to upgrade".into(),
+                });
+                s.join("\n")
+            });
+        }
+        Command::Uninstall { names, dir, force } => {
+            let done = lifecycle::uninstall(&dir, &names, force)?;
+            output(j, &serde_json::to_value(&done)?, || {
+                let mut s: Vec<String> = done.removed.iter().map(|r| format!("removed {r}")).collect();
+                s.push(format!("transaction {}", done.transaction));
+                s.join("\n")
+            });
+        }
+        Command::History { dir } => {
+            let rows = lifecycle::history(&dir)?;
+            output(j, &serde_json::to_value(&rows)?, || {
+                rows.iter()
+                    .map(|t| {
+                        format!(
+                            "{} {} {:<9} {}",
+                            t.transaction,
+                            t.time,
+                            serde_json::to_value(t.action)
+                                .ok()
+                                .and_then(|v| v.as_str().map(String::from))
+                                .unwrap_or_default(),
+                            t.after.join(", ")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Rollback { transaction, dir } => {
+            let done = lifecycle::rollback(&dir, transaction.as_deref())?;
+            output(j, &serde_json::to_value(&done)?, || {
+                format!(
+                    "restored {} to before transaction {} ({} packs); recorded as transaction {}",
+                    dir.display(),
+                    done.restored_to,
+                    done.packs.len(),
+                    done.transaction
+                )
             });
         }
         Command::Generate {

@@ -4,41 +4,23 @@
 //! move into place only when everything succeeded, then write
 //! `packfed.lock`. An install that fails leaves the target as it was.
 //!
-//! Layout of a target: `DIR/<namespace>/<name>/...` per pack, and
-//! `DIR/packfed.lock`.
+//! Layout of a target: `DIR/<namespace>/<name>/...` per pack,
+//! `DIR/packfed.lock`, and packfed's state in `DIR/.packfed/` (see
+//! [`crate::project`]: the lock, kept archives, transactions).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufReader, Read, Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use packfed_protocol::archive::{self, EntryKind, ReadLimits};
 use packfed_protocol::records::{PackName, check_release};
 use packfed_protocol::{ContentHash, FederationId, Signed, pb};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, UserError};
-use crate::config::write_atomic;
-
-/// The lockfile's name inside a target directory.
-pub const LOCKFILE: &str = "packfed.lock";
-
-/// `packfed.lock`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Lockfile {
-    pub version: u32,
-    pub federation: String,
-    /// The newest witness checkpoint the node's view rested on when this
-    /// was resolved (record id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<String>,
-    /// Resolved on a stale view (`--allow-stale`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub allow_stale: bool,
-    #[serde(default, rename = "pack")]
-    pub packs: Vec<LockedPack>,
-}
+use crate::project::{Action, Project};
+pub use crate::project::{LOCKFILE, LockedFile, LockedPack, Lockfile, verify};
 
 /// What an install may override: the freshness check and the no-downgrade
 /// rule (TUF's freeze and rollback protections).
@@ -132,14 +114,11 @@ fn refuse_links(target: &Path, name: &str) -> Result<()> {
 }
 
 /// Refuses to install a version lower than the target's lockfile pins.
-fn check_downgrade(target: &Path, picks: &[Candidate], guards: Guards) -> Result<()> {
+pub(crate) fn check_downgrade(target: &Path, picks: &[Candidate], guards: Guards) -> Result<()> {
     if guards.allow_downgrade {
         return Ok(());
     }
-    let Ok(text) = fs::read_to_string(target.join(LOCKFILE)) else {
-        return Ok(());
-    };
-    let Ok(lock) = toml::from_str::<Lockfile>(&text) else {
+    let Ok(Some(lock)) = Lockfile::read(target) else {
         return Ok(());
     };
     for c in picks {
@@ -166,33 +145,6 @@ fn check_downgrade(target: &Path, picks: &[Candidate], guards: Guards) -> Result
         }
     }
     Ok(())
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LockedPack {
-    pub id: String,
-    pub hash: String,
-    pub publisher: String,
-    pub record: String,
-    /// Relative to the target directory.
-    pub path: String,
-    /// Attestations that satisfied the install trust policy (record ids).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attestations: Vec<String>,
-    #[serde(default, rename = "file")]
-    pub files: Vec<LockedFile>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LockedFile {
-    pub path: String,
-    /// BLAKE3 of a file's content; a symlink's target for links.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<String>,
-    #[serde(default)]
-    pub size: u64,
 }
 
 /// A requested pack: `ns/name` or `ns/name@REQ`.
@@ -245,7 +197,7 @@ struct VersionEntry {
 }
 
 /// Fetches and verifies every version of a pack the node knows.
-async fn candidates(client: &Client, fed: &FederationId, name: &PackName) -> Result<Vec<Candidate>> {
+pub(crate) async fn candidates(client: &Client, fed: &FederationId, name: &PackName) -> Result<Vec<Candidate>> {
     let path = format!("/v1/packages/{}/{}", name.namespace(), name.name());
     let Some(resp) = client.get_opt::<VersionsResponse>(&path).await? else {
         return Ok(Vec::new());
@@ -589,17 +541,121 @@ pub(crate) fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
     pb
 }
 
-/// The outcome of an install.
+/// The outcome of an install, upgrade or uninstall.
 #[derive(Debug, Clone, Serialize)]
 pub struct Installed {
     pub installed: Vec<InstalledPack>,
+    /// Packs the change took out (an upgrade's no longer needed ones).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
     pub lockfile: String,
+    /// The transaction recorded (`None`: the tree already was so).
+    pub transaction: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InstalledPack {
     pub id: String,
     pub hash: String,
+}
+
+/// Where a release lives inside a target.
+pub(crate) fn pack_path(name: &str) -> String {
+    name.to_string()
+}
+
+/// What a change does to the lockfile's requirements.
+pub(crate) enum Requirements {
+    /// Add these, replacing a requirement on the same pack (install).
+    Add(Vec<Spec>),
+    /// Exactly these (upgrade).
+    Set(Vec<String>),
+    /// As they are (install --locked).
+    Keep,
+}
+
+/// How picks become the target's new content.
+pub(crate) struct Change {
+    pub action: Action,
+    /// The target holds exactly the picks (upgrade), rather than the picks
+    /// beside what it held (install).
+    pub replace: bool,
+    pub requirements: Requirements,
+}
+
+impl Spec {
+    /// `NAME@REQ`, as the lockfile's requirements hold it.
+    pub fn to_requirement(&self) -> String {
+        format!("{}@{}", self.name, self.req)
+    }
+}
+
+/// One line of an install plan.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PlanStep {
+    pub id: String,
+    /// add, upgrade, downgrade or remove.
+    pub action: &'static str,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Bytes to fetch (the archive), 0 for a removal.
+    pub size: u64,
+}
+
+/// What installing `picks` would change in a target holding `before`:
+/// unchanged packs are left out; with `replace`, packs not picked go.
+pub fn plan(before: Option<&Lockfile>, picks: &[Candidate], replace: bool) -> Vec<PlanStep> {
+    let mut steps = Vec::new();
+    let held = |path: &str| before.and_then(|l| l.packs.iter().find(|p| p.path == path));
+    for c in picks {
+        let to = c.version.to_string();
+        let id = format!("{}@{to}", c.release.name);
+        match held(&pack_path(&c.release.name)) {
+            None => steps.push(PlanStep {
+                id,
+                action: "add",
+                from: None,
+                to: Some(to),
+                size: c.release.size,
+            }),
+            Some(p) if p.hash == c.hash.to_hex() => {}
+            Some(p) => {
+                let from = p.version();
+                steps.push(PlanStep {
+                    id,
+                    action: if from.as_ref().is_some_and(|f| *f > c.version) {
+                        "downgrade"
+                    } else {
+                        "upgrade"
+                    },
+                    from: from.map(|v| v.to_string()),
+                    to: Some(to),
+                    size: c.release.size,
+                });
+            }
+        }
+    }
+    if replace {
+        for p in before.map(|l| l.packs.as_slice()).unwrap_or_default() {
+            if !picks.iter().any(|c| pack_path(&c.release.name) == p.path) {
+                steps.push(PlanStep {
+                    id: p.id.clone(),
+                    action: "remove",
+                    from: p.version().map(|v| v.to_string()),
+                    to: None,
+                    size: 0,
+                });
+            }
+        }
+    }
+    steps
+}
+
+/// `packfed install --dry-run`: resolves and says what would change.
+pub async fn install_plan(client: &Client, fed: &FederationId, specs: &[Spec], target: &Path) -> Result<Vec<PlanStep>> {
+    let picks = resolve(client, fed, specs).await?;
+    let before = Lockfile::read(target)?;
+    Ok(plan(before.as_ref(), &picks, false))
 }
 
 /// Resolves, fetches, verifies and installs `specs` into `target`.
@@ -613,10 +669,16 @@ pub async fn install(
     guards: Guards,
 ) -> Result<Installed> {
     let view = check_view(client, guards).await?;
+    let project = Project::open(target)?;
     let picks = resolve(client, fed, specs).await?;
-    check_downgrade(target, &picks, guards)?;
+    check_downgrade(&project.root, &picks, guards)?;
     let hashes: Vec<ContentHash> = picks.iter().map(|p| p.hash).collect();
-    let result = install_picks(client, fed, picks, target, show_progress, trust, &view).await;
+    let change = Change {
+        action: Action::Install,
+        replace: false,
+        requirements: Requirements::Add(specs.to_vec()),
+    };
+    let result = install_picks(client, fed, &project, picks, show_progress, trust, &view, change).await;
     // The local signal of federated learning (stays on this node). A node
     // that cannot take the report must not fail the install.
     let ok = result.is_ok();
@@ -644,15 +706,14 @@ pub async fn install_locked(
     guards: Guards,
 ) -> Result<Installed> {
     let view = check_view(client, guards).await?;
-    let lock_path = target.join(LOCKFILE);
-    let text = fs::read_to_string(&lock_path).map_err(|e| {
+    let project = Project::open(target)?;
+    let lock_path = project.root.join(LOCKFILE);
+    let lock = project.lockfile()?.ok_or_else(|| {
         UserError::new(
             "no_lockfile",
-            format!("cannot read {}: {e}; install by name first", lock_path.display()),
+            format!("{} does not exist; install by name first", lock_path.display()),
         )
     })?;
-    let lock: Lockfile =
-        toml::from_str(&text).with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?;
     if lock.federation != fed.to_hex() {
         return Err(UserError::new(
             "wrong_federation",
@@ -667,8 +728,7 @@ pub async fn install_locked(
     }
     let mut picks = Vec::new();
     for p in &lock.packs {
-        let (name, _) = p.id.split_once('@').context("lockfile id without @")?;
-        let name: PackName = name.parse()?;
+        let name: PackName = p.name().parse()?;
         let found = candidates(client, fed, &name).await?;
         let c = found.into_iter().find(|c| c.record == p.record).ok_or_else(|| {
             UserError::new(
@@ -696,17 +756,26 @@ pub async fn install_locked(
         }
         picks.push(c);
     }
-    install_picks(client, fed, picks, target, show_progress, trust, &view).await
+    let change = Change {
+        action: Action::Install,
+        replace: true,
+        requirements: Requirements::Keep,
+    };
+    install_picks(client, fed, &project, picks, show_progress, trust, &view, change).await
 }
 
-async fn install_picks(
+/// Fetches what is not kept yet, then commits the change as one
+/// transaction.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn install_picks(
     client: &Client,
     fed: &FederationId,
+    project: &Project,
     picks: Vec<Candidate>,
-    target: &Path,
     show_progress: bool,
     trust: Option<&TrustContext>,
     view: &View,
+    change: Change,
 ) -> Result<Installed> {
     let mut trusted_by = BTreeMap::new();
     if let Some(t) = trust {
@@ -714,232 +783,106 @@ async fn install_picks(
             trusted_by.insert(c.record.clone(), check_trust(client, fed, t, c).await?);
         }
     }
-    fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
-    let target = target.canonicalize()?;
     for c in &picks {
-        refuse_links(&target, &c.release.name)?;
+        refuse_links(&project.root, &c.release.name)?;
     }
-    let staging = tempfile::Builder::new()
-        .prefix(".packfed-staging-")
-        .tempdir_in(&target)?;
-    let total: u64 = picks.iter().map(|c| c.release.size).sum();
-    let bar = progress_bar(total, show_progress);
+    let before_text = project.lockfile_text()?;
+    let before = match &before_text {
+        Some(t) => Lockfile::parse(t, &project.root.join(LOCKFILE))?,
+        None => Lockfile::empty(fed.to_hex()),
+    };
 
-    // Phase 1: fetch, verify and unpack everything into staging.
-    let mut locked = Vec::new();
-    for c in &picks {
-        let mut file = tempfile::tempfile_in(staging.path())?;
-        download(client, c, &mut file, &bar).await?;
-        file.rewind()?;
-        let name: PackName = c.release.name.parse()?;
-        let rel = format!("{}/{}", name.namespace(), name.name());
-        let dest = staging.path().join("new").join(&rel);
-        let entries = archive::unpack(BufReader::new(file), &dest, ReadLimits::for_archive(c.release.size))
-            .with_context(|| format!("unpacking {}@{}", c.release.name, c.version))?;
-        locked.push(LockedPack {
+    // Phase 1: fetch every archive the change needs and the target does
+    // not keep yet; each is checked against the signed hash as it streams.
+    let changed: Vec<&Candidate> = picks
+        .iter()
+        .filter(|c| {
+            before
+                .packs
+                .iter()
+                .find(|p| p.path == pack_path(&c.release.name))
+                .is_none_or(|p| p.hash != c.hash.to_hex())
+        })
+        .filter(|c| !project.has_archive(&c.hash))
+        .collect();
+    let bar = progress_bar(changed.iter().map(|c| c.release.size).sum(), show_progress);
+    for c in changed {
+        let mut file = project.scratch_file()?;
+        download(client, c, file.as_file_mut(), &bar).await?;
+        project.keep_archive(file, &c.hash)?;
+    }
+    bar.finish_and_clear();
+
+    // Phase 2: stage and commit.
+    let new_packs: Vec<LockedPack> = picks
+        .iter()
+        .map(|c| LockedPack {
             id: format!("{}@{}", c.release.name, c.version),
             hash: c.hash.to_hex(),
             publisher: c.publisher.clone(),
             record: c.record.clone(),
-            path: rel,
+            path: pack_path(&c.release.name),
+            size: c.release.size,
+            dependencies: c.deps.iter().map(|(n, r)| (n.to_string(), r.to_string())).collect(),
             attestations: trusted_by.remove(&c.record).unwrap_or_default(),
-            files: entries
-                .iter()
-                .filter(|e| e.kind != EntryKind::Dir)
-                .map(|e| LockedFile {
-                    path: e.path.clone(),
-                    hash: e.hash.map(|h| h.to_hex()),
-                    link: None,
-                    size: e.size,
-                })
-                .collect(),
-        });
-    }
-    bar.finish_and_clear();
-    // Fill in link targets from the staged tree (unpack checked them).
-    for p in &mut locked {
-        for f in &mut p.files {
-            if f.hash.is_none() {
-                let at = staging.path().join("new").join(&p.path).join(&f.path);
-                f.link = fs::read_link(&at).ok().and_then(|t| t.to_str().map(str::to_string));
-            }
-        }
-    }
-
-    // Phase 2: move into place. Old versions go aside first, so a failure
-    // here puts them back.
-    let lock_path = target.join(LOCKFILE);
-    let mut lock = match fs::read_to_string(&lock_path) {
-        Ok(t) => toml::from_str::<Lockfile>(&t)
-            .with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?,
-        Err(_) => Lockfile {
-            version: 1,
-            federation: fed.to_hex(),
-            checkpoint: None,
-            allow_stale: false,
-            packs: Vec::new(),
-        },
+            files: Vec::new(),
+        })
+        .collect();
+    let mut desired: Vec<LockedPack> = if change.replace {
+        Vec::new()
+    } else {
+        before
+            .packs
+            .iter()
+            .filter(|p| !new_packs.iter().any(|n| n.path == p.path))
+            .cloned()
+            .collect()
     };
+    desired.extend(new_packs);
+    desired.sort_by(|a, b| a.path.cmp(&b.path));
+    let staged = project.stage(desired, false)?;
+    let mut lock = before.clone();
     lock.checkpoint = view.checkpoint.clone();
     lock.allow_stale = view.stale;
-    let old_dir = staging.path().join("old");
-    let mut moved: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
-    let result = (|| -> Result<()> {
-        for p in &locked {
-            let final_path = target.join(&p.path);
-            let aside = if final_path.exists() {
-                let a = old_dir.join(&p.path);
-                fs::create_dir_all(a.parent().context("path")?)?;
-                fs::rename(&final_path, &a)?;
-                Some(a)
-            } else {
-                None
-            };
-            moved.push((final_path.clone(), aside));
-            fs::create_dir_all(final_path.parent().context("path")?)?;
-            fs::rename(staging.path().join("new").join(&p.path), &final_path)?;
-        }
-        // The moved directories are durable before the lockfile names them.
-        let parents: BTreeSet<PathBuf> = locked
-            .iter()
-            .filter_map(|p| target.join(&p.path).parent().map(Path::to_path_buf))
-            .collect();
-        for dir in &parents {
-            crate::config::sync_dir(dir).with_context(|| format!("syncing {}", dir.display()))?;
-        }
-        lock.packs.retain(|old| !locked.iter().any(|n| n.path == old.path));
-        lock.packs.extend(locked.iter().cloned());
-        lock.packs.sort_by(|a, b| a.path.cmp(&b.path));
-        write_atomic(&lock_path, toml::to_string_pretty(&lock)?.as_bytes())?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        for (final_path, aside) in moved.into_iter().rev() {
-            let _ = fs::remove_dir_all(&final_path);
-            if let Some(a) = aside {
-                let _ = fs::rename(a, &final_path);
+    lock.packs = staged.packs().to_vec();
+    match change.requirements {
+        Requirements::Add(specs) => {
+            for s in specs {
+                lock.requirements
+                    .retain(|r| r.split_once('@').map(|(n, _)| n) != Some(s.name.as_str()));
+                lock.requirements.push(s.to_requirement());
             }
         }
-        return Err(e.context("install failed while moving packs into place; the target was restored"));
+        Requirements::Set(reqs) => lock.requirements = reqs,
+        Requirements::Keep => {}
     }
+    lock.requirements.sort();
+    let removed: Vec<String> = before
+        .packs
+        .iter()
+        .filter(|p| !lock.packs.iter().any(|n| n.path == p.path))
+        .map(|p| p.id.clone())
+        .collect();
+    let after_text = lock.to_text()?;
+    let transaction = if before_text.as_deref() == Some(after_text.as_str()) {
+        None
+    } else {
+        Some(
+            staged
+                .commit(change.action, before_text, Some(after_text), None)?
+                .transaction,
+        )
+    };
     Ok(Installed {
-        installed: locked
+        installed: picks
             .iter()
-            .map(|p| InstalledPack {
-                id: p.id.clone(),
-                hash: p.hash.clone(),
+            .map(|c| InstalledPack {
+                id: format!("{}@{}", c.release.name, c.version),
+                hash: c.hash.to_hex(),
             })
             .collect(),
-        lockfile: lock_path.display().to_string(),
-    })
-}
-
-/// One difference between an installed tree and its lockfile.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Mismatch {
-    pub path: String,
-    pub problem: String,
-}
-
-/// The outcome of `packfed verify`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Verification {
-    pub ok: bool,
-    pub packs: usize,
-    pub mismatches: Vec<Mismatch>,
-}
-
-fn hash_file(path: &Path) -> Result<ContentHash> {
-    let mut f = fs::File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().into())
-}
-
-fn walk_files(root: &Path, prefix: &str, out: &mut BTreeSet<String>) -> Result<()> {
-    for entry in fs::read_dir(root)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            walk_files(&entry.path(), &rel, out)?;
-        } else {
-            out.insert(rel);
-        }
-    }
-    Ok(())
-}
-
-/// Checks every installed file against the lockfile.
-pub fn verify(target: &Path) -> Result<Verification> {
-    let lock_path = target.join(LOCKFILE);
-    let text = fs::read_to_string(&lock_path).with_context(|| {
-        format!(
-            "{} has no {LOCKFILE}; install into it with `packfed install --to`",
-            target.display()
-        )
-    })?;
-    let lock: Lockfile =
-        toml::from_str(&text).with_context(|| format!("{} is not a valid lockfile", lock_path.display()))?;
-    let mut mismatches = Vec::new();
-    for p in &lock.packs {
-        let root = target.join(&p.path);
-        let mut present = BTreeSet::new();
-        if root.is_dir() {
-            walk_files(&root, "", &mut present)?;
-        } else {
-            mismatches.push(Mismatch {
-                path: p.path.clone(),
-                problem: "pack directory is missing".into(),
-            });
-            continue;
-        }
-        for f in &p.files {
-            let shown = format!("{}/{}", p.path, f.path);
-            let at = root.join(&f.path);
-            present.remove(&f.path);
-            let problem = match (&f.hash, &f.link) {
-                (Some(h), _) => match fs::symlink_metadata(&at) {
-                    Err(_) => Some("missing".to_string()),
-                    Ok(m) if !m.is_file() => Some("is no longer a regular file".to_string()),
-                    Ok(_) => {
-                        let actual = hash_file(&at)?;
-                        (actual.to_hex() != *h).then(|| format!("modified (BLAKE3 {actual}, locked {h})"))
-                    }
-                },
-                (None, Some(t)) => match fs::read_link(&at) {
-                    Ok(actual) if actual.to_str() == Some(t.as_str()) => None,
-                    Ok(actual) => Some(format!("symlink now points to {}", actual.display())),
-                    Err(_) => Some("symlink missing".to_string()),
-                },
-                (None, None) => None,
-            };
-            if let Some(problem) = problem {
-                mismatches.push(Mismatch { path: shown, problem });
-            }
-        }
-        for extra in present {
-            mismatches.push(Mismatch {
-                path: format!("{}/{extra}", p.path),
-                problem: "not in the lockfile (added after install)".into(),
-            });
-        }
-    }
-    Ok(Verification {
-        ok: mismatches.is_empty(),
-        packs: lock.packs.len(),
-        mismatches,
+        removed,
+        lockfile: project.root.join(LOCKFILE).display().to_string(),
+        transaction,
     })
 }
