@@ -460,3 +460,91 @@ fn org_packs_reach_org_peers_only() {
     });
     assert_eq!(usage(&hash), 0, "org usage learnt by C");
 }
+
+/// A deprecation signed on one node reaches another (gossip, and registry
+/// sync after a kill -9), shows in versions, info and search there, and
+/// makes an install warn. One signed by a key that does not own the
+/// namespace is refused.
+#[test]
+fn a_deprecation_travels_and_installs_warn_with_its_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut fed = Federation::up(&bin(), root, &["company", "public"]).unwrap();
+    for (name, v) in [("acme/old", "1.0.0"), ("acme/old", "2.0.0")] {
+        let pack = root.join(format!("{}-{v}", name.replace('/', "-")));
+        make_pack(&pack, name, v, &[], 1_000).unwrap();
+        fed.nodes[0]
+            .json(&["publish", &pack.to_string_lossy(), "--key", "k0"])
+            .unwrap();
+    }
+    wait_for(DEADLINE, "B to see both versions", || {
+        (fed.nodes[1].json(&["versions", "acme/old"]).ok()?.as_array()?.len() == 2).then_some(())
+    })
+    .unwrap();
+
+    // Not the owner: refused, nothing recorded.
+    let out = fed.nodes[0]
+        .run(&["--json", "deprecate", "acme/old", "--key", "k1", "--message", "forged"])
+        .unwrap();
+    assert!(!out.status.success());
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["code"], "not_owner", "{e}");
+
+    // B dies hard; the owner deprecates 1.x while it is down.
+    fed.nodes[1].kill9().unwrap();
+    let d = fed.nodes[0]
+        .json(&[
+            "deprecate",
+            "acme/old@<2",
+            "--key",
+            "k0",
+            "--message",
+            "1.x is unmaintained",
+            "--use",
+            "acme/new",
+        ])
+        .unwrap();
+    assert_eq!(d["deprecation_id"].as_str().unwrap().len(), 64, "{d}");
+    fed.nodes[1].restart().unwrap();
+
+    let versions = wait_for(DEADLINE, "B to hold the deprecation", || {
+        let v = fed.nodes[1].json(&["versions", "acme/old"]).ok()?;
+        v[1]["deprecated"].is_string().then_some(v)
+    })
+    .unwrap();
+    assert_eq!(versions[0]["version"], "2.0.0");
+    assert_eq!(
+        versions[0]["deprecated"],
+        Value::Null,
+        "2.0.0 is not covered: {versions}"
+    );
+    assert_eq!(versions[1]["deprecated"], "1.x is unmaintained (use acme/new instead)");
+    assert!(versions[1]["published_at"].as_str().unwrap().ends_with('Z'));
+    assert!(versions[1]["size"].as_u64().unwrap() > 1_000);
+
+    let info = fed.nodes[1].json(&["info", "acme/old@1.0.0"]).unwrap();
+    assert_eq!(info["deprecated"]["message"], "1.x is unmaintained", "{info}");
+    assert_eq!(info["deprecated"]["replacement"], "acme/new");
+    let found = fed.nodes[1].json(&["search", "old", "--all-versions"]).unwrap();
+    let hit = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "acme/old@1.0.0")
+        .unwrap_or_else(|| panic!("{found}"));
+    assert_eq!(hit["deprecated"], "1.x is unmaintained");
+
+    let target = root.join("b-install");
+    let done = fed.nodes[1]
+        .json(&["install", "acme/old@^1", "--to", &target.to_string_lossy()])
+        .unwrap();
+    assert_eq!(
+        done["warnings"],
+        serde_json::json!(["acme/old@1.0.0 is deprecated: 1.x is unmaintained (use acme/new instead)"])
+    );
+    // The control: 2.0.0 installs without a warning.
+    let done = fed.nodes[1]
+        .json(&["install", "acme/old@^2", "--to", &target.to_string_lossy()])
+        .unwrap();
+    assert!(done.get("warnings").is_none(), "{done}");
+}

@@ -12,6 +12,7 @@
 //! | GET  | /v1/peers | known peers |
 //! | POST | /v1/publish | header `packfed-publish: <hex PublishRequest>`, body: the archive |
 //! | POST | /v1/yank | `{"envelope": hex}` |
+//! | POST | /v1/deprecate | `{"envelope": hex}` (a signed deprecation) |
 //! | GET  | /v1/search?q=&limit=&all_versions=&include_quarantined=&category=&license=&tier=&attested=&peers=local\|lacking\|all&timeout_ms=&explain= | search here and on peers |
 //! | GET  | /v1/packages/{ns}/{name} | every version, newest first |
 //! | GET  | /v1/info/{ns}/{name}?version= | one release |
@@ -101,6 +102,7 @@ pub fn router_with(state: Arc<ApiState>, extra: Router<Arc<ApiState>>) -> Router
     let mutating = Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/yank", post(yank))
+        .route("/v1/deprecate", post(deprecate))
         .route("/v1/attest", post(attest))
         .route("/v1/gov/submit", post(gov_submit))
         .route("/v1/learn/install", post(learn_install))
@@ -542,6 +544,27 @@ async fn yank(State(s): State<Arc<ApiState>>, Json(body): Json<YankBody>) -> Api
     Ok(Json(json!({"id": id.to_string(), "yanked": true})))
 }
 
+async fn deprecate(State(s): State<Arc<ApiState>>, Json(body): Json<YankBody>) -> ApiResult<Json<serde_json::Value>> {
+    let bytes = hex::decode(&body.envelope).map_err(|_| ApiError::bad("malformed_record", "envelope is not hex"))?;
+    let env = Signed::decode(&bytes).map_err(|e| ApiError::bad("malformed_record", e.to_string()))?;
+    let id = env.id().to_hex();
+    let node = s.node.clone();
+    let what = tokio::task::spawn_blocking(move || node.deprecate(&env))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            crate::node::DeprecateError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            crate::node::DeprecateError::NotOwner { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_owner", e.to_string())
+            }
+            crate::node::DeprecateError::Store(e) => ApiError::internal(e),
+            other => ApiError::bad("bad_deprecation", other.to_string()),
+        })?;
+    Ok(Json(json!({"deprecation_id": id, "deprecated": what})))
+}
+
 #[derive(Deserialize)]
 struct SearchQuery {
     #[serde(default)]
@@ -634,6 +657,10 @@ async fn search(
         }
         other => ApiError::internal(other),
     })?;
+    let mut resp = resp;
+    for hit in &mut resp.results {
+        hit.deprecated = s.node.deprecation(&hit.name, &hit.version)?.map(|d| d.message);
+    }
     Ok(Json(resp))
 }
 

@@ -19,7 +19,7 @@ use crate::client::{Client, UserError};
 use crate::config::{Home, NodeRole, write_atomic};
 use crate::init::{self, InitOptions};
 use crate::install::{self, Spec};
-use crate::{daemon, generate, keys, lifecycle, packing};
+use crate::{daemon, generate, keys, lifecycle, packing, project};
 
 #[derive(Parser)]
 #[command(
@@ -95,6 +95,23 @@ enum Command {
         key: String,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// Sign and gossip a deprecation (namespace owner only): installs warn with the message.
+    Deprecate {
+        /// NAME (every version) or NAME@REQ (e.g. acme/old@<2).
+        spec: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        message: String,
+        /// A pack to use instead.
+        #[arg(long = "use", value_name = "OTHER")]
+        replacement: Option<String>,
+    },
+    /// Every version of a pack: status, yanked, deprecated, publish time, size.
+    Versions {
+        /// NAME
+        name: String,
     },
     /// Search packs on this node and the peers holding catalogs it lacks.
     Search {
@@ -681,6 +698,86 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
             output(j, &v, || format!("yanked {pid}"));
         }
+        Command::Deprecate {
+            spec,
+            key,
+            message,
+            replacement,
+        } => {
+            let spec: Spec = spec
+                .parse()
+                .map_err(|e: anyhow::Error| UserError::new("bad_spec", e.to_string()))?;
+            if let Some(r) = &replacement {
+                r.parse::<packfed_protocol::records::PackName>()
+                    .map_err(|e| UserError::new("bad_name", format!("--use {r:?}: {e}")))?;
+            }
+            let key = keys::load_key(&home, &key)?;
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let record = pb::Deprecation {
+                name: spec.name.to_string(),
+                requirement: spec.req.to_string(),
+                message,
+                replacement: replacement.unwrap_or_default(),
+                deprecated_at_ms: packing::now_ms(),
+            };
+            let env = Signed::sign(&record, &key, &fed);
+            let v: Value = client
+                .post_json("/v1/deprecate", &json!({"envelope": hex::encode(env.encoded())}))
+                .await?;
+            output(j, &json!({"deprecation_id": v["deprecation_id"]}), || {
+                format!(
+                    "deprecated {} ({})",
+                    spec.to_requirement(),
+                    v["deprecation_id"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        Command::Versions { name } => {
+            let name: packfed_protocol::records::PackName = name
+                .parse()
+                .map_err(|e| UserError::new("bad_name", format!("{name:?}: {e}")))?;
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let found = install::candidates(&client, &fed, &name).await?;
+            if found.is_empty() {
+                return Err(UserError::new("not_found", format!("no pack named {name} on this node")).into());
+            }
+            let rows: Vec<Value> = found
+                .iter()
+                .map(|c| {
+                    json!({
+                        "version": c.version.to_string(),
+                        "status": if c.quarantine.is_empty() { "accepted" } else { "quarantined" },
+                        "yanked": c.yanked,
+                        "deprecated": c.deprecated,
+                        "published_at": project::rfc3339(c.release.published_at_ms),
+                        "size": c.release.size,
+                    })
+                })
+                .collect();
+            output(j, &Value::Array(rows.clone()), || {
+                rows.iter()
+                    .map(|r| {
+                        let mut line = format!(
+                            "{:<12} {:<11} {} {:>10} bytes",
+                            r["version"].as_str().unwrap_or_default(),
+                            r["status"].as_str().unwrap_or_default(),
+                            r["published_at"].as_str().unwrap_or_default(),
+                            r["size"]
+                        );
+                        if r["yanked"] == true {
+                            line.push_str("  yanked");
+                        }
+                        if let Some(d) = r["deprecated"].as_str() {
+                            line.push_str(&format!("  deprecated: {d}"));
+                        }
+                        line
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
         Command::Search {
             query,
             limit,
@@ -953,6 +1050,11 @@ async fn run(cli: Cli) -> Result<()> {
                 install::install(&client, &fed, &specs, &to, show, trust.as_ref(), guards).await?
             };
             let v = serde_json::to_value(&done)?;
+            if !j {
+                for w in &done.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
             output(j, &v, || {
                 let mut s: Vec<String> = done
                     .installed

@@ -70,6 +70,7 @@ pub async fn generate(
         install::check_trust(client, fed, t, &pick).await?;
     }
     let id = format!("{}@{}", pick.release.name, pick.version);
+    let warnings = install::deprecation_warnings(std::slice::from_ref(&pick));
 
     // Fetch and unpack into scratch space outside the target.
     let scratch = tempfile::Builder::new().prefix("packfed-generate-").tempdir()?;
@@ -124,7 +125,7 @@ pub async fn generate(
         files,
         dry_run: opts.dry_run,
         overwritten: existing,
-        warnings: Vec::new(),
+        warnings,
     })
 }
 

@@ -179,6 +179,9 @@ pub struct Candidate {
     pub yanked: bool,
     /// Why the acceptance policy quarantines it (empty: accepted).
     pub quarantine: Vec<String>,
+    /// The owner's deprecation message (and replacement), as the node
+    /// holds it.
+    pub deprecated: Option<String>,
     pub deps: Vec<(PackName, semver::VersionReq)>,
 }
 
@@ -194,6 +197,24 @@ struct VersionEntry {
     status: String,
     #[serde(default)]
     reasons: Vec<String>,
+    #[serde(default)]
+    deprecated: Option<DeprecationNotice>,
+}
+
+#[derive(Deserialize)]
+struct DeprecationNotice {
+    message: String,
+    #[serde(default)]
+    replacement: Option<String>,
+}
+
+impl DeprecationNotice {
+    fn sentence(&self) -> String {
+        match &self.replacement {
+            Some(r) => format!("{} (use {r} instead)", self.message),
+            None => self.message.clone(),
+        }
+    }
 }
 
 /// Fetches and verifies every version of a pack the node knows.
@@ -225,6 +246,7 @@ pub(crate) async fn candidates(client: &Client, fed: &FederationId, name: &PackN
             record: verified.id().to_hex(),
             yanked: v.yanked,
             quarantine,
+            deprecated: v.deprecated.as_ref().map(DeprecationNotice::sentence),
             deps: facts.dependencies,
             release: verified.record().clone(),
         });
@@ -551,6 +573,20 @@ pub struct Installed {
     pub lockfile: String,
     /// The transaction recorded (`None`: the tree already was so).
     pub transaction: Option<String>,
+    /// Deprecated packs among those installed, with their owners' messages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The warning a deprecated pick earns.
+pub(crate) fn deprecation_warnings(picks: &[Candidate]) -> Vec<String> {
+    picks
+        .iter()
+        .filter_map(|c| {
+            let d = c.deprecated.as_ref()?;
+            Some(format!("{}@{} is deprecated: {d}", c.release.name, c.version))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -581,6 +617,9 @@ pub(crate) struct Change {
     /// beside what it held (install).
     pub replace: bool,
     pub requirements: Requirements,
+    /// Check kept packs file by file and unpack again what differs
+    /// (install --locked: the tree must be exactly the lockfile's).
+    pub verify_kept: bool,
 }
 
 impl Spec {
@@ -677,6 +716,7 @@ pub async fn install(
         action: Action::Install,
         replace: false,
         requirements: Requirements::Add(specs.to_vec()),
+        verify_kept: false,
     };
     let result = install_picks(client, fed, &project, picks, show_progress, trust, &view, change).await;
     // The local signal of federated learning (stays on this node). A node
@@ -760,6 +800,7 @@ pub async fn install_locked(
         action: Action::Install,
         replace: true,
         requirements: Requirements::Keep,
+        verify_kept: true,
     };
     install_picks(client, fed, &project, picks, show_progress, trust, &view, change).await
 }
@@ -794,17 +835,9 @@ pub(crate) async fn install_picks(
 
     // Phase 1: fetch every archive the change needs and the target does
     // not keep yet; each is checked against the signed hash as it streams.
-    let changed: Vec<&Candidate> = picks
-        .iter()
-        .filter(|c| {
-            before
-                .packs
-                .iter()
-                .find(|p| p.path == pack_path(&c.release.name))
-                .is_none_or(|p| p.hash != c.hash.to_hex())
-        })
-        .filter(|c| !project.has_archive(&c.hash))
-        .collect();
+    // Archives of unchanged packs too: a pack directory removed by hand is
+    // unpacked again from its archive.
+    let changed: Vec<&Candidate> = picks.iter().filter(|c| !project.has_archive(&c.hash)).collect();
     let bar = progress_bar(changed.iter().map(|c| c.release.size).sum(), show_progress);
     for c in changed {
         let mut file = project.scratch_file()?;
@@ -840,7 +873,7 @@ pub(crate) async fn install_picks(
     };
     desired.extend(new_packs);
     desired.sort_by(|a, b| a.path.cmp(&b.path));
-    let staged = project.stage(desired, false)?;
+    let staged = project.stage(desired, change.verify_kept)?;
     let mut lock = before.clone();
     lock.checkpoint = view.checkpoint.clone();
     lock.allow_stale = view.stale;
@@ -874,6 +907,7 @@ pub(crate) async fn install_picks(
         )
     };
     Ok(Installed {
+        warnings: deprecation_warnings(&picks),
         installed: picks
             .iter()
             .map(|c| InstalledPack {

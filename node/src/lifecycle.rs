@@ -154,6 +154,7 @@ pub async fn upgrade(client: &Client, fed: &FederationId, dir: &Path, opts: Upgr
         action: Action::Upgrade,
         replace: true,
         requirements: Requirements::Set(reqs),
+        verify_kept: false,
     };
     let installed = install::install_picks(
         client,

@@ -285,8 +285,8 @@ impl Project {
     }
 
     /// Prepares the tree to hold exactly `desired`: packs already in place
-    /// with the same hash are kept (checked file by file first when
-    /// `verify_kept`), every other one is unpacked from its kept archive
+    /// with the same hash are kept (their directory present, and checked
+    /// file by file first when `verify_kept`), every other one is unpacked from its kept archive
     /// into staging, its files recorded. A desired pack that lists files
     /// (a rollback) must unpack to exactly those.
     pub fn stage(&self, desired: Vec<LockedPack>, verify_kept: bool) -> Result<Staged<'_>> {
@@ -299,6 +299,7 @@ impl Project {
         for mut d in desired {
             let kept = current.iter().find(|c| c.path == d.path && c.hash == d.hash);
             if let Some(c) = kept
+                && self.root.join(&c.path).is_dir()
                 && (!verify_kept || verify_pack(&self.root, c)?.is_empty())
             {
                 d.files = c.files.clone();

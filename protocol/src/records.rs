@@ -21,6 +21,9 @@ impl Record for pb::NodeAnnouncement {
 impl Record for pb::Yank {
     const DOMAIN: Domain = Domain::Yank;
 }
+impl Record for pb::Deprecation {
+    const DOMAIN: Domain = Domain::Deprecation;
+}
 impl Record for pb::Attestation {
     const DOMAIN: Domain = Domain::Attestation;
 }
@@ -235,6 +238,35 @@ pub fn check_attestation(a: &pb::Attestation) -> Result<AttestationFacts, Record
     Ok(AttestationFacts {
         id: PackId { name, version },
         hash,
+    })
+}
+
+/// A deprecation's content, checked.
+#[derive(Debug, Clone)]
+pub struct DeprecationFacts {
+    pub name: PackName,
+    pub requirement: semver::VersionReq,
+    pub replacement: Option<PackName>,
+}
+
+/// Checks a decoded deprecation: the pack, the versions it covers, the
+/// replacement's name, the message's size.
+pub fn check_deprecation(d: &pb::Deprecation) -> Result<DeprecationFacts, RecordError> {
+    check_len("requirement", &d.requirement, MAX_VERSION_BYTES)?;
+    check_len("message", &d.message, MAX_DESCRIPTION_BYTES)?;
+    let name: PackName = d.name.parse()?;
+    let requirement = semver::VersionReq::parse(&d.requirement).map_err(|_| RecordError::Requirement {
+        name: d.name.clone(),
+        req: d.requirement.clone(),
+    })?;
+    let replacement = match d.replacement.as_str() {
+        "" => None,
+        r => Some(r.parse()?),
+    };
+    Ok(DeprecationFacts {
+        name,
+        requirement,
+        replacement,
     })
 }
 

@@ -32,10 +32,11 @@ pub enum Domain {
     NodeAnnouncement,
     ProposalCancel,
     Checkpoint,
+    Deprecation,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 10] = [
+    pub const ALL: [Domain; 11] = [
         Domain::Release,
         Domain::NamespaceClaim,
         Domain::Yank,
@@ -46,6 +47,7 @@ impl Domain {
         Domain::NodeAnnouncement,
         Domain::ProposalCancel,
         Domain::Checkpoint,
+        Domain::Deprecation,
     ];
 
     pub fn tag(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Domain {
             Domain::NodeAnnouncement => "packfed/node-announcement/v1",
             Domain::ProposalCancel => "packfed/proposal-cancel/v1",
             Domain::Checkpoint => "packfed/checkpoint/v1",
+            Domain::Deprecation => "packfed/deprecation/v1",
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use packfed_protocol::records::{PackId, check_attestation, check_release};
+use packfed_protocol::records::{PackId, check_attestation, check_deprecation, check_release};
 use packfed_protocol::{ContentHash, Domain, FederationId, Signed, SignedError, Verified, pb};
 
 use super::verdict::{self, Judge};
@@ -66,6 +66,7 @@ pub enum Incoming {
     Claim(Verified<pb::NamespaceClaim>),
     Release(Verified<pb::Release>),
     Yank(Verified<pb::Yank>),
+    Deprecation(Verified<pb::Deprecation>),
     Attestation(Verified<pb::Attestation>),
     /// Proposals, votes and cancels: [`super::gov::Governance::admit`].
     Governance(Signed),
@@ -96,6 +97,7 @@ pub fn open(bytes: &[u8], fed: &FederationId) -> Result<Incoming, Refused> {
         Some(Domain::Release) => Incoming::Release(env.verify(fed).map_err(bad)?),
         Some(Domain::NamespaceClaim) => Incoming::Claim(env.verify(fed).map_err(bad)?),
         Some(Domain::Yank) => Incoming::Yank(env.verify(fed).map_err(bad)?),
+        Some(Domain::Deprecation) => Incoming::Deprecation(env.verify(fed).map_err(bad)?),
         Some(Domain::Attestation) => Incoming::Attestation(env.verify(fed).map_err(bad)?),
         Some(Domain::LearningSummary) => Incoming::Learning(env.verify(fed).map_err(bad)?),
         Some(Domain::NodeAnnouncement) => Incoming::Announcement(env.verify(fed).map_err(bad)?),
@@ -132,6 +134,10 @@ pub fn channel_of(view: &impl View, fed: &FederationId, env: &Signed) -> Channel
         Some(Domain::Yank) => <pb::Yank as prost::Message>::decode(env.to_pb().payload.as_slice())
             .ok()
             .and_then(|y| yank_channel(view, &y).ok())
+            .unwrap_or(Channel::Public),
+        Some(Domain::Deprecation) => <pb::Deprecation as prost::Message>::decode(env.to_pb().payload.as_slice())
+            .ok()
+            .and_then(|d| pack_channel(view, &d.name).ok())
             .unwrap_or(Channel::Public),
         Some(Domain::Attestation) => env
             .verify::<pb::Attestation>(fed)
@@ -241,6 +247,93 @@ pub fn yank_channel(view: &impl View, y: &pb::Yank) -> Result<Channel, StoreErro
         .release_record(&y.name, &y.version)?
         .is_some_and(|r| r.visibility == pb::Visibility::Org as i32);
     Ok(if org { Channel::Org } else { Channel::Public })
+}
+
+/// Org if this node holds an org release of the pack: a deprecation of an
+/// org pack must not name it in the public document.
+pub fn pack_channel(view: &impl View, name: &str) -> Result<Channel, StoreError> {
+    Ok(if view.is_org_pack(name)? {
+        Channel::Org
+    } else {
+        Channel::Public
+    })
+}
+
+/// A deprecation from a peer: well-formed, and signed by the namespace's
+/// owner when the owner is known (one by anyone else is refused here and
+/// would count for nothing when read).
+pub fn deprecation(view: &impl View, v: &Verified<pb::Deprecation>, channel: Channel) -> Result<Admitted, StoreError> {
+    if view.has_record(&v.id())? {
+        return Ok(Admitted::known());
+    }
+    let facts = match check_deprecation(v.record()) {
+        Ok(f) => f,
+        Err(e) => return Ok(Admitted::invalid(format!("deprecation: {e}"))),
+    };
+    if let Some(owner) = view.namespace_owner(facts.name.namespace())?
+        && owner != v.signer()
+    {
+        return Ok(Admitted::invalid(format!(
+            "deprecation of {} not signed by the owner of its namespace",
+            facts.name
+        )));
+    }
+    let target = match channel {
+        Channel::Org => Channel::Org,
+        Channel::Public => pack_channel(view, &v.record().name)?,
+    };
+    Ok(Admitted::new(vec![
+        Effect::Store(Box::new(Write::Deprecation(v.clone()))),
+        Effect::Replicate(target, v.envelope().clone()),
+    ]))
+}
+
+/// Why a local deprecation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeprecateError {
+    #[error("deprecation record refused: {0}")]
+    Signature(#[from] SignedError),
+    #[error("deprecation record is malformed: {0}")]
+    Malformed(String),
+    #[error("{0} has no release on this node")]
+    NotFound(String),
+    #[error("only the owner of namespace {namespace} ({owner}) may deprecate its packs")]
+    NotOwner { namespace: String, owner: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A deprecation signed on this node: only the namespace owner may
+/// deprecate, and only a pack this node holds. Durable before it is gossiped.
+pub fn local_deprecation(
+    view: &impl View,
+    fed: &FederationId,
+    env: &Signed,
+) -> Result<(String, Vec<Effect>), DeprecateError> {
+    let v = env.verify::<pb::Deprecation>(fed)?;
+    let facts = check_deprecation(v.record()).map_err(|e| DeprecateError::Malformed(e.to_string()))?;
+    let name = facts.name.to_string();
+    if !view.has_pack(&name)? {
+        return Err(DeprecateError::NotFound(name));
+    }
+    let ns = facts.name.namespace();
+    let owner = view.namespace_owner(ns)?;
+    if owner != Some(v.signer()) {
+        return Err(DeprecateError::NotOwner {
+            namespace: ns.to_string(),
+            owner: owner.map(|o| o.to_hex()).unwrap_or_else(|| "nobody".into()),
+        });
+    }
+    let channel = pack_channel(view, &name)?;
+    let mut effects = vec![
+        Effect::Store(Box::new(Write::Deprecation(v.clone()))),
+        Effect::Replicate(channel, env.clone()),
+        Effect::Flush,
+    ];
+    if channel == Channel::Public {
+        effects.push(Effect::Gossip(Topic::Records, env.encoded().to_vec()));
+    }
+    Ok((format!("{name}@{}", facts.requirement), effects))
 }
 
 /// Why a local yank was refused.

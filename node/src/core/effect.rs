@@ -25,6 +25,7 @@ pub enum Write {
     Claim(Verified<pb::NamespaceClaim>),
     Release(Verified<pb::Release>, ContentHash),
     Yank(Verified<pb::Yank>),
+    Deprecation(Verified<pb::Deprecation>),
     /// With the channel each belongs to.
     Attestations(Vec<(Verified<pb::Attestation>, AttestationEntry, Channel)>),
     Gov(Signed),

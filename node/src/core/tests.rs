@@ -74,6 +74,13 @@ impl View for Mem {
     fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError> {
         Ok(self.statuses.get(release).cloned())
     }
+    fn pack_is_org(&self, name: &str) -> Result<Option<bool>, StoreError> {
+        let mut of = self.releases.iter().filter(|e| e.release.name == name).peekable();
+        if of.peek().is_none() {
+            return Ok(None);
+        }
+        Ok(Some(of.any(|e| e.release.visibility == pb::Visibility::Org as i32)))
+    }
 }
 
 /// A node's core with a shell of maps around it.
@@ -124,6 +131,7 @@ impl Sim {
             Incoming::Claim(v) => admit::claim(&self.mem, &v).unwrap(),
             Incoming::Release(v) => admit::release(&judge, &self.mem, &v, channel).unwrap(),
             Incoming::Yank(v) => admit::yank(&self.mem, &v, channel).unwrap(),
+            Incoming::Deprecation(v) => admit::deprecation(&self.mem, &v, channel).unwrap(),
             Incoming::Attestation(v) => {
                 let mut a = admit::attestations(&judge, &self.mem, &[v], channel, false).unwrap();
                 let outcome = match a.results.pop().unwrap() {
@@ -247,6 +255,9 @@ impl Sim {
 
     fn write(&mut self, w: Write) {
         match w {
+            Write::Deprecation(v) => {
+                self.mem.records.insert(v.id());
+            }
             Write::Claim(v) => {
                 self.mem.records.insert(v.id());
                 let r = v.record();

@@ -20,6 +20,14 @@ pub trait View {
     /// further than `at_most`.
     fn attestation_count(&self, name: &str, version: &str, at_most: usize) -> Result<usize, StoreError>;
     fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError>;
+    /// Whether any stored release of `name` is org (`None`: no release).
+    fn pack_is_org(&self, name: &str) -> Result<Option<bool>, StoreError>;
+    fn has_pack(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.pack_is_org(name)?.is_some())
+    }
+    fn is_org_pack(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.pack_is_org(name)? == Some(true))
+    }
     /// The witnessed time of a record, if a witness quorum listed it.
     fn witnessed(&self, id: &RecordId) -> Option<u64>;
 }

@@ -72,6 +72,7 @@ impl Node {
             Incoming::Claim(v) => admit::claim(&view, &v),
             Incoming::Release(v) => admit::release(&judge, &view, &v, channel),
             Incoming::Yank(v) => admit::yank(&view, &v, channel),
+            Incoming::Deprecation(v) => admit::deprecation(&view, &v, channel),
             Incoming::Attestation(v) => admit::attestations(&judge, &view, std::slice::from_ref(&v), channel, false)
                 .map(|mut a| Admitted {
                     outcome: match a.results.pop() {

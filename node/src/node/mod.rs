@@ -32,7 +32,7 @@ mod learning;
 mod trust;
 mod witness;
 
-pub use crate::core::admit::{AttestError, YankError};
+pub use crate::core::admit::{AttestError, DeprecateError, YankError};
 pub use crate::core::gov::GovError;
 pub use documents::{Loaded, load_replica};
 pub use ingest::{IngestStats, Ingested};
@@ -122,6 +122,9 @@ impl View for StoreView<'_> {
     fn status(&self, release: &RecordId) -> Result<Option<ReleaseStatus>, StoreError> {
         self.store.status(release)
     }
+    fn pack_is_org(&self, name: &str) -> Result<Option<bool>, StoreError> {
+        self.store.pack_is_org(name)
+    }
     fn witnessed(&self, id: &RecordId) -> Option<u64> {
         let public = self.witness.lock().unwrap_or_else(|p| p.into_inner()).witnessed(id);
         public.or_else(|| self.org_witness.lock().unwrap_or_else(|p| p.into_inner()).witnessed(id))
@@ -157,6 +160,28 @@ pub struct ReleaseView {
     pub failed_installs: u64,
     /// The signed release, hex: clients verify it themselves.
     pub envelope: String,
+    /// The namespace owner's deprecation covering this version.
+    pub deprecated: Option<DeprecationView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeprecationView {
+    pub message: String,
+    /// A pack to use instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+    /// The versions it covers.
+    pub requirement: String,
+}
+
+impl DeprecationView {
+    pub fn of(d: pb::Deprecation) -> DeprecationView {
+        DeprecationView {
+            message: d.message,
+            replacement: (!d.replacement.is_empty()).then_some(d.replacement),
+            requirement: d.requirement,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,6 +250,11 @@ impl ReleaseView {
             }
         }
         (v.installs, v.failed_installs) = node.usage_of(&v.hash);
+        v.deprecated = node
+            .deprecation(&e.release.name, &e.release.version)
+            .ok()
+            .flatten()
+            .map(DeprecationView::of);
         let claimed = v.quality.score;
         if let Ok(atts) = node.attestation_entries(&e.release) {
             v.quality_disputes = atts
@@ -275,6 +305,7 @@ impl ReleaseView {
             installs: 0,
             failed_installs: 0,
             envelope: hex::encode(e.envelope.encoded()),
+            deprecated: None,
         }
     }
 }
@@ -470,6 +501,14 @@ impl Node {
                 }
                 Ok(())
             }
+            Write::Deprecation(v) => {
+                self.store.insert_deprecation(&v)?;
+                match crate::core::admit::pack_channel(&self.view(), &v.record().name)? {
+                    Channel::Public => self.note_witnessable(v.id(), None),
+                    Channel::Org => self.org_witness_lock().note_admitted(v.id(), None),
+                }
+                Ok(())
+            }
             Write::Attestations(items) => {
                 let stored: Vec<_> = items.iter().map(|(a, e, _)| (a, e.clone())).collect();
                 self.store.insert_attestations(&stored)?;
@@ -522,6 +561,22 @@ impl Node {
                 let newest = versions.iter().find(|e| !e.yanked).or(versions.first()).cloned();
                 Ok(newest)
             }
+        }
+    }
+
+    /// Applies a signed deprecation: only the namespace owner may deprecate.
+    pub fn deprecate(&self, envelope: &Signed) -> Result<String, DeprecateError> {
+        let (what, effects) = crate::core::admit::local_deprecation(&self.view(), self.federation(), envelope)?;
+        self.apply(effects)?;
+        self.checkpoint_now();
+        Ok(what)
+    }
+
+    /// The owner's deprecation covering `name@version`, if any.
+    pub fn deprecation(&self, name: &str, version: &str) -> Result<Option<pb::Deprecation>, StoreError> {
+        match semver::Version::parse(version) {
+            Ok(v) => self.store.deprecation(name, &v),
+            Err(_) => Ok(None),
         }
     }
 

@@ -209,7 +209,9 @@ impl Node {
     fn stored_channel(&self, env: &Signed) -> Result<Channel, StoreError> {
         match env.domain() {
             Some(Domain::Attestation) => {}
-            Some(Domain::Yank) => return Ok(admit::channel_of(&self.view(), self.federation(), env)),
+            Some(Domain::Yank | Domain::Deprecation) => {
+                return Ok(admit::channel_of(&self.view(), self.federation(), env));
+            }
             _ => return Ok(admit::record_channel(env)),
         }
         let Ok(a) = <pb::Attestation as prost::Message>::decode(env.to_pb().payload.as_slice()) else {

@@ -50,6 +50,10 @@ pub struct SearchHit {
     pub license: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<Explain>,
+    /// The owner's deprecation message, as this node holds it (filled in
+    /// by the API from its own store; never taken from a peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated: Option<String>,
 }
 
 /// A peer that was asked and did not answer in time (or refused).
@@ -89,6 +93,7 @@ impl SearchHit {
             category: e.category.to_string(),
             license: e.license.to_string(),
             explain: explain.then_some(h.explain),
+            deprecated: None,
         }
     }
 }
@@ -206,6 +211,7 @@ pub fn from_wire(
             recency: part(4),
             bm25: part(5),
         }),
+        deprecated: None,
     };
     Ok((hit, org))
 }
@@ -272,6 +278,7 @@ mod tests {
             category: String::new(),
             license: String::new(),
             explain: None,
+            deprecated: None,
         }
     }
 

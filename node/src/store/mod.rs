@@ -19,6 +19,8 @@
 //!   logs; log 0 the federation's, 1 the org's).
 //! - `crdt`: automerge documents and per-peer sync states.
 //! - `yanks`: `name \0 version \0 content hash || signer` -> yank record id.
+//! - `deprecations`: `name \0 signer || record id` -> () (the envelopes are
+//!   in `records`; one counts only if its signer owns the namespace).
 //! - `attestations`, `status`: see [`trust`].
 //! - `gov`: governance record id -> () (the envelopes are in `records`).
 //! - `doc_pending`: record id -> () for every stored record that the saved
@@ -101,6 +103,8 @@ pub struct Store {
     by_hash: sled::Tree,
     namespaces: sled::Tree,
     yanks: sled::Tree,
+    /// `name \0 signer || record id` -> () for every stored deprecation.
+    deprecations: sled::Tree,
     attestations: sled::Tree,
     status: sled::Tree,
     /// Governance record ids (proposals, votes, cancels) -> ().
@@ -154,6 +158,7 @@ impl Store {
             by_hash: db.open_tree("by_hash")?,
             namespaces: db.open_tree("namespaces")?,
             yanks: db.open_tree("yanks")?,
+            deprecations: db.open_tree("deprecations")?,
             attestations: db.open_tree("attestations")?,
             status: db.open_tree("status")?,
             gov: db.open_tree("gov")?,

@@ -343,6 +343,61 @@ impl Store {
         Ok(new)
     }
 
+    /// Records a verified deprecation; it counts only if its signer owns
+    /// the namespace when read.
+    pub fn insert_deprecation(&self, d: &Verified<pb::Deprecation>) -> Result<bool, StoreError> {
+        let mut key = format!("{}\0", d.record().name).into_bytes();
+        key.extend_from_slice(d.signer().as_bytes());
+        key.extend_from_slice(d.id().as_bytes());
+        let new = (&self.records, &self.deprecations, &self.doc_pending).transaction(|(records, deps, pending)| {
+            records.insert(d.id().as_bytes(), d.envelope().encoded())?;
+            pending.insert(d.id().as_bytes(), &[])?;
+            Ok(deps.insert(key.as_slice(), &[])?.is_none())
+        })?;
+        self.changed(super::Change::Package(d.record().name.clone()));
+        Ok(new)
+    }
+
+    /// The namespace owner's deprecation covering `name@version`, the one
+    /// the owner signed last by its own clock (only the owner's own records
+    /// are compared, so nobody else's clock orders anything).
+    pub fn deprecation(&self, name: &str, version: &semver::Version) -> Result<Option<pb::Deprecation>, StoreError> {
+        let ns = name.split('/').next().unwrap_or_default();
+        let Some(owner) = self.namespace_owner(ns)? else {
+            return Ok(None);
+        };
+        let mut prefix = format!("{name}\0").into_bytes();
+        prefix.extend_from_slice(&owner.owner);
+        let mut best: Option<pb::Deprecation> = None;
+        for key in self.deprecations.scan_prefix(&prefix).keys() {
+            let rid = rid_of(&key?)?;
+            let Some(env) = self.record(&rid)? else { continue };
+            let d = <pb::Deprecation as prost::Message>::decode(env.to_pb().payload.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("record {rid}: {e}")))?;
+            let covers = semver::VersionReq::parse(&d.requirement).is_ok_and(|r| r.matches(version));
+            if covers && best.as_ref().is_none_or(|b| d.deprecated_at_ms > b.deprecated_at_ms) {
+                best = Some(d);
+            }
+        }
+        Ok(best)
+    }
+
+    /// Whether any visible release of `name` is org (`None`: none held).
+    pub fn pack_is_org(&self, name: &str) -> Result<Option<bool>, StoreError> {
+        let mut any = None;
+        for key in self.releases.scan_prefix(format!("{name}\0").as_bytes()).keys() {
+            let rid = rid_of(&key?)?;
+            let Some(env) = self.record(&rid)? else { continue };
+            let r = <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("record {rid}: {e}")))?;
+            if r.visibility == pb::Visibility::Org as i32 {
+                return Ok(Some(true));
+            }
+            any = Some(false);
+        }
+        Ok(any)
+    }
+
     /// Yanked by the namespace owner (a yank by anyone else counts for
     /// nothing).
     fn is_yanked(&self, r: &pb::Release) -> Result<bool, StoreError> {
