@@ -464,7 +464,7 @@ fn a_huge_size_claim_starts_no_download() {
 fn deleting_every_root_key_changes_nothing_a_fresh_node_syncs() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (fed, mut a, evil) = victim_and_adversary(root, 1);
+    let (fed, mut a, mut evil) = victim_and_adversary(root, 1);
     publish_victim(root, &a, &evil);
     let fed_id = federation_id(&a);
     let key = KeyPair::generate().unwrap();
@@ -489,6 +489,9 @@ fn deleting_every_root_key_changes_nothing_a_fresh_node_syncs() {
         (count(&a, "crdt_garbage") > garbage).then_some(())
     })
     .unwrap();
+    // The adversary leaves: a fresh node could otherwise find it through a
+    // and take the deletions from it directly, which says nothing of a.
+    evil.kill9().unwrap();
     let fresh = |name: &str, a: &TestNode| {
         let home = fed
             .init_home(name, "public", Some(&a.p2p_addr().unwrap()), &[])
