@@ -585,3 +585,117 @@ fn concurrent_installs_into_one_directory_never_mix() {
         assert_eq!(h.as_array().unwrap().len(), 2, "round {round}: {h}");
     }
 }
+
+/// Runs `packfed sparql --format csv QUERY` and returns its output.
+fn sparql_csv(node: &TestNode, query: &str) -> String {
+    let out = node.run(&["sparql", "--format", "csv", query]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const PF: &str = "PREFIX pf: <https://packfed.dev/ns#> PREFIX owl: <http://www.w3.org/2002/07/owl#>\n";
+
+#[test]
+fn sparql_answers_the_readme_examples_and_refuses_updates_and_runaway_queries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let home = root.join("home");
+    init_single(&bin(), &home, "alice").unwrap();
+    // A short time limit, so a runaway query is stopped quickly.
+    let config = fs::read_to_string(home.join("config.toml")).unwrap();
+    assert!(config.contains("timeout_ms = 5000"), "{config}");
+    fs::write(
+        home.join("config.toml"),
+        config.replace("timeout_ms = 5000", "timeout_ms = 300"),
+    )
+    .unwrap();
+    let node = TestNode::start(&bin(), &home).unwrap();
+
+    let publish = |name: &str, deps: &[(&str, &str)], ontology: Option<&str>| {
+        let dir = root.join(name.replace('/', "-"));
+        make_pack(&dir, name, "1.0.0", deps, 0).unwrap();
+        if let Some(ttl) = ontology {
+            fs::create_dir_all(dir.join("ontologies")).unwrap();
+            fs::write(dir.join("ontologies/api.ttl"), ttl).unwrap();
+        }
+        node.json(&["publish", &p(&dir), "--key", "alice"]).unwrap();
+    };
+    publish("acme/http-core", &[], None);
+    publish(
+        "acme/rest-api",
+        &[("acme/http-core", "^1.0")],
+        Some("@prefix owl: <http://www.w3.org/2002/07/owl#> .\n<#Endpoint> a owl:Class .\n<#Route> a owl:Class .\n"),
+    );
+    publish("acme/grpc", &[("acme/http-core", "^1")], None);
+    publish("acme/legacy", &[("acme/http-core", "^0.9")], None);
+    for (id, result) in [
+        ("acme/rest-api@1.0.0", "pass"),
+        ("acme/grpc@1.0.0", "fail"),
+        ("acme/legacy@1.0.0", "pass"),
+    ] {
+        node.json(&["attest", id, "--kind", "audit", "--result", result, "--key", "alice"])
+            .unwrap();
+    }
+
+    // "Packs whose audit passed and that depend on acme/http-core ^1".
+    let q = format!(
+        "{PF}SELECT ?id WHERE {{
+           ?r pf:id ?id ; pf:attestation ?a ; pf:dependency ?d .
+           ?a pf:kind \"audit\" ; pf:result \"pass\" .
+           ?d pf:dependsOn/pf:name \"acme/http-core\" ; pf:requirement ?req .
+           FILTER(STRSTARTS(?req, \"^1\"))
+         }} ORDER BY ?id"
+    );
+    let got = packfed_testnet::wait_for(std::time::Duration::from_secs(30), "the audits to count", || {
+        let out = sparql_csv(&node, &q);
+        out.contains("acme/rest-api").then_some(out)
+    })
+    .unwrap();
+    assert_eq!(got, "id\r\nacme/rest-api@1.0.0\n");
+
+    // "Which ontologies define a class named Endpoint".
+    let q = format!(
+        "{PF}SELECT ?id ?class WHERE {{
+           GRAPH ?g {{ ?class a owl:Class . FILTER(STRENDS(STR(?class), \"#Endpoint\")) }}
+           ?g pf:id ?id .
+         }}"
+    );
+    assert_eq!(
+        sparql_csv(&node, &q),
+        "id,class\r\nacme/rest-api@1.0.0,https://packfed.dev/pack/acme/rest-api/1.0.0/ontologies/api.ttl#Endpoint\n"
+    );
+
+    // The JSON form is SPARQL 1.1 results JSON; --pack reads one pack's own ontologies.
+    let v = node
+        .json(&[
+            "sparql",
+            &format!("{PF}SELECT (COUNT(?r) AS ?n) WHERE {{ ?r a pf:Release }}"),
+        ])
+        .unwrap();
+    assert_eq!(v["results"]["bindings"][0]["n"]["value"], "4", "{v}");
+    let v = node
+        .json(&[
+            "sparql",
+            "--pack",
+            "acme/rest-api@1.0.0",
+            &format!("{PF}SELECT ?c WHERE {{ ?c a owl:Class }} ORDER BY ?c"),
+        ])
+        .unwrap();
+    assert_eq!(v["results"]["bindings"].as_array().unwrap().len(), 2, "{v}");
+
+    let e = json_error(&node, &["sparql", "INSERT DATA { <urn:a> <urn:b> <urn:c> }"]);
+    assert_eq!(e["code"], "sparql_refused", "{e}");
+    assert!(e["error"].as_str().unwrap().contains("read-only"), "{e}");
+    let e = json_error(&node, &["sparql", "SELECT ?x WHERE { ?x ?y }"]);
+    assert_eq!(e["code"], "sparql_error", "{e}");
+    assert!(e["error"].as_str().unwrap().contains("1:"), "{e}");
+    let e = json_error(
+        &node,
+        &[
+            "sparql",
+            "SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i . ?j ?k ?l }",
+        ],
+    );
+    assert_eq!(e["code"], "sparql_timeout", "{e}");
+    assert!(e["error"].as_str().unwrap().contains("time limit of 300ms"), "{e}");
+}

@@ -16,6 +16,7 @@
 //! | GET  | /v1/search?q=&limit=&all_versions=&include_quarantined=&category=&license=&tier=&attested=&peers=local\|lacking\|all&timeout_ms=&explain= | search here and on peers |
 //! | GET  | /v1/packages/{ns}/{name} | every version, newest first |
 //! | GET  | /v1/info/{ns}/{name}?version= | one release |
+//! | POST | /v1/sparql | `{"query", "format": "json"\|"csv"}`: SPARQL results (read-only) |
 //! | GET  | /v1/blobs/{hash} | the archive bytes, streamed (token) |
 //! | GET  | /metrics | Prometheus text |
 
@@ -53,6 +54,8 @@ pub struct ApiState {
     pub net: Option<crate::net::NetHandle>,
     /// The search service, when it runs.
     pub search: Option<Arc<crate::search::SearchService>>,
+    /// The SPARQL catalog graphs, built on first use.
+    pub sparql: crate::sparql::GraphCache,
 }
 
 /// An error as the API returns it.
@@ -103,6 +106,7 @@ pub fn router_with(state: Arc<ApiState>, extra: Router<Arc<ApiState>>) -> Router
         .route("/v1/publish", post(publish))
         .route("/v1/yank", post(yank))
         .route("/v1/deprecate", post(deprecate))
+        .route("/v1/sparql", post(sparql))
         .route("/v1/attest", post(attest))
         .route("/v1/gov/submit", post(gov_submit))
         .route("/v1/learn/install", post(learn_install))
@@ -192,6 +196,7 @@ mod public_tests {
             publishes: AtomicU64::new(0),
             net: None,
             search: None,
+            sparql: Default::default(),
         });
         (router_with(state, Router::new()), token)
     }
@@ -563,6 +568,53 @@ async fn deprecate(State(s): State<Arc<ApiState>>, Json(body): Json<YankBody>) -
             other => ApiError::bad("bad_deprecation", other.to_string()),
         })?;
     Ok(Json(json!({"deprecation_id": id, "deprecated": what})))
+}
+
+#[derive(Deserialize)]
+struct SparqlBody {
+    query: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn sparql(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(body): Json<SparqlBody>,
+) -> ApiResult<Response> {
+    use crate::sparql::{Format, SparqlError};
+    let format = match body.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("csv") => Format::Csv,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "bad_format",
+                format!("format {other:?}: use json or csv"),
+            ));
+        }
+    };
+    let include_org = has_token(&s, &headers);
+    let limits = s.node.config.sparql.limits();
+    let state = s.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let generation = state.search.as_ref().map(|x| x.changes_seen());
+        let graph = state.sparql.get(&state.node, include_org, generation)?;
+        Ok::<_, anyhow::Error>(crate::sparql::run(&graph, &body.query, format, limits))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?
+    .map_err(|e| match e {
+        SparqlError::Timeout(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "sparql_timeout", e.to_string()),
+        SparqlError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sparql_busy", e.to_string()),
+        SparqlError::Update | SparqlError::Service => ApiError::bad("sparql_refused", e.to_string()),
+        _ => ApiError::bad("sparql_error", e.to_string()),
+    })?;
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, answer.content_type)
+        .header("packfed-truncated", if answer.truncated { "true" } else { "false" })
+        .body(Body::from(answer.body))
+        .map_err(ApiError::internal)?)
 }
 
 #[derive(Deserialize)]

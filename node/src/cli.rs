@@ -96,6 +96,18 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Read-only SPARQL 1.1 over the node's catalog graph (see the README's vocabulary).
+    Sparql {
+        query: String,
+        /// json (SPARQL results JSON), csv or table (default: table on a terminal, else json).
+        #[arg(long, value_enum)]
+        format: Option<SparqlFormat>,
+        /// Query one pack's own ontologies (fetched and verified like an install) instead.
+        #[arg(long, value_name = "NAME@VERSION")]
+        pack: Option<String>,
+        #[arg(long)]
+        allow_stale: bool,
+    },
     /// Sign and gossip a deprecation (namespace owner only): installs warn with the message.
     Deprecate {
         /// NAME (every version) or NAME@REQ (e.g. acme/old@<2).
@@ -384,6 +396,13 @@ enum FederationCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SparqlFormat {
+    Json,
+    Csv,
+    Table,
 }
 
 #[derive(Subcommand)]
@@ -697,6 +716,57 @@ async fn run(cli: Cli) -> Result<()> {
                 .post_json("/v1/yank", &json!({"envelope": hex::encode(env.encoded())}))
                 .await?;
             output(j, &v, || format!("yanked {pid}"));
+        }
+        Command::Sparql {
+            query,
+            format,
+            pack,
+            allow_stale,
+        } => {
+            let format = format.unwrap_or(if !j && std::io::stdout().is_terminal() {
+                SparqlFormat::Table
+            } else {
+                SparqlFormat::Json
+            });
+            let wire = if format == SparqlFormat::Csv {
+                crate::sparql::Format::Csv
+            } else {
+                crate::sparql::Format::Json
+            };
+            let limits = home.load_config()?.sparql.limits();
+            let fed = read_federation_id(&home)?;
+            let client = Client::connect(&home)?;
+            let (body, truncated) = match pack {
+                Some(p) => {
+                    let spec = exact_spec(&p)?;
+                    let guards = install::Guards {
+                        allow_stale,
+                        allow_downgrade: false,
+                    };
+                    let fetched = install::fetch_unpacked(&client, &fed, &spec, guards, None, false).await?;
+                    let store = crate::sparql::pack_graph(&fetched.root())?;
+                    let a = crate::sparql::run(&store, &query, wire, limits)
+                        .map_err(|e| UserError::new("sparql_error", e.to_string()))?;
+                    (a.body, a.truncated)
+                }
+                None => {
+                    let resp = client
+                        .post_json_raw(
+                            "/v1/sparql",
+                            &json!({"query": query, "format": if wire == crate::sparql::Format::Csv { "csv" } else { "json" }}),
+                        )
+                        .await?;
+                    let truncated = resp.headers().get("packfed-truncated").is_some_and(|v| v == "true");
+                    (resp.bytes().await?.to_vec(), truncated)
+                }
+            };
+            if truncated {
+                eprintln!("warning: more results than [sparql] max_results; the rest were left out");
+            }
+            match format {
+                SparqlFormat::Table => println!("{}", sparql_table(&body)?),
+                _ => println!("{}", String::from_utf8_lossy(&body).trim_end()),
+            }
         }
         Command::Deprecate {
             spec,
@@ -1252,6 +1322,71 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `NAME@VERSION` as a requirement for exactly that version (`NAME@REQ`
+/// and `NAME` as usual).
+fn exact_spec(s: &str) -> Result<Spec> {
+    let pinned = match s.split_once('@') {
+        Some((n, v)) if semver::Version::parse(v).is_ok() => format!("{n}@={v}"),
+        _ => s.to_string(),
+    };
+    pinned
+        .parse()
+        .map_err(|e: anyhow::Error| UserError::new("bad_spec", e.to_string()).into())
+}
+
+/// SPARQL results JSON as an aligned text table.
+fn sparql_table(body: &[u8]) -> Result<String> {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        // CONSTRUCT answers N-Triples: shown as they are.
+        Err(_) => return Ok(String::from_utf8_lossy(body).trim_end().to_string()),
+    };
+    if let Some(b) = v["boolean"].as_bool() {
+        return Ok(b.to_string());
+    }
+    let vars: Vec<String> = v["head"]["vars"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = v["results"]["bindings"]
+        .as_array()
+        .map(|b| {
+            b.iter()
+                .map(|row| {
+                    vars.iter()
+                        .map(|var| row[var]["value"].as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let widths: Vec<usize> = vars
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([v.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(&vars)];
+    out.extend(rows.iter().map(|r| line(r)));
+    out.push(format!("({} rows)", rows.len()));
+    Ok(out.join("\n"))
 }
 
 /// A key given as 64 hex digits or as the name of a key in this home.

@@ -122,6 +122,14 @@ impl Client {
         Ok(Self::check(resp).await?.json().await?)
     }
 
+    /// POSTs JSON and returns the successful response as it is (for bodies
+    /// that are not JSON documents of ours).
+    pub async fn post_json_raw(&self, path: &str, body: &Value) -> Result<reqwest::Response> {
+        let req = self.authed(self.http.post(format!("{}{}", self.base, path)).json(body));
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        Self::check(resp).await
+    }
+
     /// Streams a request body (publishing).
     pub async fn post_stream<T: DeserializeOwned>(
         &self,

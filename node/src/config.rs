@@ -139,6 +139,46 @@ pub struct Config {
     pub learn: LearnSection,
     #[serde(default)]
     pub witness: WitnessSection,
+    #[serde(default)]
+    pub sparql: SparqlSection,
+}
+
+/// `[sparql]`: limits of `packfed sparql` queries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparqlSection {
+    /// A query running longer is stopped (milliseconds).
+    #[serde(default = "default_sparql_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Results past this many are left out (the answer says so).
+    #[serde(default = "default_sparql_max_results")]
+    pub max_results: usize,
+}
+
+fn default_sparql_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_sparql_max_results() -> usize {
+    10_000
+}
+
+impl Default for SparqlSection {
+    fn default() -> Self {
+        SparqlSection {
+            timeout_ms: default_sparql_timeout_ms(),
+            max_results: default_sparql_max_results(),
+        }
+    }
+}
+
+impl SparqlSection {
+    pub fn limits(&self) -> crate::sparql::Limits {
+        crate::sparql::Limits {
+            timeout: std::time::Duration::from_millis(self.timeout_ms.max(1)),
+            max_results: self.max_results.max(1),
+        }
+    }
 }
 
 /// `[witness]`: the checkpoint logs this node keeps for witness members.

@@ -143,6 +143,7 @@ pub async fn run_with(home: Home, options: Options) -> Result<()> {
         publishes: AtomicU64::new(0),
         net: Some(net),
         search: Some(search),
+        sparql: Default::default(),
     });
     tracing::info!(peer_id = %node.peer_id, api = %api_addr, federation = %node.federation(), "node running");
     eprintln!("packfed node {} serving the API on http://{api_addr}", node.peer_id);

@@ -7,12 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Seek, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use packfed_protocol::FederationId;
-use packfed_protocol::archive::{self, ReadLimits};
 use packfed_protocol::manifest::{MANIFEST_FILE, Manifest};
 use packfed_protocol::variables::{RawValue, Value, Variable};
 use serde::Serialize;
@@ -60,28 +59,10 @@ pub async fn generate(
     spec: &Spec,
     opts: GenerateOptions<'_>,
 ) -> Result<Generated> {
-    install::check_view(client, opts.guards).await?;
-    let picks = install::resolve(client, fed, std::slice::from_ref(spec)).await?;
-    let pick = picks
-        .into_iter()
-        .find(|c| c.release.name == spec.name.as_str())
-        .with_context(|| format!("resolution did not pick {}", spec.name))?;
-    if let Some(t) = opts.trust {
-        install::check_trust(client, fed, t, &pick).await?;
-    }
+    let fetched = install::fetch_unpacked(client, fed, spec, opts.guards, opts.trust, opts.show_progress).await?;
+    let (pick, root) = (&fetched.pick, fetched.root());
     let id = format!("{}@{}", pick.release.name, pick.version);
-    let warnings = install::deprecation_warnings(std::slice::from_ref(&pick));
-
-    // Fetch and unpack into scratch space outside the target.
-    let scratch = tempfile::Builder::new().prefix("packfed-generate-").tempdir()?;
-    let mut file = tempfile::tempfile_in(scratch.path())?;
-    let bar = install::progress_bar(pick.release.size, opts.show_progress);
-    install::download(client, &pick, &mut file, &bar).await?;
-    bar.finish_and_clear();
-    file.rewind()?;
-    let root = scratch.path().join("pack");
-    archive::unpack(BufReader::new(file), &root, ReadLimits::for_archive(pick.release.size))
-        .with_context(|| format!("unpacking {id}"))?;
+    let warnings = install::deprecation_warnings(std::slice::from_ref(pick));
     let manifest_text = fs::read_to_string(root.join(MANIFEST_FILE))
         .with_context(|| format!("{id} has no readable {MANIFEST_FILE}"))?;
     let manifest = Manifest::parse(&manifest_text).with_context(|| format!("{id}'s {MANIFEST_FILE}"))?;

@@ -595,6 +595,56 @@ pub struct InstalledPack {
     pub hash: String,
 }
 
+/// A pack fetched, verified like an install, and unpacked into scratch
+/// space (removed on drop).
+pub struct Unpacked {
+    pub pick: Candidate,
+    scratch: tempfile::TempDir,
+}
+
+impl Unpacked {
+    /// The pack's root directory.
+    pub fn root(&self) -> PathBuf {
+        self.scratch.path().join("pack")
+    }
+}
+
+/// Resolves `spec` like an install (freshness, policy, trust), fetches the
+/// picked release of that name, checks it against the signed hash and
+/// size, and unpacks it outside any target.
+pub async fn fetch_unpacked(
+    client: &Client,
+    fed: &FederationId,
+    spec: &Spec,
+    guards: Guards,
+    trust: Option<&TrustContext>,
+    show_progress: bool,
+) -> Result<Unpacked> {
+    use std::io::Seek;
+    check_view(client, guards).await?;
+    let picks = resolve(client, fed, std::slice::from_ref(spec)).await?;
+    let pick = picks
+        .into_iter()
+        .find(|c| c.release.name == spec.name.as_str())
+        .with_context(|| format!("resolution did not pick {}", spec.name))?;
+    if let Some(t) = trust {
+        check_trust(client, fed, t, &pick).await?;
+    }
+    let scratch = tempfile::Builder::new().prefix("packfed-pack-").tempdir()?;
+    let mut file = tempfile::tempfile_in(scratch.path())?;
+    let bar = progress_bar(pick.release.size, show_progress);
+    download(client, &pick, &mut file, &bar).await?;
+    bar.finish_and_clear();
+    file.rewind()?;
+    packfed_protocol::archive::unpack(
+        std::io::BufReader::new(file),
+        &scratch.path().join("pack"),
+        packfed_protocol::archive::ReadLimits::for_archive(pick.release.size),
+    )
+    .with_context(|| format!("unpacking {}@{}", pick.release.name, pick.version))?;
+    Ok(Unpacked { pick, scratch })
+}
+
 /// Where a release lives inside a target.
 pub(crate) fn pack_path(name: &str) -> String {
     name.to_string()

@@ -40,5 +40,6 @@ pub mod publish;
 pub mod registry;
 pub mod resolve;
 pub mod search;
+pub mod sparql;
 pub mod store;
 pub mod templates;

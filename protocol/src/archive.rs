@@ -556,6 +556,28 @@ pub fn inspect<R: Read>(archive: R, limits: ReadLimits) -> Result<Inspection, Ar
     Ok(Inspection { manifest_text, entries })
 }
 
+/// Reads the files `wanted` picks by path (at most `max_each` bytes each,
+/// larger ones skipped), within `limits`, without unpacking.
+pub fn read_files<R: Read>(
+    archive: R,
+    limits: ReadLimits,
+    wanted: impl Fn(&str) -> bool,
+    max_each: u64,
+) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
+    let mut out = Vec::new();
+    walk(archive, limits, |info, content| {
+        if info.kind == EntryKind::File && info.size <= max_each && wanted(&info.path) {
+            let mut bytes = Vec::with_capacity(info.size as usize);
+            content
+                .read_to_end(&mut bytes)
+                .map_err(|e| ArchiveError::Corrupt(format!("{}: {e}", info.path)))?;
+            out.push((info.path.clone(), bytes));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// Unpacks an archive into `dest`, which must be an empty or new directory
 /// (the caller stages and renames). Returns the entries with file hashes.
 pub fn unpack<R: Read>(archive: R, dest: &Path, limits: ReadLimits) -> Result<Vec<EntryInfo>, ArchiveError> {

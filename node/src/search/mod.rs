@@ -152,6 +152,12 @@ impl SearchService {
         }
     }
 
+    /// How many store changes were reported so far: state derived from
+    /// the store (the SPARQL graph) is current while this has not moved.
+    pub fn changes_seen(&self) -> u64 {
+        self.feed.lock().map(|f| f.sent).unwrap_or(0)
+    }
+
     /// Waits until every change reported so far is searchable (at most
     /// `timeout`); false if it timed out.
     pub async fn caught_up(&self, timeout: Duration) -> bool {
