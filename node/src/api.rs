@@ -610,11 +610,11 @@ async fn sparql(
         SparqlError::Update | SparqlError::Service => ApiError::bad("sparql_refused", e.to_string()),
         _ => ApiError::bad("sparql_error", e.to_string()),
     })?;
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, answer.content_type)
         .header("packfed-truncated", if answer.truncated { "true" } else { "false" })
         .body(Body::from(answer.body))
-        .map_err(ApiError::internal)?)
+        .map_err(ApiError::internal)
 }
 
 #[derive(Deserialize)]
