@@ -699,3 +699,59 @@ fn sparql_answers_the_readme_examples_and_refuses_updates_and_runaway_queries() 
     assert_eq!(e["code"], "sparql_timeout", "{e}");
     assert!(e["error"].as_str().unwrap().contains("time limit of 300ms"), "{e}");
 }
+
+#[test]
+fn incompatible_majors_fail_explained_or_install_side_by_side() {
+    let s = setup();
+    let publish = |name: &str, version: &str, deps: &[(&str, &str)]| {
+        let dir = s.root.join(format!("{}-{version}", name.replace('/', "-")));
+        make_pack(&dir, name, version, deps, 0).unwrap();
+        s.node.json(&["publish", &p(&dir), "--key", "alice"]).unwrap();
+    };
+    publish("acme/core", "1.3.0", &[]);
+    publish("acme/core", "2.1.0", &[]);
+    publish("acme/a", "1.0.0", &[("acme/core", "^1")]);
+    publish("acme/b", "1.0.0", &[("acme/core", "^2")]);
+    let dir = s.root.join("proj");
+    let d = p(&dir);
+
+    let e = json_error(&s.node, &["install", "acme/a", "acme/b", "--to", &d]);
+    assert_eq!(e["code"], "unresolvable", "{e}");
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.contains("acme/core") && msg.contains("--conflicts side-by-side"),
+        "{e}"
+    );
+    assert!(!dir.join("packfed.lock").exists());
+
+    let plan = s
+        .node
+        .json(&[
+            "install",
+            "acme/a",
+            "acme/b",
+            "--to",
+            &d,
+            "--conflicts",
+            "side-by-side",
+            "--dry-run",
+        ])
+        .unwrap();
+    assert_eq!(plan["plan"].as_array().unwrap().len(), 4, "{plan}");
+    let done = s
+        .node
+        .json(&["install", "acme/a", "acme/b", "--to", &d, "--conflicts", "side-by-side"])
+        .unwrap();
+    let mut ids = ids(&done, "installed");
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["acme/a@1.0.0", "acme/b@1.0.0", "acme/core@1.3.0", "acme/core@2.1.0"]
+    );
+    assert!(dir.join("acme/core@1/pack.toml").is_file() && dir.join("acme/core@2/pack.toml").is_file());
+    assert!(!dir.join("acme/core").exists());
+    assert_eq!(s.node.json(&["verify", &d]).unwrap()["ok"], true);
+    // An upgrade keeps both majors; nothing newer exists, so nothing changes.
+    let u = s.node.json(&["upgrade", "--in", &d]).unwrap();
+    assert_eq!(u["transaction"], Value::Null, "{u}");
+}

@@ -190,6 +190,10 @@ enum Command {
         /// Print the plan (added, upgraded, downgraded, with sizes); change nothing.
         #[arg(long, conflicts_with = "locked")]
         dry_run: bool,
+        /// When dependents need incompatible majors of a pack: fail (explained)
+        /// or side-by-side (each major under DIR/ns/name@MAJOR).
+        #[arg(long, value_enum, default_value = "fail")]
+        conflicts: install::Conflicts,
     },
     /// Installed packs with newer versions allowed or available.
     Outdated {
@@ -1074,6 +1078,7 @@ async fn run(cli: Cli) -> Result<()> {
             allow_stale,
             allow_downgrade,
             dry_run,
+            conflicts,
         } => {
             let guards = install::Guards {
                 allow_stale,
@@ -1089,7 +1094,7 @@ async fn run(cli: Cli) -> Result<()> {
             let fed = read_federation_id(&home)?;
             let client = Client::connect(&home)?;
             if dry_run {
-                let plan = install::install_plan(&client, &fed, &specs, &to).await?;
+                let plan = install::install_plan(&client, &fed, &specs, &to, conflicts).await?;
                 output(j, &json!({"plan": plan}), || {
                     if plan.is_empty() {
                         return format!("nothing to do: {} already holds these versions", to.display());
@@ -1117,7 +1122,7 @@ async fn run(cli: Cli) -> Result<()> {
             let done = if locked {
                 install::install_locked(&client, &fed, &to, show, trust.as_ref(), guards).await?
             } else {
-                install::install(&client, &fed, &specs, &to, show, trust.as_ref(), guards).await?
+                install::install(&client, &fed, &specs, &to, show, trust.as_ref(), guards, conflicts).await?
             };
             let v = serde_json::to_value(&done)?;
             if !j {

@@ -121,13 +121,8 @@ pub(crate) fn check_downgrade(target: &Path, picks: &[Candidate], guards: Guards
     let Ok(Some(lock)) = Lockfile::read(target) else {
         return Ok(());
     };
-    for c in picks {
-        let pinned = lock.packs.iter().find_map(|p| {
-            let (name, version) = p.id.split_once('@')?;
-            (name == c.release.name)
-                .then(|| semver::Version::parse(version).ok())
-                .flatten()
-        });
+    for (c, path) in picks.iter().zip(pick_paths(picks)) {
+        let pinned = lock.packs.iter().find(|p| p.path == path).and_then(|p| p.version());
         if let Some(old) = pinned
             && c.version < old
         {
@@ -269,6 +264,26 @@ const CATALOG_FETCHES_IN_FLIGHT: usize = 8;
 /// versions, never picks a yanked one, backtracks on conflicts, and explains
 /// failures by who required what.
 pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Result<Vec<Candidate>> {
+    resolve_with(client, fed, specs, Conflicts::Fail).await
+}
+
+/// What an install does when dependents need incompatible majors of a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Conflicts {
+    /// Refuse, explaining who needs what.
+    #[default]
+    Fail,
+    /// Install each major needed, under `ns/name@MAJOR`.
+    SideBySide,
+}
+
+/// [`resolve`], with a choice of what a conflict between majors does.
+pub async fn resolve_with(
+    client: &Client,
+    fed: &FederationId,
+    specs: &[Spec],
+    conflicts: Conflicts,
+) -> Result<Vec<Candidate>> {
     use futures_util::StreamExt;
 
     // Breadth-first over dependency names, one wave at a time.
@@ -325,7 +340,21 @@ pub async fn resolve(client: &Client, fed: &FederationId, specs: &[Spec]) -> Res
         })
         .collect();
     let root: Vec<(PackName, semver::VersionReq)> = specs.iter().map(|s| (s.name.clone(), s.req.clone())).collect();
-    let picks = crate::resolve::resolve(&root, &catalog).map_err(|e| {
+    let resolved = match crate::resolve::resolve(&root, &catalog) {
+        Ok(one_each) => Ok(one_each.into_iter().collect::<Vec<_>>()),
+        Err(e) if conflicts == Conflicts::SideBySide => {
+            crate::resolve::resolve_side_by_side(&root, &catalog).map_err(|_| e)
+        }
+        Err(crate::resolve::ResolveError::Unresolvable { message }) => {
+            Err(crate::resolve::ResolveError::Unresolvable {
+                message: format!(
+                    "{message}\n(to install each major that is needed side by side, pass --conflicts side-by-side)"
+                ),
+            })
+        }
+        Err(e) => Err(e),
+    };
+    let picks = resolved.map_err(|e| {
         // Say which policy rule refused a release the user asked for.
         let refused: Vec<String> = specs
             .iter()
@@ -645,9 +674,20 @@ pub async fn fetch_unpacked(
     Ok(Unpacked { pick, scratch })
 }
 
-/// Where a release lives inside a target.
-pub(crate) fn pack_path(name: &str) -> String {
-    name.to_string()
+/// Where each pick lives inside a target: `ns/name`, or `ns/name@MAJOR`
+/// (0.x: `@0.MINOR`) for a pack picked in several majors side by side.
+pub(crate) fn pick_paths(picks: &[Candidate]) -> Vec<String> {
+    picks
+        .iter()
+        .map(|c| {
+            let several = picks.iter().filter(|o| o.release.name == c.release.name).count() > 1;
+            match (several, c.version.major) {
+                (false, _) => c.release.name.clone(),
+                (true, 0) => format!("{}@0.{}", c.release.name, c.version.minor),
+                (true, major) => format!("{}@{major}", c.release.name),
+            }
+        })
+        .collect()
 }
 
 /// What a change does to the lockfile's requirements.
@@ -670,6 +710,8 @@ pub(crate) struct Change {
     /// Check kept packs file by file and unpack again what differs
     /// (install --locked: the tree must be exactly the lockfile's).
     pub verify_kept: bool,
+    /// Remember that majors may stand side by side.
+    pub side_by_side: bool,
 }
 
 impl Spec {
@@ -696,10 +738,11 @@ pub struct PlanStep {
 pub fn plan(before: Option<&Lockfile>, picks: &[Candidate], replace: bool) -> Vec<PlanStep> {
     let mut steps = Vec::new();
     let held = |path: &str| before.and_then(|l| l.packs.iter().find(|p| p.path == path));
-    for c in picks {
+    let paths = pick_paths(picks);
+    for (c, path) in picks.iter().zip(&paths) {
         let to = c.version.to_string();
         let id = format!("{}@{to}", c.release.name);
-        match held(&pack_path(&c.release.name)) {
+        match held(path) {
             None => steps.push(PlanStep {
                 id,
                 action: "add",
@@ -726,7 +769,7 @@ pub fn plan(before: Option<&Lockfile>, picks: &[Candidate], replace: bool) -> Ve
     }
     if replace {
         for p in before.map(|l| l.packs.as_slice()).unwrap_or_default() {
-            if !picks.iter().any(|c| pack_path(&c.release.name) == p.path) {
+            if !paths.contains(&p.path) {
                 steps.push(PlanStep {
                     id: p.id.clone(),
                     action: "remove",
@@ -741,13 +784,20 @@ pub fn plan(before: Option<&Lockfile>, picks: &[Candidate], replace: bool) -> Ve
 }
 
 /// `packfed install --dry-run`: resolves and says what would change.
-pub async fn install_plan(client: &Client, fed: &FederationId, specs: &[Spec], target: &Path) -> Result<Vec<PlanStep>> {
-    let picks = resolve(client, fed, specs).await?;
+pub async fn install_plan(
+    client: &Client,
+    fed: &FederationId,
+    specs: &[Spec],
+    target: &Path,
+    conflicts: Conflicts,
+) -> Result<Vec<PlanStep>> {
+    let picks = resolve_with(client, fed, specs, conflicts).await?;
     let before = Lockfile::read(target)?;
     Ok(plan(before.as_ref(), &picks, false))
 }
 
 /// Resolves, fetches, verifies and installs `specs` into `target`.
+#[allow(clippy::too_many_arguments)]
 pub async fn install(
     client: &Client,
     fed: &FederationId,
@@ -756,10 +806,11 @@ pub async fn install(
     show_progress: bool,
     trust: Option<&TrustContext>,
     guards: Guards,
+    conflicts: Conflicts,
 ) -> Result<Installed> {
     let view = check_view(client, guards).await?;
     let project = Project::open(target)?;
-    let picks = resolve(client, fed, specs).await?;
+    let picks = resolve_with(client, fed, specs, conflicts).await?;
     check_downgrade(&project.root, &picks, guards)?;
     let hashes: Vec<ContentHash> = picks.iter().map(|p| p.hash).collect();
     let change = Change {
@@ -767,6 +818,7 @@ pub async fn install(
         replace: false,
         requirements: Requirements::Add(specs.to_vec()),
         verify_kept: false,
+        side_by_side: conflicts == Conflicts::SideBySide,
     };
     let result = install_picks(client, fed, &project, picks, show_progress, trust, &view, change).await;
     // The local signal of federated learning (stays on this node). A node
@@ -851,6 +903,7 @@ pub async fn install_locked(
         replace: true,
         requirements: Requirements::Keep,
         verify_kept: true,
+        side_by_side: false,
     };
     install_picks(client, fed, &project, picks, show_progress, trust, &view, change).await
 }
@@ -897,14 +950,16 @@ pub(crate) async fn install_picks(
     bar.finish_and_clear();
 
     // Phase 2: stage and commit.
+    let paths = pick_paths(&picks);
     let new_packs: Vec<LockedPack> = picks
         .iter()
-        .map(|c| LockedPack {
+        .zip(paths)
+        .map(|(c, path)| LockedPack {
             id: format!("{}@{}", c.release.name, c.version),
             hash: c.hash.to_hex(),
             publisher: c.publisher.clone(),
             record: c.record.clone(),
-            path: pack_path(&c.release.name),
+            path,
             size: c.release.size,
             dependencies: c.deps.iter().map(|(n, r)| (n.to_string(), r.to_string())).collect(),
             attestations: trusted_by.remove(&c.record).unwrap_or_default(),
@@ -928,6 +983,7 @@ pub(crate) async fn install_picks(
     lock.checkpoint = view.checkpoint.clone();
     lock.allow_stale = view.stale;
     lock.packs = staged.packs().to_vec();
+    lock.side_by_side |= change.side_by_side;
     match change.requirements {
         Requirements::Add(specs) => {
             for s in specs {

@@ -39,6 +39,15 @@ fn requirements(lock: &Lockfile) -> Result<Vec<Spec>> {
         .collect()
 }
 
+/// How re-resolution treats majors: as the install that wrote the lockfile did.
+fn conflicts(lock: &Lockfile) -> install::Conflicts {
+    if lock.side_by_side {
+        install::Conflicts::SideBySide
+    } else {
+        install::Conflicts::Fail
+    }
+}
+
 /// One row of `packfed outdated`.
 #[derive(Debug, Serialize)]
 pub struct Outdated {
@@ -53,7 +62,7 @@ pub struct Outdated {
 /// Installed packs that have a newer version allowed or available.
 pub async fn outdated(client: &Client, fed: &FederationId, dir: &Path) -> Result<Vec<Outdated>> {
     let lock = Lockfile::read(dir)?.ok_or_else(|| no_lockfile(dir))?;
-    let wanted: BTreeMap<String, String> = install::resolve(client, fed, &requirements(&lock)?)
+    let wanted: BTreeMap<String, String> = install::resolve_with(client, fed, &requirements(&lock)?, conflicts(&lock))
         .await?
         .into_iter()
         .map(|c| (c.release.name.clone(), c.version.to_string()))
@@ -123,7 +132,7 @@ pub async fn upgrade(client: &Client, fed: &FederationId, dir: &Path, opts: Upgr
             resolve_with.push(format!("{}@={v}", p.name()).parse()?);
         }
     }
-    let picks = install::resolve(client, fed, &resolve_with).await.map_err(|e| {
+    let picks = install::resolve_with(client, fed, &resolve_with, conflicts(&lock)).await.map_err(|e| {
         if opts.names.is_empty() {
             e
         } else {
@@ -155,6 +164,7 @@ pub async fn upgrade(client: &Client, fed: &FederationId, dir: &Path, opts: Upgr
         replace: true,
         requirements: Requirements::Set(reqs),
         verify_kept: false,
+        side_by_side: false,
     };
     let installed = install::install_picks(
         client,

@@ -47,6 +47,10 @@ pub struct Lockfile {
     /// `upgrade` resolve again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requirements: Vec<String>,
+    /// Installed with `--conflicts side-by-side`: re-resolutions (upgrade,
+    /// outdated) may keep several majors of a pack too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub side_by_side: bool,
     #[serde(default, rename = "pack")]
     pub packs: Vec<LockedPack>,
 }
@@ -104,6 +108,7 @@ impl Lockfile {
             checkpoint: None,
             allow_stale: false,
             requirements: Vec::new(),
+            side_by_side: false,
             packs: Vec::new(),
         }
     }

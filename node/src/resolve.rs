@@ -87,6 +87,74 @@ pub fn resolve(
     resolve_within(root, catalog, MAX_RETRIES)
 }
 
+/// The line of versions a pack keeps compatible within: its major, or for
+/// 0.x its minor (semver's caret rules).
+fn line(v: &Version) -> (u64, u64) {
+    if v.major == 0 { (0, v.minor) } else { (v.major, 0) }
+}
+
+/// The stand-in name of one line of a pack during side-by-side resolution.
+fn line_name(name: &PackName, (major, minor): (u64, u64)) -> Option<PackName> {
+    let suffix = if major == 0 {
+        format!("--v0-{minor}")
+    } else {
+        format!("--v{major}")
+    };
+    format!("{name}{suffix}").parse().ok()
+}
+
+/// Like [`resolve`], but each major line of a pack (0.x: each minor) is a
+/// pack of its own, so dependents needing incompatible majors each get
+/// theirs: the result may hold several versions of one pack, one per
+/// line. A requirement goes to the newest line holding a version it
+/// matches (the newest line when none does, which the solver then explains).
+pub fn resolve_side_by_side(
+    root: &[(PackName, VersionReq)],
+    catalog: &Catalog,
+) -> Result<Vec<(PackName, Version)>, ResolveError> {
+    let lines: BTreeMap<&PackName, BTreeSet<(u64, u64)>> = catalog
+        .iter()
+        .map(|(n, vs)| (n, vs.iter().map(|c| line(&c.version)).collect()))
+        .collect();
+    let mut real: HashMap<PackName, PackName> = HashMap::new();
+    let target = |name: &PackName, req: &VersionReq| -> PackName {
+        let Some(held) = lines.get(name) else {
+            return name.clone();
+        };
+        let matching = catalog[name]
+            .iter()
+            .filter(|c| req.matches(&c.version))
+            .map(|c| line(&c.version))
+            .max();
+        let Some(l) = matching.or_else(|| held.iter().next_back().copied()) else {
+            return name.clone();
+        };
+        line_name(name, l).unwrap_or_else(|| name.clone())
+    };
+    let mut split: Catalog = BTreeMap::new();
+    for (name, versions) in catalog {
+        for c in versions {
+            let Some(v) = line_name(name, line(&c.version)) else {
+                split.entry(name.clone()).or_default().push(c.clone());
+                continue;
+            };
+            let deps = c.deps.iter().map(|(d, r)| (target(d, r), r.clone())).collect();
+            real.insert(v.clone(), name.clone());
+            split.entry(v).or_default().push(CandidateInfo {
+                version: c.version.clone(),
+                yanked: c.yanked,
+                deps,
+            });
+        }
+    }
+    let root: Vec<(PackName, VersionReq)> = root.iter().map(|(n, r)| (target(n, r), r.clone())).collect();
+    let picks = resolve(&root, &split)?;
+    Ok(picks
+        .into_iter()
+        .map(|(n, v)| (real.get(&n).cloned().unwrap_or(n), v))
+        .collect())
+}
+
 /// [`resolve`], giving up once the solver has gone back on its choices
 /// `max_retries` times.
 pub fn resolve_within(
@@ -842,6 +910,43 @@ mod tests {
 
     fn picked(result: &BTreeMap<PackName, Version>) -> Vec<String> {
         result.iter().map(|(n, v)| format!("{n}@{v}")).collect()
+    }
+
+    #[test]
+    fn side_by_side_gives_each_dependent_its_major() {
+        let cat = Cat::default()
+            .pack("acme/a", "1.0.0", &[("acme/core", "^1")])
+            .pack("acme/b", "1.0.0", &[("acme/core", "^2.1")])
+            .pack("acme/c", "1.0.0", &[("acme/core", "^0.3")])
+            .pack("acme/core", "0.3.1", &[])
+            .pack("acme/core", "1.0.0", &[])
+            .pack("acme/core", "1.4.0", &[])
+            .pack("acme/core", "2.0.0", &[])
+            .pack("acme/core", "2.2.0", &[]);
+        let r = roots(&[("acme/a", "*"), ("acme/b", "*")]);
+        assert!(resolve(&r, &cat.0).is_err());
+        let mut got: Vec<String> = resolve_side_by_side(&r, &cat.0)
+            .unwrap()
+            .iter()
+            .map(|(n, v)| format!("{n}@{v}"))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            ["acme/a@1.0.0", "acme/b@1.0.0", "acme/core@1.4.0", "acme/core@2.2.0"]
+        );
+        let r = roots(&[("acme/a", "*"), ("acme/c", "*")]);
+        let got = resolve_side_by_side(&r, &cat.0).unwrap();
+        assert!(
+            got.iter().any(|(n, v)| n.as_str() == "acme/core" && *v == ver("0.3.1")),
+            "{got:?}"
+        );
+        // Nothing to split: the same answer as plain resolution.
+        let r = roots(&[("acme/a", "*")]);
+        assert_eq!(resolve_side_by_side(&r, &cat.0).unwrap().len(), 2);
+        // A requirement no version meets is still explained.
+        let r = roots(&[("acme/core", "^9")]);
+        assert!(resolve_side_by_side(&r, &cat.0).is_err());
     }
 
     #[test]
