@@ -843,3 +843,48 @@ fn attestation_spam_from_fresh_keys_stops_at_the_release_quota() {
     assert_eq!(held(&a), QUOTA + 1);
     assert!(a.has_attestation("acme/victim@1.0.0", &control_id));
 }
+
+/// A deprecation of the victim's pack signed by a key that does not own its
+/// namespace, gossiped by the adversary, never shows on the honest node.
+/// Control: the adversary's deprecation of its own pack, sent after it on
+/// the same path, does.
+#[test]
+fn a_deprecation_by_a_key_that_does_not_own_the_namespace_counts_for_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_fed, a, evil) = victim_and_adversary(root, 1);
+    publish_victim(root, &a, &evil);
+    let fed_id = federation_id(&a);
+    let key = KeyPair::generate().unwrap();
+    gossip_until_it_arrives(&evil, &a, &key, &fed_id, "evilns");
+    let deprecation = |name: &str, at: u64| {
+        Signed::sign(
+            &pb::Deprecation {
+                name: name.into(),
+                requirement: "*".into(),
+                message: format!("deprecated by the adversary {at}"),
+                replacement: String::new(),
+                deprecated_at_ms: at,
+            },
+            &key,
+            &fed_id,
+        )
+    };
+    let mut at = 0u64;
+    wait_for(
+        DEADLINE,
+        "the adversary's deprecation of its own pack to arrive",
+        || {
+            at += 1;
+            let _ = evil.gossip("", deprecation("acme/victim", at).encoded());
+            let _ = evil.gossip("", deprecation("evilns/tool", at).encoded());
+            let info = a.json(&["info", "evilns/tool"]).ok()?;
+            info["deprecated"]["message"].is_string().then_some(())
+        },
+    )
+    .unwrap();
+    let victim = a.json(&["info", "acme/victim"]).unwrap();
+    assert_eq!(victim["deprecated"], Value::Null, "{victim}");
+    let versions = a.json(&["versions", "acme/victim"]).unwrap();
+    assert_eq!(versions[0]["deprecated"], Value::Null, "{versions}");
+}

@@ -1294,7 +1294,8 @@ async fn run(cli: Cli) -> Result<()> {
                 let verb = if done.dry_run { "would write" } else { "wrote" };
                 let mut s: Vec<String> = done.warnings.iter().map(|w| format!("warning: {w}")).collect();
                 s.extend(done.files.iter().map(|f| format!("{verb} {}", to.join(f).display())));
-                s.push(format!("{} files from {}", done.files.len(), done.pack));
+                let n = done.files.len();
+                s.push(format!("{n} file{} from {}", if n == 1 { "" } else { "s" }, done.pack));
                 s.join("\n")
             });
         }
