@@ -41,6 +41,13 @@ fn json_error(node: &TestNode, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Makes and publishes `name@version` (with `extra` bytes of data) as alice.
+fn publish_pack(s: &Setup, name: &str, version: &str, deps: &[(&str, &str)], extra: usize) {
+    let dir = s.root.join(format!("{}-{version}", name.replace('/', "-")));
+    make_pack(&dir, name, version, deps, extra).unwrap();
+    s.node.json(&["publish", &p(&dir), "--key", "alice"]).unwrap();
+}
+
 /// Every file under `dir` (relative path -> bytes), `.packfed/` excluded.
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, at: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -406,11 +413,7 @@ fn ids(v: &Value, key: &str) -> Vec<String> {
 #[test]
 fn plan_upgrade_uninstall_and_rollback_twice_restore_exact_trees() {
     let s = setup();
-    let publish = |name: &str, version: &str, deps: &[(&str, &str)]| {
-        let dir = s.root.join(format!("{}-{version}", name.replace('/', "-")));
-        make_pack(&dir, name, version, deps, 100).unwrap();
-        s.node.json(&["publish", &p(&dir), "--key", "alice"]).unwrap();
-    };
+    let publish = |name: &str, version: &str, deps: &[(&str, &str)]| publish_pack(&s, name, version, deps, 100);
     publish("acme/core", "1.0.0", &[]);
     publish("acme/app", "1.0.0", &[("acme/core", "^1")]);
     let dir = s.root.join("project");
@@ -703,11 +706,7 @@ fn sparql_answers_the_readme_examples_and_refuses_updates_and_runaway_queries() 
 #[test]
 fn incompatible_majors_fail_explained_or_install_side_by_side() {
     let s = setup();
-    let publish = |name: &str, version: &str, deps: &[(&str, &str)]| {
-        let dir = s.root.join(format!("{}-{version}", name.replace('/', "-")));
-        make_pack(&dir, name, version, deps, 0).unwrap();
-        s.node.json(&["publish", &p(&dir), "--key", "alice"]).unwrap();
-    };
+    let publish = |name: &str, version: &str, deps: &[(&str, &str)]| publish_pack(&s, name, version, deps, 0);
     publish("acme/core", "1.3.0", &[]);
     publish("acme/core", "2.1.0", &[]);
     publish("acme/a", "1.0.0", &[("acme/core", "^1")]);

@@ -594,7 +594,7 @@ async fn sparql(
         }
     };
     let include_org = has_token(&s, &headers);
-    let limits = s.node.config.sparql.limits();
+    let limits = crate::sparql::Limits::from(&s.node.config.sparql);
     let state = s.clone();
     let answer = tokio::task::spawn_blocking(move || {
         let generation = state.search.as_ref().map(|x| x.changes_seen());

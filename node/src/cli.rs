@@ -737,7 +737,7 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 crate::sparql::Format::Json
             };
-            let limits = home.load_config()?.sparql.limits();
+            let limits = crate::sparql::Limits::from(&home.load_config()?.sparql);
             let fed = read_federation_id(&home)?;
             let client = Client::connect(&home)?;
             let (body, truncated) = match pack {

@@ -172,15 +172,6 @@ impl Default for SparqlSection {
     }
 }
 
-impl SparqlSection {
-    pub fn limits(&self) -> crate::sparql::Limits {
-        crate::sparql::Limits {
-            timeout: std::time::Duration::from_millis(self.timeout_ms.max(1)),
-            max_results: self.max_results.max(1),
-        }
-    }
-}
-
 /// `[witness]`: the checkpoint logs this node keeps for witness members.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,10 +2,15 @@
 //!
 //! Module map, top-down (no module imports one above it):
 //! - [`cli`]: argument parsing and output; [`client`]: its connection to a
-//!   daemon; [`install`]: resolve ([`resolve`]), fetch, verify, install, `verify`
+//!   daemon; [`install`]: resolve ([`resolve`]), fetch, verify, install;
+//!   [`lifecycle`]: outdated, upgrade, uninstall, history, rollback;
+//!   [`generate`]: render a pack's templates ([`templates`]) into a project;
+//!   [`project`]: an install directory (lockfile, lock, kept archives,
+//!   transactions, `verify`)
 //! - [`daemon`]: `packfed node run`, putting the pieces below together
 //! - [`api`]: the HTTP/JSON API
-//! - [`search`]: local search and the federated fan-out
+//! - [`search`]: local search and the federated fan-out; [`sparql`]: the
+//!   catalog as an RDF graph, read-only SPARQL over it
 //! - [`fetch`]: fetching blobs from providers; [`blobs`]: iroh-blobs
 //! - [`net`]: the libp2p reactor
 //! - [`node`]: the shell around the core: store, registry documents, effects

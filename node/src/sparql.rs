@@ -54,6 +54,15 @@ pub struct Limits {
     pub max_results: usize,
 }
 
+impl From<&crate::config::SparqlSection> for Limits {
+    fn from(c: &crate::config::SparqlSection) -> Limits {
+        Limits {
+            timeout: Duration::from_millis(c.timeout_ms.max(1)),
+            max_results: c.max_results.max(1),
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
