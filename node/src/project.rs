@@ -194,6 +194,30 @@ pub fn rfc3339(ms: u64) -> String {
 pub struct Project {
     pub root: PathBuf,
     _lock: fs::File,
+    /// This open created the state directory (and the target, if `Some`):
+    /// a change that never commits takes them away again, so a failed
+    /// install leaves the target as it was.
+    created: Option<Option<PathBuf>>,
+    committed: std::cell::Cell<bool>,
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if self.committed.get() {
+            return;
+        }
+        // Another command that raced this one to create the directory may
+        // have committed meanwhile: its transactions stay.
+        let untouched = fs::read_dir(self.root.join(STATE_DIR).join("transactions"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if let (Some(target), true) = (&self.created, untouched) {
+            let _ = fs::remove_dir_all(self.root.join(STATE_DIR));
+            if let Some(t) = target {
+                let _ = fs::remove_dir(t);
+            }
+        }
+    }
 }
 
 fn ids(lock: Option<&Lockfile>) -> Vec<String> {
@@ -205,6 +229,7 @@ impl Project {
     /// Opens (creating) `dir` and takes its lock: a second command on the
     /// same directory waits here until the first is done.
     pub fn open(dir: &Path) -> Result<Project> {
+        let created = (!dir.join(STATE_DIR).exists()).then(|| (!dir.exists()).then(|| dir.to_path_buf()));
         fs::create_dir_all(dir.join(STATE_DIR).join("transactions"))
             .with_context(|| format!("creating {}", dir.join(STATE_DIR).display()))?;
         fs::create_dir_all(dir.join(STATE_DIR).join("archives"))?;
@@ -225,7 +250,12 @@ impl Project {
             }
             Err(fs::TryLockError::Error(e)) => return Err(e).context("locking the target directory"),
         }
-        Ok(Project { root, _lock: lock })
+        Ok(Project {
+            root,
+            _lock: lock,
+            created,
+            committed: std::cell::Cell::new(false),
+        })
     }
 
     pub fn lockfile_text(&self) -> Result<Option<String>> {
@@ -508,6 +538,7 @@ impl Staged<'_> {
             }
             return Err(e.context("the change failed while moving packs into place; the target was restored"));
         }
+        self.project.committed.set(true);
         Ok(tx)
     }
 }
