@@ -548,3 +548,71 @@ fn a_deprecation_travels_and_installs_warn_with_its_message() {
         .unwrap();
     assert!(done.get("warnings").is_none(), "{done}");
 }
+
+/// `/metrics` of a node, parsed: series (name with labels) -> value.
+fn scrape(node: &TestNode) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(&node.api).unwrap();
+    write!(
+        c,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain"), "{head}");
+    body.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+            (
+                series.to_string(),
+                value.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")),
+            )
+        })
+        .collect()
+}
+
+/// Each counter moves after a publish, a search and a fetch, and the text
+/// parses as Prometheus exposition lines.
+#[test]
+fn metrics_move_after_a_publish_a_search_and_a_fetch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fed = Federation::up(&bin(), root, &["company", "public"]).unwrap();
+    let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
+    let before = scrape(b);
+    assert_eq!(before["packfed_search_seconds_count"], 0.0);
+    assert_eq!(before["packfed_fetch_seconds_count"], 0.0);
+
+    let pack = root.join("m");
+    make_pack(&pack, "acme/metered", "1.0.0", &[], 20_000).unwrap();
+    a.json(&["publish", &pack.to_string_lossy(), "--key", "k0"]).unwrap();
+    assert_eq!(scrape(a)["packfed_publish_total{result=\"ok\"}"], 1.0);
+    wait_for(DEADLINE, "B to see the release", || {
+        search_ids(b, "metered")
+            .contains(&"acme/metered@1.0.0".to_string())
+            .then_some(())
+    })
+    .unwrap();
+    let target = root.join("b-install");
+    b.json(&["install", "acme/metered", "--to", &target.to_string_lossy()])
+        .unwrap();
+
+    let after = scrape(b);
+    assert!(after["packfed_search_seconds_count"] >= 1.0, "{after:?}");
+    assert_eq!(after["packfed_fetch_seconds_count"], 1.0, "{after:?}");
+    assert!(after["packfed_blob_bytes_served_total"] > 20_000.0, "{after:?}");
+    assert_eq!(after["packfed_releases"], 1.0);
+    assert!(after["packfed_peers_connected"] >= 1.0);
+    assert_eq!(after["packfed_quarantined"], 0.0);
+    assert!(after["packfed_sync_bytes_total{direction=\"in\"}"] > 0.0, "{after:?}");
+    let gossip_accepted: f64 = after
+        .iter()
+        .filter(|(k, _)| k.starts_with("packfed_gossip_messages_total{") && k.contains("result=\"accept\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(gossip_accepted >= 1.0, "{after:?}");
+}

@@ -421,13 +421,36 @@ async fn learn_status(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value>
     Json(s.node.learn_status(crate::packing::now_ms()))
 }
 
-async fn metrics(State(s): State<Arc<ApiState>>) -> String {
-    format!(
-        "# TYPE packfed_releases gauge\npackfed_releases {}\n# TYPE packfed_blobs gauge\npackfed_blobs {}\n# TYPE packfed_publishes_total counter\npackfed_publishes_total {}\n",
-        s.node.store.release_count(),
-        s.node.store.blob_count(),
-        s.publishes.load(Ordering::Relaxed)
-    )
+async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
+    use crate::metrics::Gauge;
+    let peers = match s.net.as_ref() {
+        Some(net) => net.peers().await.len() as u64,
+        None => 0,
+    };
+    let node = s.node.clone();
+    let text = tokio::task::spawn_blocking(move || -> Result<String, crate::store::StoreError> {
+        let quarantined = node.store.quarantined_count()?;
+        Ok(node.metrics.render(&[
+            Gauge(
+                "packfed_releases",
+                "Release records held.",
+                node.store.release_count() as u64,
+            ),
+            Gauge("packfed_blobs", "Pack archives held.", node.store.blob_count() as u64),
+            Gauge("packfed_peers_connected", "Peers connected now.", peers),
+            Gauge(
+                "packfed_quarantined",
+                "Releases the acceptance policy in force quarantines.",
+                quarantined,
+            ),
+        ]))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Body::from(text))
+        .map_err(ApiError::internal)
 }
 
 fn publish_status(e: &PublishError) -> StatusCode {
@@ -445,6 +468,15 @@ impl From<PublishError> for ApiError {
 }
 
 async fn publish(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> ApiResult<Json<serde_json::Value>> {
+    let result = publish_counted(&s, headers, body).await;
+    s.node.metrics.publish(match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    });
+    result
+}
+
+async fn publish_counted(s: &Arc<ApiState>, headers: HeaderMap, body: Body) -> ApiResult<Json<serde_json::Value>> {
     let prefix = headers
         .get(PUBLISH_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -693,6 +725,7 @@ async fn search(
         .timeout_ms
         .map(|ms| std::time::Duration::from_millis(ms.min(MAX_SEARCH_TIMEOUT_MS)))
         .unwrap_or(search::federated::DEFAULT_TIMEOUT);
+    let started = std::time::Instant::now();
     let resp = search::federated::search(
         &s.node,
         s.search.as_ref(),
@@ -709,6 +742,7 @@ async fn search(
         }
         other => ApiError::internal(other),
     })?;
+    s.node.metrics.search_seconds.observe(started.elapsed());
     let mut resp = resp;
     for hit in &mut resp.results {
         hit.deprecated = s.node.deprecation(&hit.name, &hit.version)?.map(|d| d.message);
@@ -1018,6 +1052,7 @@ async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiRe
         Err(e) => return Err(e.into()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let node = s.node.clone();
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; CHUNK_SIZE];
         loop {
@@ -1027,6 +1062,7 @@ async fn blob(State(s): State<Arc<ApiState>>, Path(hash): Path<String>) -> ApiRe
                     if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
                         break;
                     }
+                    crate::metrics::Metrics::add(&node.metrics.blob_bytes_served, n as u64);
                 }
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));

@@ -115,6 +115,22 @@ pub async fn fetch_blob_with_progress(
     if size > limit {
         bail!("{hash} is {size} bytes, over this node's {limit}-byte pack limit ([node] max_pack_bytes)");
     }
+    let started = std::time::Instant::now();
+    let result = fetch_from_providers(node, net, hash, size, progress).await;
+    if result.is_ok() {
+        node.metrics.fetch_seconds.observe(started.elapsed());
+    }
+    result
+}
+
+/// [`fetch_blob_with_progress`] once the blob is known to be missing.
+async fn fetch_from_providers(
+    node: &Arc<Node>,
+    net: &NetHandle,
+    hash: ContentHash,
+    size: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
     let providers = net.providers(hash).await;
     if providers.is_empty() {
         bail!("no peer is connected that could provide {hash}; check `packfed peers`");

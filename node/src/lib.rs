@@ -37,6 +37,7 @@ pub mod keys;
 pub mod learn;
 pub mod lifecycle;
 pub mod memory;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod packing;

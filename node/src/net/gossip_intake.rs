@@ -19,6 +19,7 @@ const QUEUE: usize = 4096;
 struct Job {
     source: PeerId,
     id: gossipsub::MessageId,
+    topic: String,
     data: Vec<u8>,
 }
 
@@ -26,6 +27,7 @@ struct Job {
 pub(super) struct Judged {
     pub source: PeerId,
     pub id: gossipsub::MessageId,
+    pub topic: String,
     pub outcome: Ingested,
 }
 
@@ -53,9 +55,23 @@ impl Intake {
         let Some(mut waiting) = self.waiting.take() else { return };
         let verdicts = self.verdicts.clone();
         tokio::task::spawn_blocking(move || {
-            while let Some(Job { source, id, data }) = waiting.blocking_recv() {
+            while let Some(Job {
+                source,
+                id,
+                topic,
+                data,
+            }) = waiting.blocking_recv()
+            {
                 let outcome = node.ingest(&data, Channel::Public);
-                if verdicts.send(Judged { source, id, outcome }).is_err() {
+                if verdicts
+                    .send(Judged {
+                        source,
+                        id,
+                        topic,
+                        outcome,
+                    })
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -63,7 +79,14 @@ impl Intake {
     }
 
     /// Queues a message; false if the queue is full.
-    pub(super) fn submit(&self, source: PeerId, id: gossipsub::MessageId, data: Vec<u8>) -> bool {
-        self.jobs.try_send(Job { source, id, data }).is_ok()
+    pub(super) fn submit(&self, source: PeerId, id: gossipsub::MessageId, topic: String, data: Vec<u8>) -> bool {
+        self.jobs
+            .try_send(Job {
+                source,
+                id,
+                topic,
+                data,
+            })
+            .is_ok()
     }
 }

@@ -824,7 +824,9 @@ impl Reactor {
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
-        if !self.gossip.submit(source, id.clone(), message.data) {
+        let topic = message.topic.as_str().to_string();
+        if !self.gossip.submit(source, id.clone(), topic.clone(), message.data) {
+            self.node.metrics.gossip(&topic, "dropped");
             tracing::debug!(peer = %source, "gossip queue full: dropped a message unjudged");
             self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
                 &id,
@@ -835,7 +837,12 @@ impl Reactor {
     }
 
     fn on_gossip_judged(&mut self, judged: gossip_intake::Judged) {
-        let gossip_intake::Judged { source, id, outcome } = judged;
+        let gossip_intake::Judged {
+            source,
+            id,
+            topic,
+            outcome,
+        } = judged;
         let acceptance = match outcome {
             Ingested::Invalid(reason) => {
                 tracing::warn!(peer = %source, %reason, "rejected a gossiped record");
@@ -860,6 +867,12 @@ impl Reactor {
             // Dated ahead of our clock: kept, not forwarded, not penalized.
             Ingested::Held(_) => MessageAcceptance::Ignore,
         };
+        let result = match acceptance {
+            MessageAcceptance::Accept => "accept",
+            MessageAcceptance::Reject => "reject",
+            MessageAcceptance::Ignore => "ignore",
+        };
+        self.node.metrics.gossip(&topic, result);
         self.swarm
             .behaviour_mut()
             .gossipsub

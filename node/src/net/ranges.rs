@@ -40,11 +40,14 @@ impl RangeSource for StoreRanges {
         }
         let len = u64::from(req.length.min(MAX_BLOB_RANGE)).min(meta.size - req.offset) as usize;
         match self.node.store.read_at(&hash, req.offset, len) {
-            Ok(data) => pb::BlobResponse {
-                status: STATUS_OK,
-                data,
-                size: meta.size,
-            },
+            Ok(data) => {
+                crate::metrics::Metrics::add(&self.node.metrics.blob_bytes_served, data.len() as u64);
+                pb::BlobResponse {
+                    status: STATUS_OK,
+                    data,
+                    size: meta.size,
+                }
+            }
             Err(_) => refuse(STATUS_NOT_FOUND),
         }
     }

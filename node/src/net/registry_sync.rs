@@ -262,6 +262,8 @@ impl Reactor {
                 if self.swarm.is_connected(&peer) {
                     self.responder_states.insert((peer, doc), state);
                 }
+                let sent = reply.as_ref().map_or(0, Vec::len) as u64;
+                crate::metrics::Metrics::add(&self.node.metrics.sync_bytes_sent, sent);
                 let _ = self.swarm.behaviour_mut().sync.send_response(
                     ch,
                     pb::SyncResponse {
@@ -274,6 +276,8 @@ impl Reactor {
                 self.sync_steps.running.remove(&(peer, doc, false));
                 let first = rounds == 0;
                 if (first || reply.is_some() || heard) && rounds < MAX_SYNC_ROUNDS && self.swarm.is_connected(&peer) {
+                    let sent = reply.as_ref().map_or(0, Vec::len) as u64;
+                    crate::metrics::Metrics::add(&self.node.metrics.sync_bytes_sent, sent);
                     let id = self
                         .swarm
                         .behaviour_mut()
@@ -322,6 +326,7 @@ impl Reactor {
                         return;
                     }
                     let bytes = response.message.as_ref().map_or(0, Vec::len);
+                    crate::metrics::Metrics::add(&self.node.metrics.sync_bytes_received, bytes as u64);
                     if !self
                         .sync_bytes_limiter
                         .allow_n(&peer, bytes as f64, crate::packing::now_ms())
@@ -373,6 +378,7 @@ impl Reactor {
         };
         let now = crate::packing::now_ms();
         let bytes = request.message.as_ref().map_or(0, Vec::len) as f64;
+        crate::metrics::Metrics::add(&self.node.metrics.sync_bytes_received, bytes as u64);
         if !self.sync_requests_limiter.allow(&peer, now) || !self.sync_bytes_limiter.allow_n(&peer, bytes, now) {
             tracing::warn!(%peer, bytes, "registry sync budget spent: refused a request");
             count_refused(&self.node);

@@ -71,6 +71,8 @@ pub struct Node {
     org_replica_file: Mutex<DocFile>,
     /// Counters of what peers sent.
     pub stats: IngestStats,
+    /// What `/metrics` shows.
+    pub metrics: crate::metrics::Metrics,
     /// The iroh endpoint that moves pack bytes, once started.
     pub iroh: OnceLock<iroh::Endpoint>,
     /// Governance records held, and the policy and membership in force.
@@ -355,6 +357,7 @@ impl Node {
             replica_file: Mutex::new(replica_file),
             org_replica_file: Mutex::new(org_replica_file),
             stats: Default::default(),
+            metrics: Default::default(),
             iroh: Default::default(),
             outbox: Default::default(),
         };

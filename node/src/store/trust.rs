@@ -157,6 +157,17 @@ impl Store {
         }
     }
 
+    /// How many releases the policy in force quarantines (a scan: for
+    /// metrics scrapes, not hot paths).
+    pub fn quarantined_count(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for v in self.status.iter().values() {
+            let s: ReleaseStatus = postcard::from_bytes(&v?).map_err(|e| corrupt("release status", e))?;
+            n += u64::from(!s.accepted());
+        }
+        Ok(n)
+    }
+
     /// Stores a verdict; returns the previous one.
     pub fn set_status(&self, release: &RecordId, status: &ReleaseStatus) -> Result<Option<ReleaseStatus>, StoreError> {
         let value = postcard::to_stdvec(status).map_err(|e| corrupt("release status", e))?;
