@@ -69,6 +69,9 @@ enum Command {
     /// The daemon.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The node's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// This node's status.
     Status,
     /// Known peers.
@@ -95,6 +98,16 @@ enum Command {
         key: String,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// Shell completion script for bash, zsh or fish, on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (packfed.1 and one per command) into DIR.
+    Man {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Read-only SPARQL 1.1 over the node's catalog graph (see the README's vocabulary).
     Sparql {
@@ -412,7 +425,39 @@ enum SparqlFormat {
 #[derive(Subcommand)]
 enum NodeCommand {
     /// Run the daemon in the foreground until SIGINT/SIGTERM.
-    Run,
+    Run(SettingFlags),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// The effective configuration, and where each value came from
+    /// (flag > PACKFED_<SECTION>_<KEY> > config.toml > default).
+    Show(SettingFlags),
+}
+
+/// Configuration given as flags (they win over the environment and the file).
+#[derive(clap::Args, Default)]
+struct SettingFlags {
+    /// The API address (`[api] listen`).
+    #[arg(long, value_name = "ADDR")]
+    api: Option<String>,
+    /// Any key: SECTION.KEY=VALUE (repeatable), e.g. --set net.mdns=true.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<crate::settings::Override>,
+}
+
+impl SettingFlags {
+    fn install(self) {
+        let mut flags = self.set;
+        if let Some(api) = self.api {
+            flags.push(crate::settings::Override {
+                section: "api".into(),
+                key: "listen".into(),
+                value: api,
+            });
+        }
+        crate::settings::set_flags(flags);
+    }
 }
 
 /// A failure whose JSON document was already printed.
@@ -578,7 +623,39 @@ async fn run(cli: Cli) -> Result<()> {
                 )
             });
         }
-        Command::Node(NodeCommand::Run) => daemon::run(home).await?,
+        Command::Node(NodeCommand::Run(flags)) => {
+            flags.install();
+            daemon::run(home).await?
+        }
+        Command::Config(ConfigCommand::Show(flags)) => {
+            flags.install();
+            home.require_initialized()?;
+            let effective = home.load_settings()?;
+            let v: serde_json::Map<String, Value> = effective
+                .sources
+                .iter()
+                .map(|(k, (value, source))| {
+                    let value = serde_json::to_value(value).unwrap_or(Value::Null);
+                    (k.clone(), json!({"value": value, "source": source}))
+                })
+                .collect();
+            output(j, &Value::Object(v), || {
+                effective
+                    .sources
+                    .iter()
+                    .map(|(k, (value, source))| {
+                        format!(
+                            "{k} = {value}  ({})",
+                            serde_json::to_value(source)
+                                .ok()
+                                .and_then(|s| s.as_str().map(String::from))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
         Command::Status => {
             let client = Client::connect(&home)?;
             let v: Value = client.get("/v1/status").await?;
@@ -720,6 +797,19 @@ async fn run(cli: Cli) -> Result<()> {
                 .post_json("/v1/yank", &json!({"envelope": hex::encode(env.encoded())}))
                 .await?;
             output(j, &v, || format!("yanked {pid}"));
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into memory first: the generator panics on a closed pipe (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "packfed", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        }
+        Command::Man { out } => {
+            let files = write_man_pages(&out)?;
+            output(j, &json!({"files": files}), || {
+                format!("wrote {} man pages to {}", files.len(), out.display())
+            });
         }
         Command::Sparql {
             query,
@@ -1328,6 +1418,31 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `packfed.1`, and `packfed-CMD.1` (`packfed-CMD-SUB.1`) for every command.
+fn write_man_pages(dir: &Path) -> Result<Vec<String>> {
+    fn walk(cmd: clap::Command, name: String, dir: &Path, files: &mut Vec<String>) -> Result<()> {
+        let cmd = cmd.name(name.clone());
+        let path = dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        write_atomic(&path, &page)?;
+        files.push(path.display().to_string());
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub.clone(), format!("{name}-{}", sub.get_name()), dir, files)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files = Vec::new();
+    walk(
+        <Cli as clap::CommandFactory>::command(),
+        "packfed".into(),
+        dir,
+        &mut files,
+    )?;
+    Ok(files)
 }
 
 /// `NAME@VERSION` as a requirement for exactly that version (`NAME@REQ`

@@ -266,6 +266,14 @@ impl Config {
         toml::from_str(text).map_err(|e| anyhow::anyhow!("config.toml: {e}"))
     }
 
+    /// The sections of the configuration file.
+    pub fn sections() -> Vec<String> {
+        match toml::Value::try_from(Config::default_config()) {
+            Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn default_config() -> Config {
         // The embedded file is covered by a test, so this cannot fail at run time.
         Config::parse(DEFAULT_CONFIG).unwrap_or_else(|e| panic!("embedded default config is invalid: {e}"))
@@ -331,9 +339,16 @@ impl Home {
         Ok(())
     }
 
+    /// The effective configuration: flags over `PACKFED_<SECTION>_<KEY>`
+    /// over `config.toml` over defaults ([`crate::settings`]).
     pub fn load_config(&self) -> Result<Config> {
+        Ok(self.load_settings()?.config)
+    }
+
+    /// [`Home::load_config`], with where each value came from.
+    pub fn load_settings(&self) -> Result<crate::settings::Effective<Config>> {
         let text = fs::read_to_string(self.config()).with_context(|| format!("reading {}", self.config().display()))?;
-        Config::parse(&text)
+        crate::settings::resolve(&text, &Config::sections())
     }
 }
 

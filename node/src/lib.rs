@@ -46,6 +46,7 @@ pub mod publish;
 pub mod registry;
 pub mod resolve;
 pub mod search;
+pub mod settings;
 pub mod sparql;
 pub mod store;
 pub mod templates;
