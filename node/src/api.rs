@@ -38,6 +38,8 @@ use serde_json::json;
 use std::io::{Read, Write};
 
 use crate::node::{Node, ReleaseView};
+
+mod ui;
 use crate::publish::{self, PublishError, PublishRequest};
 use crate::search;
 use crate::store::CHUNK_SIZE;
@@ -56,6 +58,8 @@ pub struct ApiState {
     pub search: Option<Arc<crate::search::SearchService>>,
     /// The SPARQL catalog graphs, built on first use.
     pub sparql: crate::sparql::GraphCache,
+    /// The web UI's index of who depends on what.
+    pub dependents: ui::Dependents,
 }
 
 /// An error as the API returns it.
@@ -135,6 +139,7 @@ pub fn router_with(state: Arc<ApiState>, extra: Router<Arc<ApiState>>) -> Router
         .route("/v1/gov/proposals", get(gov_list))
         .route("/v1/gov/proposals/{id}", get(gov_show))
         .route("/metrics", get(metrics))
+        .merge(ui::routes())
         .merge(mutating)
         .layer(middleware::from_fn_with_state(state.clone(), require_host))
         .with_state(state)
@@ -197,6 +202,7 @@ mod public_tests {
             net: None,
             search: None,
             sparql: Default::default(),
+            dependents: Default::default(),
         });
         (router_with(state, Router::new()), token)
     }
@@ -880,6 +886,11 @@ async fn attest(State(s): State<Arc<ApiState>>, Json(body): Json<AttestBody>) ->
 
 /// The policy in force: each rule set and where it comes from.
 async fn policy(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    Json(policy_json(&s))
+}
+
+/// The policy in force, as `/v1/policy` and the web UI show it.
+fn policy_json(s: &ApiState) -> serde_json::Value {
     let sets = s.node.rule_sets();
     let source = sets.iter().map(|r| r.source.clone()).collect::<Vec<_>>().join(" + ");
     let rules: serde_json::Map<String, serde_json::Value> = sets
@@ -887,13 +898,13 @@ async fn policy(State(s): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         .map(|r| (r.source.clone(), json!({"accept": r.rules})))
         .collect();
     let p = s.node.policy();
-    Json(json!({
+    json!({
         "version": p.version,
         "set_by": p.set_by.map(hex::encode),
         "source": source,
         "rules": rules,
         "fingerprint": hex::encode(s.node.policy().fingerprint),
-    }))
+    })
 }
 
 /// Fetches a blob this node lacks from the federation, streaming progress

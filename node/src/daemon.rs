@@ -144,6 +144,7 @@ pub async fn run_with(home: Home, options: Options) -> Result<()> {
         net: Some(net),
         search: Some(search),
         sparql: Default::default(),
+        dependents: Default::default(),
     });
     tracing::info!(peer_id = %node.peer_id, api = %api_addr, federation = %node.federation(), "node running");
     eprintln!("packfed node {} serving the API on http://{api_addr}", node.peer_id);

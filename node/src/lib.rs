@@ -50,3 +50,4 @@ pub mod settings;
 pub mod sparql;
 pub mod store;
 pub mod templates;
+pub mod web;

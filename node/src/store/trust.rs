@@ -157,6 +157,21 @@ impl Store {
         }
     }
 
+    /// Every quarantined release record and its verdict (a scan).
+    pub fn quarantined(&self) -> Result<Vec<(RecordId, ReleaseStatus)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.status.iter() {
+            let (k, v) = kv?;
+            let s: ReleaseStatus = postcard::from_bytes(&v).map_err(|e| corrupt("release status", e))?;
+            if !s.accepted()
+                && let Ok(rid) = RecordId::from_slice(&k)
+            {
+                out.push((rid, s));
+            }
+        }
+        Ok(out)
+    }
+
     /// How many releases the policy in force quarantines (a scan: for
     /// metrics scrapes, not hot paths).
     pub fn quarantined_count(&self) -> Result<u64, StoreError> {
