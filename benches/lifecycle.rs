@@ -12,8 +12,11 @@
 //! (x) building that graph at ~10,000 and ~100,000 releases: time, and the
 //!     resident memory it adds, beside the search index's initial load.
 //!
+//! (y) each web UI page served by a daemon holding ~10,000 releases, beside
+//!     the JSON API call behind it; floor p50 < 50 ms per page.
+//!
 //! PACKFED_BENCH_QUICK=1 shrinks every size; PACKFED_BENCH_ONLY=uw runs
-//! only those rows (default: u..x).
+//! only those rows (default: u..y).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -316,12 +319,88 @@ fn bench_wx(rows: &mut Vec<Row>, quick: bool, want_w: bool, want_x: bool) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// (y): web UI pages against a daemon
+
+/// One HTTP GET on a new connection; the status code.
+fn get(api: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(api).expect("connect");
+    write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    let mut s = String::new();
+    c.read_to_string(&mut s).expect("read");
+    s.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn bench_y(rows: &mut Vec<Row>, quick: bool) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let packages = if quick { 500 } else { 5_000 };
+    let (home, specs) = catalog_home(tmp.path(), "ui-home", packages);
+    let node = TestNode::start(&bin(), &home).expect("start");
+    let runs = if quick { 20 } else { 100 };
+    let name = specs[packages].name.clone();
+    let word = name
+        .split('/')
+        .nth(1)
+        .unwrap_or(&name)
+        .split('-')
+        .next()
+        .unwrap_or("api")
+        .to_string();
+    let pages = [
+        (
+            "search page",
+            format!("/?q={word}"),
+            format!("/v1/search?q={word}&peers=local"),
+        ),
+        ("pack page", format!("/packs/{name}"), format!("/v1/packages/{name}")),
+        ("quarantine", "/quarantine".to_string(), "/v1/status".to_string()),
+        ("peers", "/peers".to_string(), "/v1/peers".to_string()),
+        ("governance", "/governance".to_string(), "/v1/gov/proposals".to_string()),
+        ("policy", "/policy".to_string(), "/v1/policy".to_string()),
+        ("learning", "/learn".to_string(), "/v1/learn".to_string()),
+    ];
+    let mut worst = Duration::ZERO;
+    let mut parts = Vec::new();
+    let mut bases = Vec::new();
+    for (label, page, api) in &pages {
+        assert_eq!(get(&node.api, page), 200, "{page}");
+        assert_eq!(get(&node.api, api), 200, "{api}");
+        let p = samples(runs, |_| {
+            get(&node.api, page);
+        });
+        let b = samples(runs, |_| {
+            get(&node.api, api);
+        });
+        worst = worst.max(pct(&p, 0.5));
+        parts.push(format!("{label} {}", p50_p99(&p)));
+        bases.push(format!("{api} {}", p50_p99(&b)));
+    }
+    rows.push(Row(
+        'y',
+        format!(
+            "(y) web UI pages over HTTP, {} releases ({runs} requests each)",
+            packages * 2
+        ),
+        parts.join("; "),
+        bases.join("; "),
+        format!(
+            "every page p50 < 50 ms: {}",
+            if worst < Duration::from_millis(50) {
+                "**met**"
+            } else {
+                "**NOT met**"
+            }
+        ),
+    ));
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
     let quick = std::env::var_os("PACKFED_BENCH_QUICK").is_some();
-    let only = std::env::var("PACKFED_BENCH_ONLY").unwrap_or_else(|_| "uvwx".into());
+    let only = std::env::var("PACKFED_BENCH_ONLY").unwrap_or_else(|_| "uvwxy".into());
     let want = |c: char| only.contains(c);
     let mut rows = Vec::new();
     if want('u') || want('v') {
@@ -329,6 +408,9 @@ fn main() {
     }
     if want('w') || want('x') {
         bench_wx(&mut rows, quick, want('w'), want('x'));
+    }
+    if want('y') {
+        bench_y(&mut rows, quick);
     }
     rows.sort_by_key(|r| r.0);
     println!("| lifecycle measurement | result | baseline (same run) | floor |");

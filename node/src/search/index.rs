@@ -5,8 +5,13 @@
 //! Fields and how a query meets them:
 //! - `name`: the words of `namespace/name` (`acme/rest-api` -> acme, rest,
 //!   api), exact (boost 4) and fuzzy (boost 2);
-//! - `slug`: the whole name and its short form, lowercase, matched against
-//!   the whole query with typos allowed (`rest-apj` -> `rest-api`, boost 6);
+//! - `slug`: the whole name, its short form and that form without its
+//!   hyphens (`httpcore`), lowercase, matched against the whole query with
+//!   typos allowed (`rest-apj` -> `rest-api`, boost 6) and as a prefix of
+//!   4+ letters (`postg` -> `postgres-kit`, boost 3);
+//! - a word of 4+ letters also matches as the start of a name word or
+//!   keyword (`kube` -> `kubernetes`); two adjacent words also match as one
+//!   (`http core` -> `httpcore`), so a compound is found from either spelling;
 //! - `keywords` exact (2.5) and fuzzy (1.2), `category` (1.5), `description`
 //!   stemmed (1).
 //!
@@ -27,7 +32,7 @@ use tantivy::{DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Segme
 
 /// Bump when the schema or analyzers change: an index of another version is
 /// rebuilt from sled.
-const SCHEMA_VERSION: &str = "packfed-search-1";
+const SCHEMA_VERSION: &str = "packfed-search-2";
 const VERSION_FILE: &str = "packfed-schema";
 /// Indexing arena; tantivy needs at least 15 MB per thread.
 const WRITER_ARENA: usize = 32 * 1024 * 1024;
@@ -138,6 +143,9 @@ pub struct TextIndex {
     raw: TextAnalyzer,
     prose: TextAnalyzer,
 }
+
+/// Shortest word matched as the start of a longer one.
+const MIN_PREFIX: usize = 4;
 
 fn typos(len: usize) -> u8 {
     match len {
@@ -255,6 +263,10 @@ impl TextIndex {
             doc.add_text(f.slug, &d.name);
             if let Some((_, short)) = d.name.split_once('/') {
                 doc.add_text(f.slug, short);
+                // The compound spelling: `http-core` is also `httpcore`.
+                if short.contains('-') {
+                    doc.add_text(f.slug, short.replace('-', ""));
+                }
             }
             for k in &d.keywords {
                 doc.add_text(f.keywords, k);
@@ -310,8 +322,13 @@ impl TextIndex {
             any.push(boosted(TermQuery::new(kw.clone(), IndexRecordOption::WithFreqs), 2.5));
             let d = typos(w.chars().count());
             if d > 0 {
-                any.push(boosted(FuzzyTermQuery::new(name, d, true), 2.0));
-                any.push(boosted(FuzzyTermQuery::new(kw, d, true), 1.2));
+                any.push(boosted(FuzzyTermQuery::new(name.clone(), d, true), 2.0));
+                any.push(boosted(FuzzyTermQuery::new(kw.clone(), d, true), 1.2));
+            }
+            // The first letters of a word, as a user types them.
+            if w.chars().count() >= MIN_PREFIX {
+                any.push(boosted(FuzzyTermQuery::new_prefix(name, 0, true), 1.5));
+                any.push(boosted(FuzzyTermQuery::new_prefix(kw, 0, true), 1.0));
             }
             any.push(boosted(
                 TermQuery::new(Term::from_field_text(f.category, w), IndexRecordOption::Basic),
@@ -335,8 +352,23 @@ impl TextIndex {
             top.push(boosted(TermQuery::new(term.clone(), IndexRecordOption::Basic), 6.0));
             let d = typos(whole.chars().count().saturating_sub(1));
             if d > 0 {
-                top.push(boosted(FuzzyTermQuery::new(term, d, true), 5.0));
+                top.push(boosted(FuzzyTermQuery::new(term.clone(), d, true), 5.0));
             }
+            if whole.chars().count() >= MIN_PREFIX {
+                top.push(boosted(FuzzyTermQuery::new_prefix(term, 0, true), 3.0));
+            }
+        }
+        // Two words typed apart may be one compound name (`http core`).
+        for pair in words.windows(2) {
+            let joined = format!("{}{}", pair[0], pair[1]);
+            top.push(boosted(
+                TermQuery::new(Term::from_field_text(f.slug, &joined), IndexRecordOption::Basic),
+                5.0,
+            ));
+            top.push(boosted(
+                TermQuery::new(Term::from_field_text(f.name, &joined), IndexRecordOption::WithFreqs),
+                3.0,
+            ));
         }
         ParsedQuery {
             query: Box::new(BooleanQuery::new(top)),
@@ -447,6 +479,30 @@ mod tests {
             .into_iter()
             .map(|c| c.key)
             .collect()
+    }
+
+    #[test]
+    fn first_letters_and_compounds_find_names_both_ways() {
+        let (_d, ix) = index();
+        // A word's first 4+ letters.
+        assert_eq!(keys(&ix, "kube").first(), Some(&4));
+        assert_eq!(keys(&ix, "graph").first(), Some(&2));
+        assert_eq!(keys(&ix, "oper").first(), Some(&4));
+        // Three letters are too few to mean a prefix.
+        assert!(!keys(&ix, "gra").contains(&2));
+        // Compound written apart finds the joined name, and back.
+        ix.add(&[
+            doc(5, "web/httpcore", &[], "An HTTP core", "web"),
+            doc(6, "data/time-series", &[], "Points over time", "db"),
+            doc(7, "misc/toolbox", &["observability"], "Assorted tools", "ops"),
+        ])
+        .unwrap();
+        ix.commit().unwrap();
+        assert_eq!(keys(&ix, "http core").first(), Some(&5));
+        assert_eq!(keys(&ix, "timeseries").first(), Some(&6));
+        assert_eq!(keys(&ix, "graphqlkit").first(), Some(&2));
+        // A keyword's first letters.
+        assert_eq!(keys(&ix, "observ").first(), Some(&7));
     }
 
     #[test]
