@@ -484,6 +484,10 @@ fn the_web_ui_in_a_real_browser() {
     let g = b.eval("document.querySelector('.proposal').innerText");
     assert!(g.as_str().unwrap().contains("Require quality 30"), "{g}");
     assert_eq!(b.eval("document.querySelectorAll('.proposal .bar').length"), 2);
+    // The policy diff: the proposed rule added, the rest unchanged.
+    let diff = b.eval("document.querySelector('.proposal pre.diff').innerText");
+    assert!(diff.as_str().unwrap().contains("+ min_quality = 30"), "{diff}");
+    assert!(diff.as_str().unwrap().contains("  licenses = [\"MIT\"]"), "{diff}");
     b.screenshot(&shots.join("governance.png"));
 
     for page in ["peers", "policy", "learn"] {

@@ -308,9 +308,49 @@ pub fn peers_page(peers: &Value, org_peers: &[String], org_visitor: bool) -> Str
     layout("Peers", org_visitor, body)
 }
 
+/// A line diff of `old` to `new`: (' ', '-' or '+', line), by longest
+/// common subsequence (policies are short).
+pub fn line_diff(old: &str, new: &str) -> Vec<(char, String)> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    // lcs[i][j]: common lines of a[i..] and b[j..].
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push((' ', a[i].to_string()));
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(('+', b[j].to_string()));
+            j += 1;
+        } else {
+            out.push(('-', a[i].to_string()));
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Proposals with state, tally bars against quorum and threshold,
-/// deadlines, and the change each would make.
-pub fn governance_page(proposals: &[Value], quorum: f64, threshold: f64, org_visitor: bool) -> String {
+/// deadlines, and the change each would make (`diffs`: for a policy
+/// proposal, its diff against the policy in force, by proposal id).
+pub fn governance_page(
+    proposals: &[Value],
+    diffs: &std::collections::HashMap<String, Vec<(char, String)>>,
+    quorum: f64,
+    threshold: f64,
+    org_visitor: bool,
+) -> String {
     let body = html! {
         p { "Quorum " (format!("{:.0}%", quorum * 100.0)) " of the total weight; threshold " (format!("{:.0}%", threshold * 100.0)) " of for + against." }
         @if proposals.is_empty() { p { "No proposals." } }
@@ -336,7 +376,15 @@ pub fn governance_page(proposals: &[Value], quorum: f64, threshold: f64, org_vis
                 p { small { "voting " (crate::project::rfc3339(p["voting_starts"].as_u64().unwrap_or(0))) " to " (crate::project::rfc3339(p["voting_ends"].as_u64().unwrap_or(0)))
                     @if let Some(x) = p["executable_at"].as_u64() { "; executable from " (crate::project::rfc3339(x)) } } }
                 @if !text(&p["reason"]).is_empty() { p { (text(&p["reason"])) } }
-                details { summary { "What it would change" } pre { (serde_json::to_string_pretty(&p["action"]).unwrap_or_default()) } }
+                @if let Some(diff) = diffs.get(&text(&p["proposal_id"])) {
+                    p { "The policy it would apply, against the one in force:" }
+                    pre.diff { @for (mark, line) in diff {
+                        @let color = match mark { '+' => "background:#dff3e4", '-' => "background:#fde2e1", _ => "" };
+                        span style=(color) { (mark) " " (line) } "\n"
+                    } }
+                } @else {
+                    details { summary { "What it would change" } pre { (serde_json::to_string_pretty(&p["action"]).unwrap_or_default()) } }
+                }
             }
         }
     };
@@ -368,6 +416,24 @@ pub fn login_page(failed: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_diff_marks_what_goes_and_what_comes() {
+        let d = line_diff(
+            "[accept]\nlicenses = [\"MIT\"]\n",
+            "[accept]\nlicenses = [\"MIT\"]\nmin_quality = 30\n",
+        );
+        assert_eq!(
+            d,
+            vec![
+                (' ', "[accept]".to_string()),
+                (' ', "licenses = [\"MIT\"]".to_string()),
+                ('+', "min_quality = 30".to_string())
+            ]
+        );
+        let d = line_diff("a\nb\n", "a\nc\n");
+        assert_eq!(d.iter().filter(|(m, _)| *m != ' ').count(), 2);
+    }
 
     #[test]
     fn readme_html_and_scripts_render_as_text() {

@@ -267,8 +267,22 @@ async fn governance(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> ApiRe
         .rev()
         .map(|p| super::proposal_json(p, false))
         .collect();
+    // A policy proposal shows as a diff against the policy in force.
+    let current = toml::to_string_pretty(&st.policy).unwrap_or_default();
+    let diffs = st
+        .proposals
+        .iter()
+        .filter_map(|p| match &p.action {
+            packfed_governance::proposals::Action::ReplacePolicy { policy, .. } => Some((
+                hex::encode(p.id),
+                web::line_diff(&current, &toml::to_string_pretty(policy).unwrap_or_default()),
+            )),
+            _ => None,
+        })
+        .collect();
     Ok(page(web::governance_page(
         &proposals,
+        &diffs,
         st.parameters.quorum,
         st.parameters.threshold,
         org,
