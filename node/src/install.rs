@@ -936,11 +936,22 @@ pub(crate) async fn install_picks(
         None => Lockfile::empty(fed.to_hex()),
     };
 
-    // Phase 1: fetch every archive the change needs and the target does
-    // not keep yet; each is checked against the signed hash as it streams.
-    // Archives of unchanged packs too: a pack directory removed by hand is
-    // unpacked again from its archive.
-    let changed: Vec<&Candidate> = picks.iter().filter(|c| !project.has_archive(&c.hash)).collect();
+    // Phase 1: fetch every archive the change will unpack and the target
+    // does not keep intact; each is checked against the signed hash as it
+    // streams. A pack left in place (same path and hash, directory present)
+    // needs no archive, so its kept copy is not hashed again here.
+    let paths = pick_paths(&picks);
+    let unpacks = |c: &Candidate, path: &str| {
+        change.verify_kept
+            || !project.root.join(path).is_dir()
+            || !before.packs.iter().any(|p| p.path == path && p.hash == c.hash.to_hex())
+    };
+    let changed: Vec<&Candidate> = picks
+        .iter()
+        .zip(&paths)
+        .filter(|(c, path)| unpacks(c, path) && !project.has_archive(&c.hash))
+        .map(|(c, _)| c)
+        .collect();
     let bar = progress_bar(changed.iter().map(|c| c.release.size).sum(), show_progress);
     for c in changed {
         let mut file = project.scratch_file()?;
@@ -950,7 +961,6 @@ pub(crate) async fn install_picks(
     bar.finish_and_clear();
 
     // Phase 2: stage and commit.
-    let paths = pick_paths(&picks);
     let new_packs: Vec<LockedPack> = picks
         .iter()
         .zip(paths)
