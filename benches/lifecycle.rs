@@ -28,6 +28,7 @@ use packfed_node::search::catalog::Filters;
 use packfed_node::search::{LocalQuery, SearchService};
 use packfed_node::sparql;
 use packfed_testnet::catalog;
+use packfed_testnet::timing::{dur, p50_p99, pct, samples};
 use packfed_testnet::{TestNode, init_single, make_pack, preload_catalog};
 
 fn bin() -> PathBuf {
@@ -36,41 +37,6 @@ fn bin() -> PathBuf {
 
 /// One table row: letter, measurement, result, baseline, floor.
 struct Row(char, String, String, String, String);
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[(((sorted.len() as f64 - 1.0) * p).round() as usize).min(sorted.len() - 1)]
-}
-
-fn dur(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.0} µs")
-    } else if us < 10_000.0 {
-        format!("{:.2} ms", us / 1e3)
-    } else {
-        format!("{:.1} ms", us / 1e3)
-    }
-}
-
-fn p50_p99(sorted: &[Duration]) -> String {
-    format!("p50 {} p99 {}", dur(pct(sorted, 0.5)), dur(pct(sorted, 0.99)))
-}
-
-/// Times `f` `n` times; sorted samples.
-fn samples(n: usize, mut f: impl FnMut(usize)) -> Vec<Duration> {
-    let mut out: Vec<Duration> = (0..n)
-        .map(|i| {
-            let t = Instant::now();
-            f(i);
-            t.elapsed()
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 /// This process's resident memory, KiB.
 fn rss_kib() -> u64 {

@@ -38,6 +38,7 @@ use packfed_node::search::index::{DocText, TextIndex};
 use packfed_node::search::{LocalQuery, SearchService};
 use packfed_protocol::{FederationId, KeyPair, Signed, pb};
 use packfed_testnet::catalog::{self, PackSpec, SEARCH_QUALITY_PACKAGES, SEARCH_QUALITY_SEED};
+use packfed_testnet::timing::{dur, p50_p99, pct};
 use packfed_testnet::{Federation, TestNode, make_pack, wait_for};
 
 fn bin() -> PathBuf {
@@ -46,30 +47,6 @@ fn bin() -> PathBuf {
 
 /// One table row: letter, measurement, result, baseline, floor.
 struct Row(char, String, String, String, String);
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// "p50 X p99 Y" of sorted samples.
-fn p50_p99(sorted: &[Duration]) -> String {
-    format!("p50 {} p99 {}", dur(pct(sorted, 0.5)), dur(pct(sorted, 0.99)))
-}
-
-fn dur(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.0} µs")
-    } else if us < 10_000.0 {
-        format!("{:.2} ms", us / 1e3)
-    } else {
-        format!("{:.1} ms", us / 1e3)
-    }
-}
 
 fn per_sec(n: usize, d: Duration) -> String {
     format!("{:.0}/s", n as f64 / d.as_secs_f64().max(1e-9))
