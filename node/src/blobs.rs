@@ -75,6 +75,21 @@ pub trait ChunkSource: Send + Sync + 'static {
     fn list(&self) -> Vec<Hash> {
         Vec::new()
     }
+    /// The chunk ranges held of a blob still arriving; `None` when the blob
+    /// is complete (or unknown: then `size` is `None` too).
+    fn available(&self, _hash: &Hash) -> Option<ChunkRanges> {
+        None
+    }
+    /// Follows the held ranges of a blob still arriving.
+    fn watch(&self, _hash: &Hash) -> Option<tokio::sync::watch::Receiver<ChunkRanges>> {
+        None
+    }
+    /// Called for every chunk group sent (metrics).
+    fn sent(&self, _bytes: u64) {}
+    /// The node's upload budget, if it has one.
+    fn upload_limit(&self) -> Option<Arc<crate::upload_limit::UploadLimit>> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -186,21 +201,8 @@ impl Actor {
             }
             Command::Observe(cmd) => {
                 let hash = cmd.inner.hash;
-                // not tracked in `tasks`: an observer of a missing blob waits forever
-                tokio::spawn(async move {
-                    match src.size(&hash) {
-                        Some(size) => {
-                            cmd.tx.send(Bitfield::complete(size)).await.ok();
-                        }
-                        None => {
-                            if cmd.tx.send(Bitfield::empty()).await.is_ok() {
-                                // read-only: nothing will ever change; wait until the
-                                // observer goes away.
-                                cmd.tx.closed().await;
-                            }
-                        }
-                    }
-                });
+                // Not tracked in `tasks`: an observer stays until it goes away.
+                tokio::spawn(observe(src, hash, cmd.tx));
             }
             Command::ListBlobs(cmd) => {
                 self.tasks.spawn(async move {
@@ -281,6 +283,44 @@ impl Actor {
     }
 }
 
+/// Streams what this node holds of `hash`: nothing yet (checked again every
+/// quarter second, since a fetch may start), a growing partial blob (every
+/// change), or the whole blob; until the observer goes away.
+async fn observe(src: Arc<dyn ChunkSource>, hash: Hash, tx: irpc::channel::mpsc::Sender<Bitfield>) {
+    let mut sent_empty = false;
+    loop {
+        if let Some(mut watch) = src.watch(&hash) {
+            let size = src.size(&hash).unwrap_or(0);
+            loop {
+                let ranges = watch.borrow_and_update().clone();
+                if tx.send(Bitfield::new(ranges, size)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    changed = watch.changed() => if changed.is_err() { break },
+                    _ = tx.closed() => return,
+                }
+            }
+        }
+        if let (Some(size), None) = (src.size(&hash), src.available(&hash)) {
+            if tx.send(Bitfield::complete(size)).await.is_ok() {
+                tx.closed().await;
+            }
+            return;
+        }
+        if !sent_empty {
+            if tx.send(Bitfield::empty()).await.is_err() {
+                return;
+            }
+            sent_empty = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
+
 /// `ReadBytesAt` adapter so bao-tree can read leaves from the ChunkSource.
 struct SourceReader {
     source: Arc<dyn ChunkSource>,
@@ -302,11 +342,19 @@ impl ReadBytesAt for SourceReader {
 
 /// Newtype so an irpc mpsc sender can be the sink of `traverse_ranges_validated`
 /// (iroh-blobs' own `BaoTreeSender` is crate-private).
-struct IrpcBaoSender(irpc::channel::mpsc::Sender<EncodedItem>);
+/// Leaves wait for the upload budget and are counted as they go.
+struct IrpcBaoSender(irpc::channel::mpsc::Sender<EncodedItem>, Arc<dyn ChunkSource>);
 
 impl bao_tree::io::mixed::Sender for IrpcBaoSender {
     type Error = irpc::channel::SendError;
     async fn send(&mut self, item: EncodedItem) -> Result<(), Self::Error> {
+        if let EncodedItem::Leaf(leaf) = &item {
+            let n = leaf.data.len() as u64;
+            if let Some(limit) = self.1.upload_limit() {
+                limit.wait(n).await;
+            }
+            self.1.sent(n);
+        }
         self.0.send(item).await
     }
 }
@@ -318,7 +366,7 @@ async fn export_bao(
     tx: irpc::channel::mpsc::Sender<EncodedItem>,
     validate: bool,
 ) {
-    let mut tx = IrpcBaoSender(tx);
+    let mut tx = IrpcBaoSender(tx, source.clone());
     let fail = |kind: io::ErrorKind, msg: String| EncodedItem::Error(EncodeError::Io(io::Error::new(kind, msg)));
     // NotFound/UnexpectedEof are treated as "don't have it" (not a local failure) by
     // the provider; any error makes the provider reset the QUIC stream.
@@ -342,6 +390,19 @@ async fn export_bao(
         }
     };
     let tree = BaoTree::new(size, IROH_BLOCK_SIZE);
+    // A blob still arriving serves only the groups it holds.
+    if let Some(held) = source.available(&hash) {
+        let asked = &ranges & &ChunkRanges::from(ChunkNum(0)..ChunkNum(size.div_ceil(1024).max(1)));
+        if !held.is_superset(&asked) {
+            tx.0.send(fail(
+                io::ErrorKind::NotFound,
+                format!("{hash}: those ranges are not here yet"),
+            ))
+            .await
+            .ok();
+            return;
+        }
+    }
     if outboard.len() as u64 != tree.outboard_size() {
         let msg = format!(
             "outboard size {} != expected {} for size {size}",
@@ -722,6 +783,52 @@ pub async fn fetch_on_conn<W: io::Write>(
     })
 }
 
+/// Requests `ranges` of `hash` on `conn` and hands every verified item
+/// (parents and whole chunk groups, each checked against the BLAKE3 root
+/// before it is handed over) to `sink`. Returns the blob's size.
+pub async fn get_ranges(
+    conn: &iroh::endpoint::Connection,
+    hash: Hash,
+    ranges: ChunkRanges,
+    mut sink: impl FnMut(bao_tree::io::BaoContentItem) -> io::Result<()>,
+) -> Result<u64, FetchError> {
+    let request = GetRequest::blob_ranges(hash, ranges);
+    let connected = fsm::start(conn.clone(), request, Default::default())
+        .next()
+        .await
+        .map_err(|e| FetchError::Connect(e.to_string()))?;
+    let ConnectedNext::StartRoot(root) = connected.next().await.map_err(|e| FetchError::Connect(e.to_string()))? else {
+        return Err(FetchError::Other("unexpected response shape".into()));
+    };
+    let (mut content, size) = root.next().next().await.map_err(|e| {
+        use iroh_blobs::get::fsm::AtBlobHeaderNextError as H;
+        match e {
+            H::NotFound { .. } => FetchError::ProviderAborted {
+                code: None,
+                detail: "not found".into(),
+            },
+            H::Read { ref source, .. } => FetchError::ProviderAborted {
+                code: reset_code(source),
+                detail: e.to_string(),
+            },
+        }
+    })?;
+    let end = loop {
+        match content.next().await {
+            BlobContentNext::More((next, item)) => {
+                content = next;
+                sink(item.map_err(map_decode)?).map_err(FetchError::Sink)?;
+            }
+            BlobContentNext::Done(end) => break end,
+        }
+    };
+    let EndBlobNext::Closing(closing) = end.next() else {
+        return Err(FetchError::Other("unexpected children".into()));
+    };
+    closing.next().await.map_err(|e| FetchError::Other(e.to_string()))?;
+    Ok(size)
+}
+
 // ---------------------------------------------------------------------------
 // 6. The node's store as a ChunkSource
 // ---------------------------------------------------------------------------
@@ -743,28 +850,33 @@ pub fn peer_of(remote: &EndpointId) -> Option<libp2p::PeerId> {
 
 impl ChunkSource for SledSource {
     fn size(&self, hash: &Hash) -> Option<u64> {
-        self.node
-            .store
-            .blob_meta(&content_hash(hash))
-            .ok()
-            .flatten()
-            .map(|m| m.size)
+        let h = content_hash(hash);
+        match self.node.store.blob_meta(&h).ok().flatten() {
+            Some(m) => Some(m.size),
+            None => self.node.partial(&h).map(|p| p.size),
+        }
     }
 
     fn read_at(&self, hash: &Hash, offset: u64, len: usize) -> io::Result<Bytes> {
-        let data = self
-            .node
-            .store
-            .read_at(&content_hash(hash), offset, len)
-            .map_err(io::Error::other)?;
-        Ok(Bytes::from(data))
+        let h = content_hash(hash);
+        match self.node.store.read_at(&h, offset, len) {
+            Ok(data) => Ok(Bytes::from(data)),
+            Err(crate::store::StoreError::MissingBlob(_)) => match self.node.partial(&h) {
+                Some(p) => p.read_at(offset, len),
+                None => Err(io::Error::new(io::ErrorKind::NotFound, "blob not here")),
+            },
+            Err(e) => Err(io::Error::other(e)),
+        }
     }
 
     fn outboard(&self, hash: &Hash) -> io::Result<Option<Vec<u8>>> {
         use std::io::Read;
-        let mut reader = match self.node.store.outboard_reader(&content_hash(hash)) {
+        let h = content_hash(hash);
+        let mut reader = match self.node.store.outboard_reader(&h) {
             Ok(r) => r,
-            Err(crate::store::StoreError::MissingBlob(_)) => return Ok(None),
+            Err(crate::store::StoreError::MissingBlob(_)) => {
+                return self.node.partial(&h).map(|p| p.outboard()).transpose();
+            }
             Err(e) => return Err(io::Error::other(e)),
         };
         let mut out = Vec::new();
@@ -774,5 +886,25 @@ impl ChunkSource for SledSource {
 
     fn allowed(&self, hash: &Hash, remote: &EndpointId) -> bool {
         peer_of(remote).is_some_and(|peer| self.node.may_serve(&content_hash(hash), &peer))
+    }
+
+    fn available(&self, hash: &Hash) -> Option<ChunkRanges> {
+        let h = content_hash(hash);
+        if self.node.store.has_blob(&h).unwrap_or(false) {
+            return None;
+        }
+        self.node.partial(&h).map(|p| p.have())
+    }
+
+    fn watch(&self, hash: &Hash) -> Option<tokio::sync::watch::Receiver<ChunkRanges>> {
+        self.node.partial(&content_hash(hash)).map(|p| p.subscribe())
+    }
+
+    fn sent(&self, bytes: u64) {
+        crate::metrics::Metrics::add(&self.node.metrics.blob_bytes_served, bytes);
+    }
+
+    fn upload_limit(&self) -> Option<Arc<crate::upload_limit::UploadLimit>> {
+        self.node.upload_limit.clone()
     }
 }

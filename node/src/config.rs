@@ -81,6 +81,10 @@ pub struct NetSection {
     pub bootstrap: Vec<String>,
     #[serde(default)]
     pub mdns: bool,
+    /// Pack bytes per second this node uploads at most, over both
+    /// transports together; absent or 0: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_upload_rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -111,6 +111,13 @@ pub async fn fetch_blob_with_progress(
     if node.store.has_blob(&hash)? {
         return Ok(());
     }
+    // A second fetch of the same blob (an install during a mirror fetch)
+    // waits for the first, then finds the blob stored.
+    let lock = node.fetch_lock(hash);
+    let _one_at_a_time = lock.lock().await;
+    if node.store.has_blob(&hash)? {
+        return Ok(());
+    }
     let limit = node.config.node.max_pack_bytes();
     if size > limit {
         bail!("{hash} is {size} bytes, over this node's {limit}-byte pack limit ([node] max_pack_bytes)");
@@ -131,9 +138,29 @@ async fn fetch_from_providers(
     size: u64,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
-    let providers = net.providers(hash).await;
+    let mut providers = net.providers(hash).await;
+    let all = providers.len();
+    providers.retain(|p| !node.is_penalized(&p.peer));
     if providers.is_empty() {
+        if all > 0 {
+            bail!("the only peers that could provide {hash} served corrupted bytes before and are skipped for now");
+        }
         bail!("no peer is connected that could provide {hash}; check `packfed peers`");
+    }
+    if size >= crate::swarm::SWARM_MIN_BYTES
+        && let Some(ep) = node.iroh.get()
+    {
+        let sources = swarm_sources(&providers);
+        if !sources.is_empty() {
+            match fetch_swarm(node, net, ep, hash, size, sources, progress).await {
+                Ok(()) => return Ok(()),
+                // Providers without iroh may still serve it over libp2p.
+                Err(e) if providers.iter().any(|p| p.key.is_none() || p.iroh_addrs.is_empty()) => {
+                    tracing::warn!(%hash, error = %e, "swarm fetch failed; trying providers one by one");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     let store = node.store.clone();
     let mut writer = store.blob_writer(size)?;
@@ -158,6 +185,7 @@ async fn fetch_from_providers(
                     // next provider starts from the beginning.
                     store.discard(staged.seq)?;
                     tracing::warn!(%hash, peer = %provider.peer, via, "provider served corrupted bytes; trying the next");
+                    node.penalize(provider.peer);
                     errors.push(format!(
                         "{}: peer served corrupted bytes (BLAKE3 {} instead of {hash})",
                         provider.peer, staged.hash
@@ -193,6 +221,80 @@ async fn fetch_from_providers(
     let staged = tokio::task::block_in_place(|| writer.finish())?;
     store.discard(staged.seq)?;
     bail!("no provider could serve {hash}: {}", errors.join("; "))
+}
+
+/// Providers that announced an iroh address, as swarm sources.
+fn swarm_sources(providers: &[Provider]) -> Vec<crate::swarm::Source> {
+    providers
+        .iter()
+        .filter_map(|p| {
+            let key = p.key?;
+            if p.iroh_addrs.is_empty() {
+                return None;
+            }
+            let id = iroh::EndpointId::from_bytes(&key).ok()?;
+            let mut addr = iroh::EndpointAddr::new(id);
+            for a in &p.iroh_addrs {
+                addr = addr.with_ip_addr(*a);
+            }
+            Some(crate::swarm::Source {
+                peer: p.peer,
+                key,
+                addr,
+            })
+        })
+        .collect()
+}
+
+/// Fetches a large blob piece by piece from every source at once, serving
+/// its verified pieces to others meanwhile, then adopts it into the store.
+async fn fetch_swarm(
+    node: &Arc<Node>,
+    net: &NetHandle,
+    ep: &iroh::Endpoint,
+    hash: ContentHash,
+    size: u64,
+    sources: Vec<crate::swarm::Source>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    let partial = node.open_partial(hash, size)?;
+    // Others may fetch from us from now on: say so before we have it all.
+    if node.is_public_blob(&hash) {
+        net.send(crate::net::Command::Provide(hash)).await;
+    }
+    let (result, outcome) = crate::swarm::download(ep, partial.clone(), sources, progress).await;
+    for liar in &outcome.liars {
+        tracing::warn!(%hash, peer = %liar, "provider served corrupted bytes; skipped for {:?}", crate::node::PENALTY);
+        node.penalize(*liar);
+    }
+    for (peer, bytes, ended) in &outcome.sources {
+        tracing::debug!(%hash, %peer, bytes, ended = ended.as_deref().unwrap_or("-"), "swarm source");
+    }
+    if let Err(e) = result {
+        // The verified pieces stay on disk; the next fetch resumes them.
+        node.close_partial(&hash);
+        return Err(e);
+    }
+    let adopted = tokio::task::block_in_place(|| -> Result<()> {
+        node.store.adopt_file(partial.data_path(), hash, size)?;
+        node.store.flush()?;
+        Ok(())
+    });
+    // Serving switches to the store once the meta is written.
+    node.close_partial(&hash);
+    partial.remove_files();
+    adopted?;
+    let from: Vec<String> = outcome
+        .sources
+        .iter()
+        .filter(|(_, b, _)| *b > 0)
+        .map(|(p, b, _)| format!("{p}={b}"))
+        .collect();
+    tracing::info!(%hash, via = "swarm", sources = from.len(), bytes_by_source = %from.join(","), "fetched blob");
+    if node.config.node.self_check() {
+        node.spawn_self_attest(hash);
+    }
+    Ok(())
 }
 
 /// Regional mirrors fetch every new public release in the background, at

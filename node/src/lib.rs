@@ -49,5 +49,7 @@ pub mod search;
 pub mod settings;
 pub mod sparql;
 pub mod store;
+pub mod swarm;
 pub mod templates;
+pub mod upload_limit;
 pub mod web;

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub sync_bytes_received: AtomicU64,
     pub sync_bytes_sent: AtomicU64,
     pub blob_bytes_served: AtomicU64,
+    /// Providers caught serving corrupted bytes.
+    pub providers_penalized: AtomicU64,
     /// result -> publishes.
     publishes: Mutex<BTreeMap<&'static str, u64>>,
     pub fetch_seconds: Histogram,
@@ -107,6 +109,11 @@ impl Metrics {
             out,
             "# HELP packfed_blob_bytes_served_total Pack bytes served to clients and peers.\n# TYPE packfed_blob_bytes_served_total counter\npackfed_blob_bytes_served_total {}",
             self.blob_bytes_served.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP packfed_blob_providers_penalized_total Providers caught serving corrupted bytes.\n# TYPE packfed_blob_providers_penalized_total counter\npackfed_blob_providers_penalized_total {}",
+            self.providers_penalized.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

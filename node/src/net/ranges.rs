@@ -39,6 +39,10 @@ impl RangeSource for StoreRanges {
             return refuse(STATUS_REFUSED);
         }
         let len = u64::from(req.length.min(MAX_BLOB_RANGE)).min(meta.size - req.offset) as usize;
+        // Runs on a blocking thread: waiting for the upload budget is fine.
+        if let Some(limit) = &self.node.upload_limit {
+            limit.wait_blocking(len as u64);
+        }
         match self.node.store.read_at(&hash, req.offset, len) {
             Ok(data) => {
                 crate::metrics::Metrics::add(&self.node.metrics.blob_bytes_served, data.len() as u64);

@@ -6,6 +6,7 @@
 //! which the daemon connects to the reactor. The HTTP layer (`api`) only
 //! translates.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use anyhow::{Context, Result};
@@ -92,9 +93,21 @@ pub struct Node {
     /// Where gossip, provider records and mirror requests go, once the
     /// network runs (absent in offline tools and tests: dropped).
     outbox: OnceLock<mpsc::UnboundedSender<Outbound>>,
+    /// `[net] max_upload_rate`, shared by both transports.
+    pub upload_limit: Option<Arc<crate::upload_limit::UploadLimit>>,
+    /// Blobs being fetched piece by piece (served while they arrive).
+    partials: Mutex<HashMap<ContentHash, Arc<crate::swarm::Partial>>>,
+    /// One fetch per blob at a time.
+    fetch_locks: Mutex<HashMap<ContentHash, Arc<tokio::sync::Mutex<()>>>>,
+    /// Providers that served corrupted bytes, and until when they are
+    /// skipped.
+    penalized: Mutex<HashMap<libp2p::PeerId, std::time::Instant>>,
 }
 
 /// The store as the core reads it.
+/// How long a provider that served corrupted bytes is skipped.
+pub const PENALTY: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub struct StoreView<'a> {
     store: &'a Store,
     fed: &'a FederationId,
@@ -334,6 +347,7 @@ impl Node {
         );
         let witness_keys = witness::own_witness_keys(keys::list_keys(&home)?, config.witness.keys.as_deref(), &set);
         let org_set = witness::org_witness_set(&key, &config.org.peers);
+        let upload_limit = crate::upload_limit::UploadLimit::new(config.net.max_upload_rate).map(Arc::new);
         let node = Node {
             witness: Mutex::new(crate::core::witness::Witnesses::new(set, witness_keys.keys().copied())),
             org_witness: Mutex::new(crate::core::witness::Witnesses::for_channel(
@@ -360,6 +374,10 @@ impl Node {
             metrics: Default::default(),
             iroh: Default::default(),
             outbox: Default::default(),
+            upload_limit,
+            partials: Default::default(),
+            fetch_locks: Default::default(),
+            penalized: Default::default(),
         };
         node.load_learning();
         node.load_governance()?;
@@ -596,6 +614,53 @@ impl Node {
     /// Whether `peer` shares this node's org catalog.
     pub fn is_org_peer(&self, peer: &libp2p::PeerId) -> bool {
         self.config.org.peers.iter().any(|p| p == &peer.to_string())
+    }
+
+    /// The blob `hash` as far as it has arrived, if a fetch is under way.
+    pub fn partial(&self, hash: &ContentHash) -> Option<Arc<crate::swarm::Partial>> {
+        self.partials.lock().ok()?.get(hash).cloned()
+    }
+
+    /// Opens (or resumes) a partial blob and starts serving what it holds.
+    pub fn open_partial(&self, hash: ContentHash, size: u64) -> std::io::Result<Arc<crate::swarm::Partial>> {
+        let mut partials = self.partials.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        if let Some(p) = partials.get(&hash) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(crate::swarm::Partial::open(&self.store.partial_dir(), hash, size)?);
+        partials.insert(hash, p.clone());
+        Ok(p)
+    }
+
+    /// Stops serving a partial blob (it was adopted, or the fetch stopped).
+    pub fn close_partial(&self, hash: &ContentHash) {
+        if let Ok(mut p) = self.partials.lock() {
+            p.remove(hash);
+        }
+    }
+
+    /// The lock that keeps two fetches of one blob from running at once.
+    pub fn fetch_lock(&self, hash: ContentHash) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.fetch_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(hash).or_default().clone()
+    }
+
+    /// Skips `peer` as a blob provider for [`PENALTY`].
+    pub fn penalize(&self, peer: libp2p::PeerId) {
+        if let Ok(mut p) = self.penalized.lock() {
+            p.insert(peer, std::time::Instant::now() + PENALTY);
+        }
+        crate::metrics::Metrics::add(&self.metrics.providers_penalized, 1);
+    }
+
+    pub fn is_penalized(&self, peer: &libp2p::PeerId) -> bool {
+        let Ok(mut p) = self.penalized.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        p.retain(|_, until| *until > now);
+        p.contains_key(peer)
     }
 
     /// Whether this node may serve `hash` to `peer`: public releases to

@@ -89,11 +89,16 @@ impl BlobWriter {
     pub fn finish(self) -> io::Result<StagedBlob> {
         let inline = match self.sink {
             Sink::Memory(buf) => {
-                let mut batch = sled::Batch::default();
+                // Plain inserts: a batch would seal a log buffer of its own.
+                // Pieces are invisible until the blob's meta is written
+                // (after them, and sled recovers writes in order); pieces
+                // of an interrupted import are swept at open.
                 for (i, piece) in buf.chunks(CHUNK_SIZE).enumerate() {
-                    batch.insert(&chunk_key(self.seq, i as u32), piece);
+                    self.store
+                        .chunks
+                        .insert(chunk_key(self.seq, i as u32), piece)
+                        .map_err(io::Error::other)?;
                 }
-                self.store.chunks.apply_batch(batch).map_err(io::Error::other)?;
                 true
             }
             Sink::File(file) => {
@@ -270,8 +275,36 @@ impl Store {
             inline: staged.inline,
         };
         let encoded = postcard::to_stdvec(&meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.blob_meta.insert(staged.hash.as_bytes(), encoded)?;
+        if self.blob_meta.insert(staged.hash.as_bytes(), encoded)?.is_none() {
+            self.blob_records.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(meta)
+    }
+
+    /// Where blobs still arriving piece by piece are kept (outside `packs/`,
+    /// which is swept of files without meta at open).
+    pub fn partial_dir(&self) -> PathBuf {
+        self.packs.with_file_name("partial")
+    }
+
+    /// Makes a fully fetched file a blob: synced, moved into `packs/`, then
+    /// committed like any import (the outboard is computed again from the
+    /// file and its root must be `hash`). Not durable until flushed.
+    pub fn adopt_file(&self, path: &std::path::Path, hash: ContentHash, size: u64) -> Result<BlobMeta, StoreError> {
+        let file = File::open(path)?;
+        if file.metadata()?.len() != size {
+            return Err(StoreError::Corrupt(format!("{} is not {size} bytes", path.display())));
+        }
+        file.sync_all()?;
+        let seq = self.db.generate_id()?;
+        std::fs::rename(path, self.blob_path(seq))?;
+        File::open(&self.packs)?.sync_all()?;
+        self.commit_blob(StagedBlob {
+            seq,
+            hash,
+            size,
+            inline: false,
+        })
     }
 
     /// Drops staged bytes (a failed or refused import).
@@ -299,7 +332,9 @@ impl Store {
             if !self.releases_with_hash(&staged.hash)?.is_empty() {
                 return Ok(());
             }
-            self.blob_meta.remove(staged.hash.as_bytes())?;
+            if self.blob_meta.remove(staged.hash.as_bytes())?.is_some() {
+                self.blob_records.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         self.discard(staged.seq)
     }
@@ -355,8 +390,10 @@ impl Store {
         Ok(out)
     }
 
+    /// Blobs held. A counter: sled's `len` walks the whole tree, and
+    /// `/v1/status` and `/metrics` read this on every call.
     pub fn blob_count(&self) -> usize {
-        self.blob_meta.len()
+        self.blob_records.load(std::sync::atomic::Ordering::Relaxed) as usize
     }
 
     /// Removes staged files and pieces that belong to no committed

@@ -126,6 +126,8 @@ pub struct Store {
     /// release), so what a node tells the public counts public releases only.
     org_releases: sled::Tree,
     org_release_records: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Entries in `blob_meta` (kept for the same reason as `release_records`).
+    blob_records: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -168,6 +170,7 @@ impl Store {
             doc_pending: db.open_tree("doc_pending")?,
             org_releases: db.open_tree("org_releases")?,
             org_release_records: Default::default(),
+            blob_records: Default::default(),
             publish_lock: Default::default(),
             changes: Default::default(),
             release_records: Default::default(),
@@ -179,6 +182,9 @@ impl Store {
         store
             .org_release_records
             .store(store.org_releases.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        store
+            .blob_records
+            .store(store.blob_meta.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let swept = store.sweep_orphan_chunks()?;
         if swept > 0 {
             tracing::info!(files = swept, "removed leftovers of interrupted imports");

@@ -120,11 +120,13 @@ impl Store {
         let mut key = ns.as_bytes().to_vec();
         key.push(0);
         key.extend_from_slice(claim.id().as_bytes());
-        let new = (&self.records, &self.claims, &self.doc_pending).transaction(|(records, claims, pending)| {
-            records.insert(claim.id().as_bytes(), claim.envelope().encoded())?;
-            pending.insert(claim.id().as_bytes(), &[])?;
-            Ok(claims.insert(key.as_slice(), claim.signer().as_bytes())?.is_none())
-        })?;
+        // Plain inserts in order rather than a transaction (each sled
+        // transaction seals and writes a log buffer of its own): sled
+        // recovers writes in order, so a claim index entry always has its
+        // envelope and pending mark, and the envelope insert is idempotent.
+        self.records.insert(claim.id().as_bytes(), claim.envelope().encoded())?;
+        self.doc_pending.insert(claim.id().as_bytes(), &[])?;
+        let new = self.claims.insert(key.as_slice(), claim.signer().as_bytes())?.is_none();
         Ok(new)
     }
 
@@ -265,15 +267,14 @@ impl Store {
             self.org_release_records
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let new = (&self.records, &self.releases, &self.by_hash).transaction(|(records, releases, by_hash)| {
-            if releases.get(key.as_slice())?.is_some() {
-                return Ok(false);
-            }
-            records.insert(rid.as_bytes(), release.envelope().encoded())?;
-            releases.insert(key.as_slice(), &[])?;
-            by_hash.insert(by_hash_key.as_slice(), &[])?;
-            Ok(true)
-        })?;
+        // Ordered plain inserts, not a transaction: a sled transaction seals
+        // and writes a log buffer of its own, which cost a publish one more
+        // write. Sled recovers writes in order, so a visible release key
+        // always has its envelope and hash index; the release key goes last
+        // and its insert decides, atomically, which caller stored it first.
+        self.records.insert(rid.as_bytes(), release.envelope().encoded())?;
+        self.by_hash.insert(by_hash_key.as_slice(), &[])?;
+        let new = self.releases.insert(key.as_slice(), &[])?.is_none();
         if new {
             self.release_records.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.changed(super::Change::Package(r.name.clone()));

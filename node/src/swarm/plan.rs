@@ -1,0 +1,273 @@
+//! Which piece to ask which provider for next: sans-IO and deterministic
+//! (the caller passes the randomness), so every rule is unit-tested.
+//!
+//! Rules, in order:
+//! - A provider is only asked for pieces its latest bitfield shows.
+//! - Pieces nobody else is fetching come first, rarest first (fewest
+//!   providers hold them), random among equals, so simultaneous fetchers
+//!   rarely pull the same piece from the same source.
+//! - A complete provider (a seed, such as the publisher) is asked only for
+//!   pieces no partial provider holds: once a piece has spread, the crowd
+//!   serves it, and the seed's upload stays near one copy of the blob.
+//! - Endgame: when every missing piece is already in flight, an idle
+//!   provider may duplicate the piece that has waited longest, so one slow
+//!   provider cannot hold back the end.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// A piece's state on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    Missing,
+    /// Requested; the number of requests out and when the first went out
+    /// (caller's clock, any monotonic unit).
+    InFlight {
+        requests: u8,
+        since: u64,
+    },
+    Done,
+}
+
+/// The per-blob plan of one fetch.
+#[derive(Debug)]
+pub struct Plan<P> {
+    pieces: Vec<Piece>,
+    /// Each provider's latest bitfield, and whether it is complete.
+    have: HashMap<P, (Vec<bool>, bool)>,
+    remaining: usize,
+}
+
+impl<P: Eq + Hash + Clone> Plan<P> {
+    /// `done[i]`: piece `i` is already held (a resumed fetch).
+    pub fn new(done: &[bool]) -> Self {
+        let pieces: Vec<Piece> = done
+            .iter()
+            .map(|&d| if d { Piece::Done } else { Piece::Missing })
+            .collect();
+        let remaining = pieces.iter().filter(|p| **p != Piece::Done).count();
+        Plan {
+            pieces,
+            have: HashMap::new(),
+            remaining,
+        }
+    }
+
+    pub fn pieces(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Pieces not yet held.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    pub fn is_done(&self, piece: usize) -> bool {
+        self.pieces.get(piece) == Some(&Piece::Done)
+    }
+
+    /// Replaces what `provider` holds (from its latest bitfield). A vector of
+    /// the wrong length is a provider that disagrees on the size: ignored.
+    pub fn set_have(&mut self, provider: P, have: Vec<bool>) {
+        if have.len() == self.pieces.len() {
+            let seed = have.iter().all(|x| *x);
+            self.have.insert(provider, (have, seed));
+        }
+    }
+
+    /// Forgets a provider (it failed, lied or went away).
+    pub fn drop_provider(&mut self, provider: &P) {
+        self.have.remove(provider);
+    }
+
+    /// Providers holding `piece`: (all, partial ones).
+    fn holders(&self, piece: usize) -> (usize, usize) {
+        self.have
+            .values()
+            .filter(|(h, _)| h[piece])
+            .fold((0, 0), |(all, partial), (_, seed)| {
+                (all + 1, partial + usize::from(!seed))
+            })
+    }
+
+    /// The next piece to request from `provider`, marked in flight; `None`
+    /// if it has nothing useful now. `random` breaks ties; `now` stamps
+    /// the request for the endgame.
+    pub fn next_for(&mut self, provider: &P, random: u64, now: u64) -> Option<usize> {
+        let (have, seed) = self.have.get(provider)?;
+        let seed = *seed;
+        let mut best: Option<(usize, usize)> = None; // (rarity, index)
+        let mut ties = 0u64;
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if *piece != Piece::Missing || !have[i] {
+                continue;
+            }
+            let (rarity, partial) = self.holders(i);
+            // (A seed is never a partial holder itself.)
+            if seed && partial > 0 {
+                continue;
+            }
+            match best {
+                Some((r, _)) if rarity > r => continue,
+                Some((r, _)) if rarity == r => {
+                    // Reservoir sampling among equals, from one random word.
+                    ties += 1;
+                    if mix(random, i as u64).is_multiple_of(ties) {
+                        best = Some((rarity, i));
+                    }
+                }
+                _ => {
+                    ties = 1;
+                    best = Some((rarity, i));
+                }
+            }
+        }
+        if let Some((_, i)) = best {
+            self.pieces[i] = Piece::InFlight {
+                requests: 1,
+                since: now,
+            };
+            return Some(i);
+        }
+        // Endgame: only when nothing is missing that is not in flight.
+        if self.pieces.contains(&Piece::Missing) {
+            return None;
+        }
+        let (i, requests, since) = self
+            .pieces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Piece::InFlight { requests, since } if have[i] && *requests < 2 => Some((i, *requests, *since)),
+                _ => None,
+            })
+            .min_by_key(|(_, _, since)| *since)?;
+        self.pieces[i] = Piece::InFlight {
+            requests: requests + 1,
+            since,
+        };
+        Some(i)
+    }
+
+    /// A request for `piece` completed: it is held and verified.
+    pub fn finished(&mut self, piece: usize) {
+        if self.pieces[piece] != Piece::Done {
+            self.pieces[piece] = Piece::Done;
+            self.remaining -= 1;
+        }
+    }
+
+    /// A request for `piece` failed or was abandoned: another may take it.
+    pub fn failed(&mut self, piece: usize) {
+        self.pieces[piece] = match self.pieces[piece] {
+            Piece::InFlight { requests, since } if requests > 1 => Piece::InFlight {
+                requests: requests - 1,
+                since,
+            },
+            Piece::Done => Piece::Done,
+            _ => Piece::Missing,
+        };
+    }
+}
+
+/// A cheap deterministic mix of the caller's random word and an index.
+fn mix(random: u64, i: u64) -> u64 {
+    let mut x = random ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(s: &str) -> Vec<bool> {
+        s.chars().map(|c| c == '1').collect()
+    }
+
+    #[test]
+    fn asks_only_for_pieces_the_provider_has_and_never_twice() {
+        let mut plan = Plan::new(&bits("0000"));
+        plan.set_have("a", bits("0101"));
+        let first = plan.next_for(&"a", 7, 0).unwrap();
+        let second = plan.next_for(&"a", 7, 0).unwrap();
+        let mut got = [first, second];
+        got.sort();
+        assert_eq!(got, [1, 3]);
+        // Nothing else is held by "a", and pieces 0 and 2 are still missing:
+        // no endgame duplicate yet.
+        assert_eq!(plan.next_for(&"a", 7, 0), None);
+        assert_eq!(plan.next_for(&"unknown", 7, 0), None);
+    }
+
+    #[test]
+    fn rarest_first() {
+        let mut plan = Plan::new(&bits("000"));
+        plan.set_have("a", bits("110"));
+        plan.set_have("b", bits("011"));
+        plan.set_have("c", bits("010"));
+        // Piece 1 is held by three, 0 and 2 by one each: "a" takes 0.
+        assert_eq!(plan.next_for(&"a", 1, 0), Some(0));
+        assert_eq!(plan.next_for(&"b", 1, 0), Some(2));
+    }
+
+    #[test]
+    fn a_seed_serves_only_what_no_partial_peer_holds() {
+        let mut plan = Plan::new(&bits("0000"));
+        plan.set_have("seed", bits("1111"));
+        plan.set_have("peer", bits("1100"));
+        let mut from_seed = Vec::new();
+        while let Some(i) = plan.next_for(&"seed", 3, 0) {
+            from_seed.push(i);
+        }
+        from_seed.sort();
+        assert_eq!(from_seed, [2, 3]);
+        assert_eq!(plan.next_for(&"peer", 3, 0).map(|i| i < 2), Some(true));
+    }
+
+    #[test]
+    fn a_lone_seed_serves_everything() {
+        let mut plan = Plan::new(&bits("00000"));
+        plan.set_have("seed", bits("11111"));
+        let mut n = 0;
+        while let Some(i) = plan.next_for(&"seed", n, 0) {
+            plan.finished(i);
+            n += 1;
+        }
+        assert_eq!(n, 5);
+        assert_eq!(plan.remaining(), 0);
+    }
+
+    #[test]
+    fn failed_pieces_go_back_and_endgame_duplicates_the_oldest() {
+        let mut plan = Plan::new(&bits("100"));
+        plan.set_have("a", bits("111"));
+        plan.set_have("b", bits("111"));
+        let x = plan.next_for(&"a", 5, 10).unwrap();
+        let y = plan.next_for(&"a", 5, 20).unwrap();
+        assert_ne!(x, y);
+        // All missing pieces are in flight: "b" duplicates the older one.
+        assert_eq!(plan.next_for(&"b", 5, 30), Some(x));
+        // At most two requests per piece.
+        assert_eq!(plan.next_for(&"b", 5, 30), Some(y));
+        assert_eq!(plan.next_for(&"b", 5, 30), None);
+        plan.failed(x);
+        plan.failed(x);
+        assert_eq!(plan.next_for(&"b", 5, 40), Some(x));
+        plan.finished(x);
+        plan.finished(y);
+        assert_eq!(plan.remaining(), 0);
+    }
+
+    #[test]
+    fn a_bitfield_of_the_wrong_size_is_ignored_and_dropped_providers_get_nothing() {
+        let mut plan = Plan::new(&bits("00"));
+        plan.set_have("liar", bits("111"));
+        assert_eq!(plan.next_for(&"liar", 1, 0), None);
+        plan.set_have("a", bits("11"));
+        plan.drop_provider(&"a");
+        assert_eq!(plan.next_for(&"a", 1, 0), None);
+    }
+}
