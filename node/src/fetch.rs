@@ -27,6 +27,7 @@ async fn fetch_ranges(
     hash: ContentHash,
     size: u64,
     writer: &mut BlobWriter,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     let mut offset = writer.size();
     while offset < size {
@@ -52,6 +53,7 @@ async fn fetch_ranges(
         }
         tokio::task::block_in_place(|| writer.write_all(&resp.data))?;
         offset += u64::from(length);
+        progress(offset);
     }
     Ok(())
 }
@@ -174,7 +176,7 @@ async fn fetch_from_providers(
         let attempt = if via == "iroh" {
             fetch_iroh(node, provider, hash, &mut writer, progress).await
         } else {
-            fetch_ranges(net, provider.peer, hash, size, &mut writer).await
+            fetch_ranges(net, provider.peer, hash, size, &mut writer, progress).await
         };
         match attempt {
             Ok(()) if writer.size() == size => {
@@ -258,6 +260,14 @@ async fn fetch_swarm(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     let partial = node.open_partial(hash, size)?;
+    let pieces = crate::swarm::piece_count(size);
+    let held = crate::swarm::pieces_in(size, &partial.have())
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if held > 0 {
+        tracing::info!(%hash, held, pieces, "resuming a fetch: pieces already verified on disk");
+    }
     // Others may fetch from us from now on: say so before we have it all.
     if node.is_public_blob(&hash) {
         net.send(crate::net::Command::Provide(hash)).await;

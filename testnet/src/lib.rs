@@ -228,6 +228,53 @@ impl TestNode {
         serde_json::from_str(json).with_context(|| format!("{path} answered {raw}"))
     }
 
+    /// Asks this node to fetch a blob into its store
+    /// (`GET /v1/blobs/HASH/fetch`), reading its progress events until the
+    /// last one, or until `stop` says so; returns that event.
+    pub fn prefetch(&self, hash: &str, size: u64, mut stop: impl FnMut(&Value) -> bool) -> Result<Value> {
+        use std::io::{BufRead, Write};
+        let token = std::fs::read_to_string(self.home.join("api-token"))?;
+        let mut c = std::net::TcpStream::connect(&self.api)?;
+        write!(
+            c,
+            "GET /v1/blobs/{hash}/fetch?size={size} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.api,
+            token.trim()
+        )?;
+        let mut last = Value::Null;
+        // Chunk-size lines and headers are not JSON objects: skipped.
+        for line in std::io::BufReader::new(c).lines() {
+            let Ok(v) = serde_json::from_str::<Value>(&line?) else {
+                continue;
+            };
+            if !v.is_object() {
+                continue;
+            }
+            let end = v.get("done").is_some() || v.get("error").is_some();
+            if end || stop(&v) {
+                return Ok(v);
+            }
+            last = v;
+        }
+        bail!("the fetch stream ended without a result (last event {last})")
+    }
+
+    /// A counter or gauge from this node's `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&self.api).ok()?;
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.api
+        )
+        .ok()?;
+        let mut out = String::new();
+        c.read_to_string(&mut out).ok()?;
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// The adversary fetches a blob by hash from the federation, as a node
     /// that learnt the hash out of band would.
     pub fn fetch_by_hash(&self, hash: &str, size: u64) -> Result<()> {

@@ -40,6 +40,13 @@ pub const PIECE_DEADLINE: Duration = Duration::from_secs(20);
 /// Requests in flight per provider.
 const WORKERS_PER_SOURCE: usize = 2;
 
+/// How long a provider may take to say what it holds.
+const BITFIELD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long the whole fetch may go without a new piece before it stops
+/// (the verified pieces stay for a resume).
+pub const STALL: Duration = Duration::from_secs(60);
+
 /// A provider that announced an iroh address.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -116,25 +123,53 @@ pub async fn download(
     if shared.plan().remaining() == 0 {
         return (Ok(()), outcome);
     }
+    tracing::debug!(hash = %partial.hash, sources = sources.len(), missing = shared.plan().remaining(), "swarm fetch starts");
     let mut tasks = tokio::task::JoinSet::new();
+    // Kept here: tasks still running at the end are aborted, and their
+    // bytes count all the same.
+    let mut counters = Vec::new();
     for source in sources {
         let (endpoint, shared) = (endpoint.clone(), shared.clone());
+        let bytes = Arc::new(AtomicU64::new(0));
+        counters.push((source.peer, bytes.clone()));
         tasks.spawn(async move {
-            let bytes = Arc::new(AtomicU64::new(0));
             let ended = from_source(&endpoint, &shared, &source, &bytes).await;
-            (source.peer, bytes.load(Ordering::Relaxed), ended)
+            (source.peer, ended)
         });
     }
     let mut have = partial.subscribe();
+    let mut stalled = false;
+    let started = Instant::now();
+    let mut last_piece = Instant::now();
+    let mut nobody = tokio::time::interval(Duration::from_millis(500));
     loop {
         if shared.plan().remaining() == 0 {
             break;
         }
+        // Providers that hold nothing may start fetching it too, but when
+        // none holds anything for a while, waiting helps nobody.
+        if started.elapsed() > BITFIELD_DEADLINE && !shared.plan().any_source() {
+            tasks.abort_all();
+            return (
+                Err(anyhow::anyhow!(
+                    "none of the {} providers reachable over iroh holds any missing piece",
+                    counters.len()
+                )),
+                outcome,
+            );
+        }
         tokio::select! {
+            _ = nobody.tick() => {
+                if last_piece.elapsed() > STALL {
+                    stalled = true;
+                    break;
+                }
+            }
             changed = have.changed() => {
                 if changed.is_err() {
                     break;
                 }
+                last_piece = Instant::now();
                 let held = {
                     let plan = shared.plan();
                     (plan.pieces() - plan.remaining()) as u64 * PIECE_BYTES
@@ -143,8 +178,8 @@ pub async fn download(
             }
             joined = tasks.join_next() => {
                 let Some(joined) = joined else { break };
-                if let Ok((peer, bytes, ended)) = joined {
-                    record(&mut outcome, peer, bytes, ended);
+                if let Ok((peer, ended)) = joined {
+                    record(&mut outcome, peer, ended);
                 }
             }
         }
@@ -152,14 +187,30 @@ pub async fn download(
     // The blob is complete (or nobody can complete it): stop the rest.
     tasks.abort_all();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((peer, bytes, ended)) = joined {
-            record(&mut outcome, peer, bytes, ended);
+        if let Ok((peer, ended)) = joined {
+            record(&mut outcome, peer, ended);
+        }
+    }
+    for (peer, bytes) in counters {
+        let bytes = bytes.load(Ordering::Relaxed);
+        match outcome.sources.iter_mut().find(|(p, _, _)| *p == peer) {
+            Some(entry) => entry.1 = bytes,
+            None => outcome.sources.push((peer, bytes, None)),
         }
     }
     let remaining = shared.plan().remaining();
     if remaining == 0 {
         progress(partial.size);
         return (Ok(()), outcome);
+    }
+    if stalled {
+        return (
+            Err(anyhow::anyhow!(
+                "no new piece for {STALL:?}, {remaining} of {} missing; the verified ones are kept for the next try",
+                piece_count(partial.size)
+            )),
+            outcome,
+        );
     }
     let why: Vec<String> = outcome
         .sources
@@ -176,7 +227,7 @@ pub async fn download(
     )
 }
 
-fn record(outcome: &mut Outcome, peer: PeerId, bytes: u64, ended: Ended) {
+fn record(outcome: &mut Outcome, peer: PeerId, ended: Ended) {
     let why = match ended {
         Ended::Finished => None,
         Ended::Lied(e) => {
@@ -185,7 +236,7 @@ fn record(outcome: &mut Outcome, peer: PeerId, bytes: u64, ended: Ended) {
         }
         Ended::Failed(e) => Some(e),
     };
-    outcome.sources.push((peer, bytes, why));
+    outcome.sources.push((peer, 0, why));
 }
 
 /// One provider: connect, follow its bitfield, run the workers.
@@ -197,14 +248,29 @@ async fn from_source(endpoint: &Endpoint, shared: &Arc<Shared>, source: &Source,
     .await
     {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Ended::Failed(format!("connect: {e}")),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %source.peer, error = %e, "swarm source unreachable");
+            return Ended::Failed(format!("connect: {e}"));
+        }
         Err(_) => return Ended::Failed("connect: timed out".into()),
     };
-    let observer = tokio::spawn(follow_bitfield(conn.clone(), shared.clone(), source.key));
+    let observing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let observer = tokio::spawn(follow_bitfield(
+        conn.clone(),
+        shared.clone(),
+        source.key,
+        observing.clone(),
+    ));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..WORKERS_PER_SOURCE {
-        let (conn, shared, key, bytes) = (conn.clone(), shared.clone(), source.key, bytes.clone());
-        workers.spawn(async move { worker(&conn, &shared, key, &bytes).await });
+        let (conn, shared, key, bytes, observing) = (
+            conn.clone(),
+            shared.clone(),
+            source.key,
+            bytes.clone(),
+            observing.clone(),
+        );
+        workers.spawn(async move { worker(&conn, &shared, key, &bytes, &observing).await });
     }
     let mut ended = Ended::Finished;
     while let Some(res) = workers.join_next().await {
@@ -226,7 +292,12 @@ async fn from_source(endpoint: &Endpoint, shared: &Arc<Shared>, source: &Source,
 
 /// Applies the provider's bitfield messages (the first is whole, later ones
 /// are differences) to the plan.
-async fn follow_bitfield(conn: iroh::endpoint::Connection, shared: Arc<Shared>, key: [u8; 32]) {
+async fn follow_bitfield(
+    conn: iroh::endpoint::Connection,
+    shared: Arc<Shared>,
+    key: [u8; 32],
+    observing: Arc<std::sync::atomic::AtomicBool>,
+) {
     let hash = iroh_blobs::Hash::from_bytes(*shared.partial.hash.as_bytes());
     let request = iroh_blobs::protocol::ObserveRequest {
         hash,
@@ -234,12 +305,24 @@ async fn follow_bitfield(conn: iroh::endpoint::Connection, shared: Arc<Shared>, 
     };
     let mut stream = std::pin::pin!(observer().remote().observe(conn, request));
     let mut ranges = bao_tree::ChunkRanges::empty();
-    while let Some(Ok(update)) = stream.next().await {
-        ranges = &ranges ^ &update.ranges;
-        let size = shared.partial.size;
-        shared.plan().set_have(key, pieces_in(size, &ranges));
-        shared.bump();
+    loop {
+        match stream.next().await {
+            Some(Ok(update)) => {
+                ranges = &ranges ^ &update.ranges;
+                let size = shared.partial.size;
+                shared.plan().set_have(key, pieces_in(size, &ranges));
+                shared.bump();
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "a provider's bitfield stream failed");
+                break;
+            }
+            None => break,
+        }
     }
+    // Without a bitfield nothing more is asked of this provider.
+    observing.store(false, Ordering::Relaxed);
+    shared.bump();
 }
 
 /// A store handle, only for its client of the remote observe protocol.
@@ -248,9 +331,16 @@ fn observer() -> &'static iroh_blobs::api::Store {
     STORE.get_or_init(iroh_blobs::store::mem::MemStore::new)
 }
 
-async fn worker(conn: &iroh::endpoint::Connection, shared: &Shared, key: [u8; 32], bytes: &AtomicU64) -> Ended {
+async fn worker(
+    conn: &iroh::endpoint::Connection,
+    shared: &Shared,
+    key: [u8; 32],
+    bytes: &AtomicU64,
+    observing: &std::sync::atomic::AtomicBool,
+) -> Ended {
     let partial = &shared.partial;
     let mut failures = 0;
+    let started = Instant::now();
     loop {
         let mut wake = shared.generation.subscribe();
         let now = shared.epoch.elapsed().as_millis() as u64;
@@ -259,6 +349,9 @@ async fn worker(conn: &iroh::endpoint::Connection, shared: &Shared, key: [u8; 32
             let mut plan = shared.plan();
             if plan.remaining() == 0 {
                 return Ended::Finished;
+            }
+            if !plan.knows(&key) && (!observing.load(Ordering::Relaxed) || started.elapsed() > BITFIELD_DEADLINE) {
+                return Ended::Failed("sent no bitfield".into());
             }
             plan.next_for(&key, random, now)
         };
@@ -295,6 +388,7 @@ async fn worker(conn: &iroh::endpoint::Connection, shared: &Shared, key: [u8; 32
                 return Ended::Lied(e);
             }
             Ok(Err(e)) => {
+                tracing::debug!(piece, error = %e, "piece request failed");
                 shared.plan().failed(piece);
                 failures += 1;
                 if failures >= 3 {

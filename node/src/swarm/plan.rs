@@ -75,6 +75,18 @@ impl<P: Eq + Hash + Clone> Plan<P> {
         }
     }
 
+    /// Whether `provider` has sent a bitfield (and was not dropped).
+    pub fn knows(&self, provider: &P) -> bool {
+        self.have.contains_key(provider)
+    }
+
+    /// Whether any provider holds a piece this node still needs.
+    pub fn any_source(&self) -> bool {
+        self.have
+            .values()
+            .any(|(h, _)| h.iter().zip(&self.pieces).any(|(x, p)| *x && *p != Piece::Done))
+    }
+
     /// Forgets a provider (it failed, lied or went away).
     pub fn drop_provider(&mut self, provider: &P) {
         self.have.remove(provider);
