@@ -40,6 +40,10 @@ pub const PIECE_DEADLINE: Duration = Duration::from_secs(20);
 /// Requests in flight per provider.
 const WORKERS_PER_SOURCE: usize = 2;
 
+/// How long a worker waits for pieces designated to it before it takes
+/// pieces designated to other fetchers from a seed.
+const IMPATIENT_AFTER: Duration = Duration::from_secs(2);
+
 /// How long a provider may take to say what it holds.
 const BITFIELD_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -105,6 +109,7 @@ enum Ended {
 /// none can finish it (the verified pieces stay for a later resume).
 pub async fn download(
     endpoint: &Endpoint,
+    me: [u8; 32],
     partial: Arc<Partial>,
     sources: Vec<Source>,
     progress: &(dyn Fn(u64) + Sync),
@@ -113,7 +118,7 @@ pub async fn download(
     let mut seed = [0u8; 8];
     let _ = getrandom::fill(&mut seed);
     let shared = Arc::new(Shared {
-        plan: Mutex::new(Plan::new(&done)),
+        plan: Mutex::new(Plan::new(&done, me)),
         partial: partial.clone(),
         generation: tokio::sync::watch::Sender::new(0),
         epoch: Instant::now(),
@@ -305,12 +310,16 @@ async fn follow_bitfield(
     };
     let mut stream = std::pin::pin!(observer().remote().observe(conn, request));
     let mut ranges = bao_tree::ChunkRanges::empty();
+    // A node without the blob sends an empty bitfield of size 0; one that
+    // is fetching it names the size.
+    let mut fetching = false;
     loop {
         match stream.next().await {
             Some(Ok(update)) => {
                 ranges = &ranges ^ &update.ranges;
+                fetching |= update.size() > 0;
                 let size = shared.partial.size;
-                shared.plan().set_have(key, pieces_in(size, &ranges));
+                shared.plan().set_have(key, pieces_in(size, &ranges), fetching);
                 shared.bump();
             }
             Some(Err(e)) => {
@@ -341,7 +350,11 @@ async fn worker(
     let partial = &shared.partial;
     let mut failures = 0;
     let started = Instant::now();
+    let mut idle_since: Option<Instant> = None;
     loop {
+        // Idle for a while: seed pieces designated to other fetchers are
+        // fair game (one of them may be slow).
+        let patient = idle_since.is_none_or(|t| t.elapsed() < IMPATIENT_AFTER);
         let mut wake = shared.generation.subscribe();
         let now = shared.epoch.elapsed().as_millis() as u64;
         let random = shared.random();
@@ -353,13 +366,15 @@ async fn worker(
             if !plan.knows(&key) && (!observing.load(Ordering::Relaxed) || started.elapsed() > BITFIELD_DEADLINE) {
                 return Ended::Failed("sent no bitfield".into());
             }
-            plan.next_for(&key, random, now)
+            plan.next_for(&key, random, now, patient)
         };
         let Some(piece) = pick else {
+            idle_since.get_or_insert_with(Instant::now);
             // Nothing this provider holds is wanted yet: wait for news.
             let _ = tokio::time::timeout(Duration::from_secs(1), wake.changed()).await;
             continue;
         };
+        idle_since = None;
         let ranges = piece_ranges(partial.size, piece);
         let hash = iroh_blobs::Hash::from_bytes(*partial.hash.as_bytes());
         let got = tokio::time::timeout(

@@ -9,6 +9,12 @@
 //! - A complete provider (a seed, such as the publisher) is asked only for
 //!   pieces no partial provider holds: once a piece has spread, the crowd
 //!   serves it, and the seed's upload stays near one copy of the blob.
+//! - Of the pieces only a seed holds, each fetcher first takes those
+//!   designated to it: rendezvous hashing of (piece, fetcher) over the
+//!   providers that are fetching too (their bitfield names the size but is
+//!   not complete). Fetchers that start together thus split the seed's
+//!   pieces instead of all pulling the same ones; an impatient caller (idle
+//!   for a while) may take any.
 //! - Endgame: when every missing piece is already in flight, an idle
 //!   provider may duplicate the piece that has waited longest, so one slow
 //!   provider cannot hold back the end.
@@ -33,14 +39,17 @@ enum Piece {
 #[derive(Debug)]
 pub struct Plan<P> {
     pieces: Vec<Piece>,
-    /// Each provider's latest bitfield, and whether it is complete.
-    have: HashMap<P, (Vec<bool>, bool)>,
+    /// Each provider's latest bitfield, whether it is complete, and
+    /// whether it is fetching the blob too.
+    have: HashMap<P, (Vec<bool>, bool, bool)>,
     remaining: usize,
+    /// This node, for the rendezvous of seed pieces.
+    me: P,
 }
 
 impl<P: Eq + Hash + Clone> Plan<P> {
     /// `done[i]`: piece `i` is already held (a resumed fetch).
-    pub fn new(done: &[bool]) -> Self {
+    pub fn new(done: &[bool], me: P) -> Self {
         let pieces: Vec<Piece> = done
             .iter()
             .map(|&d| if d { Piece::Done } else { Piece::Missing })
@@ -50,6 +59,7 @@ impl<P: Eq + Hash + Clone> Plan<P> {
             pieces,
             have: HashMap::new(),
             remaining,
+            me,
         }
     }
 
@@ -68,11 +78,22 @@ impl<P: Eq + Hash + Clone> Plan<P> {
 
     /// Replaces what `provider` holds (from its latest bitfield). A vector of
     /// the wrong length is a provider that disagrees on the size: ignored.
-    pub fn set_have(&mut self, provider: P, have: Vec<bool>) {
+    /// `fetching`: the provider is fetching the blob itself (a partial).
+    pub fn set_have(&mut self, provider: P, have: Vec<bool>, fetching: bool) {
         if have.len() == self.pieces.len() {
             let seed = have.iter().all(|x| *x);
-            self.have.insert(provider, (have, seed));
+            self.have.insert(provider, (have, seed, fetching && !seed));
         }
+    }
+
+    /// Whether `piece` is designated to this node among the fetchers.
+    fn designated_to_me(&self, piece: usize) -> bool {
+        let score = |p: &P| mix(key_of(p), piece as u64);
+        let mine = score(&self.me);
+        !self
+            .have
+            .iter()
+            .any(|(p, (_, _, fetching))| *fetching && *p != self.me && score(p) > mine)
     }
 
     /// Whether `provider` has sent a bitfield (and was not dropped).
@@ -84,7 +105,7 @@ impl<P: Eq + Hash + Clone> Plan<P> {
     pub fn any_source(&self) -> bool {
         self.have
             .values()
-            .any(|(h, _)| h.iter().zip(&self.pieces).any(|(x, p)| *x && *p != Piece::Done))
+            .any(|(h, _, _)| h.iter().zip(&self.pieces).any(|(x, p)| *x && *p != Piece::Done))
     }
 
     /// Forgets a provider (it failed, lied or went away).
@@ -96,17 +117,18 @@ impl<P: Eq + Hash + Clone> Plan<P> {
     fn holders(&self, piece: usize) -> (usize, usize) {
         self.have
             .values()
-            .filter(|(h, _)| h[piece])
-            .fold((0, 0), |(all, partial), (_, seed)| {
+            .filter(|(h, _, _)| h[piece])
+            .fold((0, 0), |(all, partial), (_, seed, _)| {
                 (all + 1, partial + usize::from(!seed))
             })
     }
 
     /// The next piece to request from `provider`, marked in flight; `None`
     /// if it has nothing useful now. `random` breaks ties; `now` stamps
-    /// the request for the endgame.
-    pub fn next_for(&mut self, provider: &P, random: u64, now: u64) -> Option<usize> {
-        let (have, seed) = self.have.get(provider)?;
+    /// the request for the endgame; `patient`: from a seed, take only the
+    /// pieces designated to this node.
+    pub fn next_for(&mut self, provider: &P, random: u64, now: u64, patient: bool) -> Option<usize> {
+        let (have, seed, _) = self.have.get(provider)?;
         let seed = *seed;
         let mut best: Option<(usize, usize)> = None; // (rarity, index)
         let mut ties = 0u64;
@@ -116,7 +138,7 @@ impl<P: Eq + Hash + Clone> Plan<P> {
             }
             let (rarity, partial) = self.holders(i);
             // (A seed is never a partial holder itself.)
-            if seed && partial > 0 {
+            if seed && (partial > 0 || (patient && !self.designated_to_me(i))) {
                 continue;
             }
             match best {
@@ -182,6 +204,15 @@ impl<P: Eq + Hash + Clone> Plan<P> {
     }
 }
 
+/// A provider's identity as a number, the same on every node running
+/// this build (only the split of seed pieces depends on it).
+fn key_of<P: Hash>(p: &P) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
+}
+
 /// A cheap deterministic mix of the caller's random word and an index.
 fn mix(random: u64, i: u64) -> u64 {
     let mut x = random ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -201,50 +232,50 @@ mod tests {
 
     #[test]
     fn asks_only_for_pieces_the_provider_has_and_never_twice() {
-        let mut plan = Plan::new(&bits("0000"));
-        plan.set_have("a", bits("0101"));
-        let first = plan.next_for(&"a", 7, 0).unwrap();
-        let second = plan.next_for(&"a", 7, 0).unwrap();
+        let mut plan = Plan::new(&bits("0000"), "me");
+        plan.set_have("a", bits("0101"), false);
+        let first = plan.next_for(&"a", 7, 0, true).unwrap();
+        let second = plan.next_for(&"a", 7, 0, true).unwrap();
         let mut got = [first, second];
         got.sort();
         assert_eq!(got, [1, 3]);
         // Nothing else is held by "a", and pieces 0 and 2 are still missing:
         // no endgame duplicate yet.
-        assert_eq!(plan.next_for(&"a", 7, 0), None);
-        assert_eq!(plan.next_for(&"unknown", 7, 0), None);
+        assert_eq!(plan.next_for(&"a", 7, 0, true), None);
+        assert_eq!(plan.next_for(&"unknown", 7, 0, true), None);
     }
 
     #[test]
     fn rarest_first() {
-        let mut plan = Plan::new(&bits("000"));
-        plan.set_have("a", bits("110"));
-        plan.set_have("b", bits("011"));
-        plan.set_have("c", bits("010"));
+        let mut plan = Plan::new(&bits("000"), "me");
+        plan.set_have("a", bits("110"), false);
+        plan.set_have("b", bits("011"), false);
+        plan.set_have("c", bits("010"), false);
         // Piece 1 is held by three, 0 and 2 by one each: "a" takes 0.
-        assert_eq!(plan.next_for(&"a", 1, 0), Some(0));
-        assert_eq!(plan.next_for(&"b", 1, 0), Some(2));
+        assert_eq!(plan.next_for(&"a", 1, 0, true), Some(0));
+        assert_eq!(plan.next_for(&"b", 1, 0, true), Some(2));
     }
 
     #[test]
     fn a_seed_serves_only_what_no_partial_peer_holds() {
-        let mut plan = Plan::new(&bits("0000"));
-        plan.set_have("seed", bits("1111"));
-        plan.set_have("peer", bits("1100"));
+        let mut plan = Plan::new(&bits("0000"), "me");
+        plan.set_have("seed", bits("1111"), false);
+        plan.set_have("peer", bits("1100"), false);
         let mut from_seed = Vec::new();
-        while let Some(i) = plan.next_for(&"seed", 3, 0) {
+        while let Some(i) = plan.next_for(&"seed", 3, 0, true) {
             from_seed.push(i);
         }
         from_seed.sort();
         assert_eq!(from_seed, [2, 3]);
-        assert_eq!(plan.next_for(&"peer", 3, 0).map(|i| i < 2), Some(true));
+        assert_eq!(plan.next_for(&"peer", 3, 0, true).map(|i| i < 2), Some(true));
     }
 
     #[test]
     fn a_lone_seed_serves_everything() {
-        let mut plan = Plan::new(&bits("00000"));
-        plan.set_have("seed", bits("11111"));
+        let mut plan = Plan::new(&bits("00000"), "me");
+        plan.set_have("seed", bits("11111"), false);
         let mut n = 0;
-        while let Some(i) = plan.next_for(&"seed", n, 0) {
+        while let Some(i) = plan.next_for(&"seed", n, 0, true) {
             plan.finished(i);
             n += 1;
         }
@@ -254,32 +285,55 @@ mod tests {
 
     #[test]
     fn failed_pieces_go_back_and_endgame_duplicates_the_oldest() {
-        let mut plan = Plan::new(&bits("100"));
-        plan.set_have("a", bits("111"));
-        plan.set_have("b", bits("111"));
-        let x = plan.next_for(&"a", 5, 10).unwrap();
-        let y = plan.next_for(&"a", 5, 20).unwrap();
+        let mut plan = Plan::new(&bits("100"), "me");
+        plan.set_have("a", bits("111"), false);
+        plan.set_have("b", bits("111"), false);
+        let x = plan.next_for(&"a", 5, 10, true).unwrap();
+        let y = plan.next_for(&"a", 5, 20, true).unwrap();
         assert_ne!(x, y);
         // All missing pieces are in flight: "b" duplicates the older one.
-        assert_eq!(plan.next_for(&"b", 5, 30), Some(x));
+        assert_eq!(plan.next_for(&"b", 5, 30, true), Some(x));
         // At most two requests per piece.
-        assert_eq!(plan.next_for(&"b", 5, 30), Some(y));
-        assert_eq!(plan.next_for(&"b", 5, 30), None);
+        assert_eq!(plan.next_for(&"b", 5, 30, true), Some(y));
+        assert_eq!(plan.next_for(&"b", 5, 30, true), None);
         plan.failed(x);
         plan.failed(x);
-        assert_eq!(plan.next_for(&"b", 5, 40), Some(x));
+        assert_eq!(plan.next_for(&"b", 5, 40, true), Some(x));
         plan.finished(x);
         plan.finished(y);
         assert_eq!(plan.remaining(), 0);
     }
 
     #[test]
+    fn fetchers_split_the_seed_only_pieces_and_an_impatient_one_takes_any() {
+        let n = 64;
+        let seed = vec![true; n];
+        let nothing = vec![false; n];
+        let fetchers = ["me", "b", "c", "d"];
+        let mut taken = vec![0; n];
+        for me in fetchers {
+            let mut plan = Plan::new(&nothing, me);
+            plan.set_have("seed", seed.clone(), false);
+            for other in fetchers.iter().filter(|f| **f != me) {
+                plan.set_have(*other, nothing.clone(), true);
+            }
+            while let Some(i) = plan.next_for(&"seed", 9, 0, true) {
+                taken[i] += 1;
+            }
+            // Impatient: the rest of the seed's pieces are open to it.
+            assert!(plan.next_for(&"seed", 9, 0, false).is_some() || plan.remaining() == 0);
+        }
+        // Every piece taken from the seed exactly once across the four.
+        assert!(taken.iter().all(|t| *t == 1), "{taken:?}");
+    }
+
+    #[test]
     fn a_bitfield_of_the_wrong_size_is_ignored_and_dropped_providers_get_nothing() {
-        let mut plan = Plan::new(&bits("00"));
-        plan.set_have("liar", bits("111"));
-        assert_eq!(plan.next_for(&"liar", 1, 0), None);
-        plan.set_have("a", bits("11"));
+        let mut plan = Plan::new(&bits("00"), "me");
+        plan.set_have("liar", bits("111"), false);
+        assert_eq!(plan.next_for(&"liar", 1, 0, true), None);
+        plan.set_have("a", bits("11"), false);
         plan.drop_provider(&"a");
-        assert_eq!(plan.next_for(&"a", 1, 0), None);
+        assert_eq!(plan.next_for(&"a", 1, 0, true), None);
     }
 }
