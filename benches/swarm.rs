@@ -129,9 +129,16 @@ fn main() {
     let lone = crowd(&fed, &[1], &hash, size)[0];
     let lone_origin = served(&fed)[0] - before;
     rows.push((
-        format!("(z1) one node fetches a {} pack from its publisher (upload limit 50 MB/s)", mib(size)),
+        format!(
+            "(z1) one node fetches a {} pack from its publisher (upload limit 50 MB/s)",
+            mib(size)
+        ),
         secs(lone),
-        format!("publisher uploaded {} ({:.2}x the pack)", mib(lone_origin), lone_origin as f64 / size as f64),
+        format!(
+            "publisher uploaded {} ({:.2}x the pack)",
+            mib(lone_origin),
+            lone_origin as f64 / size as f64
+        ),
     ));
 
     // (z2) the flash crowd.
@@ -142,18 +149,32 @@ fn main() {
     let up: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     let (p50, p99) = (pct(&times, 0.5), pct(&times, 0.99));
     rows.push((
-        format!("(z2) flash crowd: {} nodes fetch one {} pack at once (each node uploads <= 50 MB/s)", fetchers.len(), mib(size)),
+        format!(
+            "(z2) flash crowd: {} nodes fetch one {} pack at once (each node uploads <= 50 MB/s)",
+            fetchers.len(),
+            mib(size)
+        ),
         format!("p50 {}, p99 {}", secs(p50), secs(p99)),
-        format!("p99 = {:.2}x the lone fetch (floor <= 3x)", p99.as_secs_f64() / lone.as_secs_f64()),
+        format!(
+            "p99 = {:.2}x the lone fetch (floor <= 3x)",
+            p99.as_secs_f64() / lone.as_secs_f64()
+        ),
     ));
     rows.push((
         "(z2) publisher's upload in the crowd".into(),
         mib(up[0]),
-        format!("{:.2}x the pack (floor <= 2x; one by one: {}x)", up[0] as f64 / size as f64, fetchers.len()),
+        format!(
+            "{:.2}x the pack (floor <= 2x; one by one: {}x)",
+            up[0] as f64 / size as f64,
+            fetchers.len()
+        ),
     ));
     rows.push((
         "(z2) each node's upload (MiB, node 0 = publisher)".into(),
-        up.iter().map(|b| format!("{:.0}", *b as f64 / (1 << 20) as f64)).collect::<Vec<_>>().join(" "),
+        up.iter()
+            .map(|b| format!("{:.0}", *b as f64 / (1 << 20) as f64))
+            .collect::<Vec<_>>()
+            .join(" "),
         format!("total {} for {} copies", mib(up.iter().sum()), fetchers.len()),
     ));
 
@@ -166,16 +187,29 @@ fn main() {
     let honest: Vec<usize> = fetchers.iter().copied().filter(|&i| i != evil).collect();
     let penalized_before: f64 = honest
         .iter()
-        .map(|&i| fed.nodes[i].metric("packfed_blob_providers_penalized_total").unwrap_or(0.0))
+        .map(|&i| {
+            fed.nodes[i]
+                .metric("packfed_blob_providers_penalized_total")
+                .unwrap_or(0.0)
+        })
         .sum();
     let times = crowd(&fed, &honest, &hash, size);
     let caught = honest
         .iter()
-        .filter(|&&i| fed.nodes[i].metric("packfed_blob_providers_penalized_total").unwrap_or(0.0) > 0.0)
+        .filter(|&&i| {
+            fed.nodes[i]
+                .metric("packfed_blob_providers_penalized_total")
+                .unwrap_or(0.0)
+                > 0.0
+        })
         .count();
     let penalized: f64 = honest
         .iter()
-        .map(|&i| fed.nodes[i].metric("packfed_blob_providers_penalized_total").unwrap_or(0.0))
+        .map(|&i| {
+            fed.nodes[i]
+                .metric("packfed_blob_providers_penalized_total")
+                .unwrap_or(0.0)
+        })
         .sum::<f64>()
         - penalized_before;
     rows.push((
@@ -208,7 +242,11 @@ fn main() {
     let origin = served(&fed)[0] - before;
     rows.push((
         format!("(z4) flash crowd of {} without upload limits", fetchers.len()),
-        format!("all done in {} (p50 {})", secs(*times.last().unwrap()), secs(pct(&times, 0.5))),
+        format!(
+            "all done in {} (p50 {})",
+            secs(*times.last().unwrap()),
+            secs(pct(&times, 0.5))
+        ),
         format!(
             "lone fetch {} ({:.2}x the pack from the publisher); crowd origin upload {} = {:.2}x the pack",
             secs(lone_unlimited),

@@ -13,7 +13,8 @@
 //!   port mapper, and the router serving the blobs ALPN.
 //! - [`fetch_blob`]: verified, streaming, resumable download into a `Write`;
 //!   a chunk group that fails verification never reaches the sink.
-//! - [`SledSource`]: the `ChunkSource` of a node's store.
+//! - [`get_ranges`]: chosen ranges of a blob, every item verified (swarm pieces).
+//! - The node's store as a `ChunkSource` lives in `node::blob_source`.
 
 use std::{collections::HashMap, fmt, io, sync::Arc};
 
@@ -829,16 +830,8 @@ pub async fn get_ranges(
     Ok(size)
 }
 
-// ---------------------------------------------------------------------------
-// 6. The node's store as a ChunkSource
-// ---------------------------------------------------------------------------
-
-/// Serves blobs from a node's sled store; org packs only to org peers.
-pub struct SledSource {
-    pub node: Arc<crate::node::Node>,
-}
-
-fn content_hash(hash: &Hash) -> packfed_protocol::ContentHash {
+/// The store's name for an iroh hash (the same 32 bytes).
+pub fn content_hash(hash: &Hash) -> packfed_protocol::ContentHash {
     packfed_protocol::ContentHash(*hash.as_bytes())
 }
 
@@ -846,65 +839,4 @@ fn content_hash(hash: &Hash) -> packfed_protocol::ContentHash {
 pub fn peer_of(remote: &EndpointId) -> Option<libp2p::PeerId> {
     let pk = libp2p::identity::ed25519::PublicKey::try_from_bytes(remote.as_bytes()).ok()?;
     Some(libp2p::identity::PublicKey::from(pk).to_peer_id())
-}
-
-impl ChunkSource for SledSource {
-    fn size(&self, hash: &Hash) -> Option<u64> {
-        let h = content_hash(hash);
-        match self.node.store.blob_meta(&h).ok().flatten() {
-            Some(m) => Some(m.size),
-            None => self.node.partial(&h).map(|p| p.size),
-        }
-    }
-
-    fn read_at(&self, hash: &Hash, offset: u64, len: usize) -> io::Result<Bytes> {
-        let h = content_hash(hash);
-        match self.node.store.read_at(&h, offset, len) {
-            Ok(data) => Ok(Bytes::from(data)),
-            Err(crate::store::StoreError::MissingBlob(_)) => match self.node.partial(&h) {
-                Some(p) => p.read_at(offset, len),
-                None => Err(io::Error::new(io::ErrorKind::NotFound, "blob not here")),
-            },
-            Err(e) => Err(io::Error::other(e)),
-        }
-    }
-
-    fn outboard(&self, hash: &Hash) -> io::Result<Option<Vec<u8>>> {
-        use std::io::Read;
-        let h = content_hash(hash);
-        let mut reader = match self.node.store.outboard_reader(&h) {
-            Ok(r) => r,
-            Err(crate::store::StoreError::MissingBlob(_)) => {
-                return self.node.partial(&h).map(|p| p.outboard()).transpose();
-            }
-            Err(e) => return Err(io::Error::other(e)),
-        };
-        let mut out = Vec::new();
-        reader.read_to_end(&mut out)?;
-        Ok(Some(out))
-    }
-
-    fn allowed(&self, hash: &Hash, remote: &EndpointId) -> bool {
-        peer_of(remote).is_some_and(|peer| self.node.may_serve(&content_hash(hash), &peer))
-    }
-
-    fn available(&self, hash: &Hash) -> Option<ChunkRanges> {
-        let h = content_hash(hash);
-        if self.node.store.has_blob(&h).unwrap_or(false) {
-            return None;
-        }
-        self.node.partial(&h).map(|p| p.have())
-    }
-
-    fn watch(&self, hash: &Hash) -> Option<tokio::sync::watch::Receiver<ChunkRanges>> {
-        self.node.partial(&content_hash(hash)).map(|p| p.subscribe())
-    }
-
-    fn sent(&self, bytes: u64) {
-        crate::metrics::Metrics::add(&self.node.metrics.blob_bytes_served, bytes);
-    }
-
-    fn upload_limit(&self) -> Option<Arc<crate::upload_limit::UploadLimit>> {
-        self.node.upload_limit.clone()
-    }
 }

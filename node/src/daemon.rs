@@ -30,7 +30,7 @@ impl Sources {
     /// The store, as every node serves it.
     pub fn store(node: &Arc<Node>) -> Sources {
         Sources {
-            chunks: Arc::new(crate::blobs::SledSource { node: node.clone() }),
+            chunks: Arc::new(crate::node::blob_source::SledSource { node: node.clone() }),
             ranges: Arc::new(crate::net::StoreRanges { node: node.clone() }),
             validate_on_send: true,
         }

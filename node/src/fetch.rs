@@ -272,7 +272,8 @@ async fn fetch_swarm(
     if node.is_public_blob(&hash) {
         net.send(crate::net::Command::Provide(hash)).await;
     }
-    let (result, outcome) = crate::swarm::download(ep, *node.key.public().as_bytes(), partial.clone(), sources, progress).await;
+    let (result, outcome) =
+        crate::swarm::download(ep, *node.key.public().as_bytes(), partial.clone(), sources, progress).await;
     for liar in &outcome.liars {
         tracing::warn!(%hash, peer = %liar, "provider served corrupted bytes; skipped for {:?}", crate::node::PENALTY);
         node.penalize(*liar);

@@ -26,6 +26,7 @@ use crate::keys;
 use crate::registry::Replica;
 use crate::store::{AttestationEntry, Change, ReleaseEntry, ReleaseStatus, Store, StoreError};
 
+pub mod blob_source;
 mod documents;
 pub mod governance;
 mod ingest;
