@@ -311,9 +311,14 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
     fed.nodes[1].fetch_by_hash(&hash, size).unwrap();
     let took = start.elapsed();
     let rss = peak_rss_kib(pid);
-    let via_iroh = std::fs::read_to_string(b.join("node.log"))
-        .unwrap_or_default()
-        .contains("via=\"iroh\"");
+    let log = std::fs::read_to_string(b.join("node.log")).unwrap_or_default();
+    let via = if log.contains("via=\"swarm\"") {
+        "iroh (swarm pieces)"
+    } else if log.contains("via=\"iroh\"") {
+        "iroh"
+    } else {
+        "libp2p"
+    };
     let mbps = size as f64 / 1e6 / took.as_secs_f64();
 
     // Baselines: raw loopback TCP and a bare sled write of the same bytes.
@@ -367,7 +372,7 @@ fn bench_d(rows: &mut Vec<Row>, bytes: usize) {
         ),
         format!(
             "{mbps:.0} MB/s over {}, receiver peak RSS {:.0} MB",
-            if via_iroh { "iroh" } else { "libp2p" },
+            via,
             rss as f64 / 1024.0
         ),
         format!(
