@@ -44,7 +44,7 @@ use iroh_blobs::{
         proto::{self, BlobStatus, Command, ExportRangesItem},
     },
     get::fsm::{self, BlobContentNext, ConnectedNext, DecodeError, EndBlobNext},
-    protocol::{ChunkRangesExt, GetRequest},
+    protocol::GetRequest,
     provider::events::{
         AbortReason, ConnectMode, EventMask, EventSender, ObserveMode, ProviderMessage, RequestMode, ThrottleMode,
     },
@@ -707,69 +707,36 @@ pub async fn fetch_on_conn<W: io::Write>(
     let start_chunk = (resume_from / CHUNK_GROUP_BYTES) * (CHUNK_GROUP_BYTES / 1024);
     // Open-ended range => includes the last chunk => the size is verified too.
     let ranges = ChunkRanges::from(ChunkNum(start_chunk)..);
-    debug_assert_eq!(ranges, ChunkRanges::chunks(start_chunk..));
-    let request = GetRequest::blob_ranges(hash, ranges);
-
-    let connected = fsm::start(conn.clone(), request, Default::default())
-        .next()
-        .await
-        .map_err(|e| FetchError::Connect(e.to_string()))?;
-    let ConnectedNext::StartRoot(root) = connected.next().await.map_err(|e| FetchError::Connect(e.to_string()))? else {
-        return Err(FetchError::Other("unexpected response shape".into()));
-    };
-    let (mut content, size) = root.next().next().await.map_err(|e| {
-        use iroh_blobs::get::fsm::AtBlobHeaderNextError as H;
-        match e {
-            H::NotFound { .. } => FetchError::ProviderAborted {
-                code: None,
-                detail: "not found (stream ended before size header)".into(),
-            },
-            H::Read { ref source, .. } => FetchError::ProviderAborted {
-                code: reset_code(source),
-                detail: e.to_string(),
-            },
-        }
-    })?;
-    if resume_from > size {
-        return Err(FetchError::Other(format!(
-            "resume offset {resume_from} > blob size {size}"
-        )));
-    }
     let mut written_to = resume_from; // absolute offset of next byte the sink expects
-    let end = loop {
-        match content.next().await {
-            BlobContentNext::More((next, item)) => {
-                content = next;
-                match item.map_err(map_decode)? {
-                    bao_tree::io::BaoContentItem::Parent(_) => {}
-                    bao_tree::io::BaoContentItem::Leaf(leaf) => {
-                        // verified leaf (whole chunk group)
-                        let start = leaf.offset;
-                        let stop = start + leaf.data.len() as u64;
-                        if start > written_to {
-                            return Err(FetchError::Other(format!(
-                                "gap: expected data at {written_to}, got {start}"
-                            )));
-                        }
-                        if stop > written_to {
-                            let skip = (written_to - start) as usize;
-                            sink.write_all(&leaf.data[skip..]).map_err(FetchError::Sink)?;
-                            written_to = stop;
-                            progress(FetchProgress {
-                                offset: written_to,
-                                size,
-                            });
-                        }
-                    }
-                }
-            }
-            BlobContentNext::Done(end) => break end,
+    let (size, stats) = get_ranges(conn, hash, ranges, |size, item| {
+        if resume_from > size {
+            return Err(io::Error::other(format!(
+                "resume offset {resume_from} > blob size {size}"
+            )));
         }
-    };
-    let EndBlobNext::Closing(closing) = end.next() else {
-        return Err(FetchError::Other("unexpected children".into()));
-    };
-    let stats = closing.next().await.map_err(|e| FetchError::Other(e.to_string()))?;
+        let bao_tree::io::BaoContentItem::Leaf(leaf) = item else {
+            return Ok(());
+        };
+        // verified leaf (whole chunk group)
+        let start = leaf.offset;
+        let stop = start + leaf.data.len() as u64;
+        if start > written_to {
+            return Err(io::Error::other(format!(
+                "gap: expected data at {written_to}, got {start}"
+            )));
+        }
+        if stop > written_to {
+            let skip = (written_to - start) as usize;
+            sink.write_all(&leaf.data[skip..])?;
+            written_to = stop;
+            progress(FetchProgress {
+                offset: written_to,
+                size,
+            });
+        }
+        Ok(())
+    })
+    .await?;
     if written_to != size {
         return Err(FetchError::Other(format!(
             "incomplete: wrote up to {written_to} of {size}"
@@ -786,13 +753,14 @@ pub async fn fetch_on_conn<W: io::Write>(
 
 /// Requests `ranges` of `hash` on `conn` and hands every verified item
 /// (parents and whole chunk groups, each checked against the BLAKE3 root
-/// before it is handed over) to `sink`. Returns the blob's size.
+/// before it is handed over) to `sink`, with the blob's size. Returns the
+/// size and the transfer's statistics.
 pub async fn get_ranges(
     conn: &iroh::endpoint::Connection,
     hash: Hash,
     ranges: ChunkRanges,
-    mut sink: impl FnMut(bao_tree::io::BaoContentItem) -> io::Result<()>,
-) -> Result<u64, FetchError> {
+    mut sink: impl FnMut(u64, bao_tree::io::BaoContentItem) -> io::Result<()>,
+) -> Result<(u64, iroh_blobs::get::Stats), FetchError> {
     let request = GetRequest::blob_ranges(hash, ranges);
     let connected = fsm::start(conn.clone(), request, Default::default())
         .next()
@@ -818,7 +786,7 @@ pub async fn get_ranges(
         match content.next().await {
             BlobContentNext::More((next, item)) => {
                 content = next;
-                sink(item.map_err(map_decode)?).map_err(FetchError::Sink)?;
+                sink(size, item.map_err(map_decode)?).map_err(FetchError::Sink)?;
             }
             BlobContentNext::Done(end) => break end,
         }
@@ -826,8 +794,8 @@ pub async fn get_ranges(
     let EndBlobNext::Closing(closing) = end.next() else {
         return Err(FetchError::Other("unexpected children".into()));
     };
-    closing.next().await.map_err(|e| FetchError::Other(e.to_string()))?;
-    Ok(size)
+    let stats = closing.next().await.map_err(|e| FetchError::Other(e.to_string()))?;
+    Ok((size, stats))
 }
 
 /// The store's name for an iroh hash (the same 32 bytes).

@@ -110,9 +110,6 @@ pub async fn fetch_blob_with_progress(
     size: u64,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
-    if node.store.has_blob(&hash)? {
-        return Ok(());
-    }
     // A second fetch of the same blob (an install during a mirror fetch)
     // waits for the first, then finds the blob stored.
     let lock = node.fetch_lock(hash);

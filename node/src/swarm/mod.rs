@@ -379,14 +379,14 @@ async fn worker(
         let hash = iroh_blobs::Hash::from_bytes(*partial.hash.as_bytes());
         let got = tokio::time::timeout(
             PIECE_DEADLINE,
-            crate::blobs::get_ranges(conn, hash, ranges.clone(), |item| match item {
+            crate::blobs::get_ranges(conn, hash, ranges.clone(), |_, item| match item {
                 bao_tree::io::BaoContentItem::Parent(p) => partial.save_parent(p.node, &p.pair),
                 bao_tree::io::BaoContentItem::Leaf(l) => partial.write_leaf(l.offset, &l.data),
             }),
         )
         .await;
         match got {
-            Ok(Ok(size)) if size == partial.size => {
+            Ok(Ok((size, _))) if size == partial.size => {
                 partial.add_have(&ranges);
                 let n = piece_len(partial.size, piece);
                 bytes.fetch_add(n, Ordering::Relaxed);
@@ -394,7 +394,7 @@ async fn worker(
                 shared.bump();
                 failures = 0;
             }
-            Ok(Ok(size)) => {
+            Ok(Ok((size, _))) => {
                 shared.plan().failed(piece);
                 return Ended::Lied(format!("claims a size of {size}, the release says {}", partial.size));
             }
