@@ -8,7 +8,12 @@
 //!      serves corrupted groups: every other node completes, verified.
 //! (z4) the crowd again with no upload limit: total time and origin bytes.
 //!
-//! All 16 are real node processes on 127.0.0.1. `PACKFED_BENCH_QUICK=1`
+//! (z5) the planner's flash crowd at 100 simulated nodes (testnet's
+//!      `swarm_sim`: the node's own `Plan`, a modelled network, simulated
+//!      time): completion against a lone simulated fetch, and the origin's
+//!      upload. `PACKFED_BENCH_ONLY=z5` runs only this row.
+//!
+//! z1..z4 are 16 real node processes on 127.0.0.1. `PACKFED_BENCH_QUICK=1`
 //! shrinks the pack to 16 MiB and the crowd to 5 nodes.
 
 use std::path::{Path, PathBuf};
@@ -101,8 +106,59 @@ fn mib(b: u64) -> String {
     format!("{:.0} MiB", b as f64 / (1 << 20) as f64)
 }
 
+/// (z5): simulated crowds of `sizes` nodes, 128 pieces of 1 MiB, 50 MB/s.
+fn simulated(rows: &mut Vec<(String, String, String)>, sizes: &[usize]) {
+    use packfed_testnet::swarm_sim::{Crowd, run};
+    let crowd = |fetchers| Crowd {
+        fetchers,
+        pieces: 128,
+        piece_bytes: 1 << 20,
+        upload_rate: RATE as f64,
+        latency: Duration::from_millis(1),
+        seed: 5,
+    };
+    let started = Instant::now();
+    let lone = run(&crowd(1)).done[0];
+    for &n in sizes {
+        let r = run(&crowd(n));
+        rows.push((
+            format!("(z5) simulated flash crowd: {n} nodes fetch a 128 MiB pack from one origin (50 MB/s each)"),
+            format!(
+                "p50 {}, p99 {}; origin uploaded {:.2}x the pack (floor <= 2x)",
+                secs(r.quantile(0.5)),
+                secs(r.quantile(0.99)),
+                r.origin_ratio()
+            ),
+            format!(
+                "lone simulated fetch {}: p99 = {:.2}x; all nodes uploaded {:.2}x the pack",
+                secs(lone),
+                r.quantile(0.99).as_secs_f64() / lone.as_secs_f64(),
+                r.uploads.iter().sum::<u64>() as f64 / r.pack_bytes as f64
+            ),
+        ));
+    }
+    eprintln!(
+        "simulations took {:.1} s of this machine's time",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn print(rows: &[(String, String, String)]) {
+    println!("\n| measurement | result | baseline (same run) |");
+    println!("|---|---|---|");
+    for (m, r, b) in rows {
+        println!("| {m} | {r} | {b} |");
+    }
+}
+
 fn main() {
     let quick = std::env::var_os("PACKFED_BENCH_QUICK").is_some();
+    let mut sim_rows = Vec::new();
+    simulated(&mut sim_rows, if quick { &[20] } else { &[16, 100] });
+    if std::env::var("PACKFED_BENCH_ONLY").is_ok_and(|o| o == "z5") {
+        print(&sim_rows);
+        return;
+    }
     let (bytes, crowd_size) = if quick { (16 << 20, 5) } else { (128 << 20, 15) };
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -256,9 +312,6 @@ fn main() {
         ),
     ));
 
-    println!("\n| measurement | result | baseline (same run) |");
-    println!("|---|---|---|");
-    for (a, b, c) in rows {
-        println!("| {a} | {b} | {c} |");
-    }
+    rows.extend(sim_rows);
+    print(&rows);
 }

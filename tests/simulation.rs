@@ -76,3 +76,30 @@ async fn a_forged_release_is_rejected_by_the_publishers_neighbours_and_goes_no_f
     assert_eq!(seen_by, neighbours, "the forgery went past the attacker's neighbours");
     assert!(forged_seen.iter().all(|d| d.from == sim.peer_id(attacker)));
 }
+
+/// The swarm planner in a flash crowd of 100 simulated nodes (testnet's
+/// `swarm_sim`: the node's own `Plan`, a modelled network): everyone
+/// completes, the crowd serves itself, and the origin uploads at most twice
+/// the blob. (`cargo bench --bench swarm` runs it with a 128 MiB blob.)
+#[test]
+fn a_flash_crowd_of_100_simulated_nodes_costs_the_origin_at_most_twice_the_blob() {
+    use packfed_testnet::swarm_sim::{Crowd, run};
+    let crowd = |fetchers| Crowd {
+        fetchers,
+        pieces: 32,
+        piece_bytes: 1 << 20,
+        upload_rate: 50e6,
+        latency: std::time::Duration::from_millis(1),
+        seed: 9,
+    };
+    let lone = run(&crowd(1)).done[0];
+    let r = run(&crowd(100));
+    eprintln!("{r}; lone fetch {lone:?}");
+    assert_eq!(r.done.len(), 100);
+    assert!(r.origin_ratio() <= 2.0, "{r}");
+    // Without peers serving each other the last node would wait for 100
+    // copies from the origin.
+    assert!(r.quantile(0.99) < lone * 20, "{r}; lone {lone:?}");
+    let total: u64 = r.uploads.iter().sum();
+    assert!(total >= 100 * r.pack_bytes, "every copy was uploaded by someone");
+}

@@ -7,6 +7,7 @@
 pub mod adversary;
 pub mod catalog;
 pub mod sim;
+pub mod swarm_sim;
 pub mod timing;
 pub mod torsion;
 

@@ -390,7 +390,8 @@ async fn worker(
                 partial.add_have(&ranges);
                 let n = piece_len(partial.size, piece);
                 bytes.fetch_add(n, Ordering::Relaxed);
-                shared.plan().finished(piece);
+                let now = shared.epoch.elapsed().as_millis() as u64;
+                shared.plan().finished(piece, now);
                 shared.bump();
                 failures = 0;
             }

@@ -161,12 +161,6 @@ impl Partial {
         self.have.borrow().is_superset(ranges)
     }
 
-    pub fn is_complete(&self) -> bool {
-        self.covers(&ChunkRanges::from(
-            ChunkNum(0)..ChunkNum(self.size.div_ceil(1024).max(1)),
-        ))
-    }
-
     /// Follows `have` as it grows.
     pub fn subscribe(&self) -> watch::Receiver<ChunkRanges> {
         self.have.subscribe()

@@ -15,12 +15,19 @@
 //!   not complete). Fetchers that start together thus split the seed's
 //!   pieces instead of all pulling the same ones; an impatient caller (idle
 //!   for a while) may take any.
-//! - Endgame: when every missing piece is already in flight, an idle
-//!   provider may duplicate the piece that has waited longest, so one slow
-//!   provider cannot hold back the end.
+//! - Endgame: when every missing piece is already in flight and at most
+//!   [`ENDGAME_PIECES`] are missing, an idle provider may duplicate the
+//!   piece that has waited longest, so one slow provider cannot hold back
+//!   the end; but only a late one (in flight for twice as long as pieces
+//!   typically take here). With many providers every fetch is "all in
+//!   flight" almost from its start, and eager duplicates would double a
+//!   crowd's traffic.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+
+/// The endgame starts when at most this many pieces are missing.
+pub const ENDGAME_PIECES: usize = 4;
 
 /// A piece's state on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +49,16 @@ pub struct Plan<P> {
     /// Each provider's latest bitfield, whether it is complete, and
     /// whether it is fetching the blob too.
     have: HashMap<P, (Vec<bool>, bool, bool)>,
+    /// Per piece: how many providers hold it, and how many of those are
+    /// partial. Kept with `have`, so a pick costs one pass over the pieces
+    /// however many providers there are.
+    holders: Vec<(u32, u32)>,
+    /// Per piece: designated to this node among the fetchers; recomputed
+    /// only when the set of fetching providers changes.
+    designated: Option<Vec<bool>>,
     remaining: usize,
+    /// A moving average of how long a piece takes, in the caller's unit.
+    typical: Option<u64>,
     /// This node, for the rendezvous of seed pieces.
     me: P,
 }
@@ -56,9 +72,12 @@ impl<P: Eq + Hash + Clone> Plan<P> {
             .collect();
         let remaining = pieces.iter().filter(|p| **p != Piece::Done).count();
         Plan {
+            holders: vec![(0, 0); pieces.len()],
             pieces,
             have: HashMap::new(),
+            designated: None,
             remaining,
+            typical: None,
             me,
         }
     }
@@ -72,28 +91,68 @@ impl<P: Eq + Hash + Clone> Plan<P> {
         self.remaining
     }
 
-    pub fn is_done(&self, piece: usize) -> bool {
-        self.pieces.get(piece) == Some(&Piece::Done)
-    }
-
     /// Replaces what `provider` holds (from its latest bitfield). A vector of
     /// the wrong length is a provider that disagrees on the size: ignored.
     /// `fetching`: the provider is fetching the blob itself (a partial).
     pub fn set_have(&mut self, provider: P, have: Vec<bool>, fetching: bool) {
-        if have.len() == self.pieces.len() {
-            let seed = have.iter().all(|x| *x);
-            self.have.insert(provider, (have, seed, fetching && !seed));
+        if have.len() != self.pieces.len() {
+            return;
+        }
+        let seed = have.iter().all(|x| *x);
+        let fetching = fetching && !seed;
+        let old = self.remove(&provider);
+        if old != Some(fetching) && (fetching || old == Some(true)) {
+            self.designated = None;
+        }
+        self.count(&have, seed, 1);
+        self.have.insert(provider, (have, seed, fetching));
+    }
+
+    /// Forgets a provider (it failed, lied or went away).
+    pub fn drop_provider(&mut self, provider: &P) {
+        if self.remove(provider) == Some(true) {
+            self.designated = None;
         }
     }
 
-    /// Whether `piece` is designated to this node among the fetchers.
-    fn designated_to_me(&self, piece: usize) -> bool {
-        let score = |p: &P| mix(key_of(p), piece as u64);
-        let mine = score(&self.me);
-        !self
-            .have
-            .iter()
-            .any(|(p, (_, _, fetching))| *fetching && *p != self.me && score(p) > mine)
+    /// Takes a provider's bitfield out of the counts; whether it was fetching.
+    fn remove(&mut self, provider: &P) -> Option<bool> {
+        let (have, seed, fetching) = self.have.remove(provider)?;
+        self.count(&have, seed, -1);
+        Some(fetching)
+    }
+
+    fn count(&mut self, have: &[bool], seed: bool, sign: i32) {
+        for (h, held) in self.holders.iter_mut().zip(have) {
+            if *held {
+                h.0 = h.0.saturating_add_signed(sign);
+                if !seed {
+                    h.1 = h.1.saturating_add_signed(sign);
+                }
+            }
+        }
+    }
+
+    /// Per piece, whether it is designated to this node: rendezvous hashing
+    /// of (piece, fetcher) over this node and the fetching providers.
+    fn designated(&mut self) -> &[bool] {
+        if self.designated.is_none() {
+            let fetchers: Vec<u64> = self
+                .have
+                .iter()
+                .filter(|(p, (_, _, fetching))| *fetching && **p != self.me)
+                .map(|(p, _)| key_of(p))
+                .collect();
+            let me = key_of(&self.me);
+            let designated = (0..self.pieces.len() as u64)
+                .map(|i| {
+                    let mine = mix(me, i);
+                    !fetchers.iter().any(|f| mix(*f, i) > mine)
+                })
+                .collect();
+            self.designated = Some(designated);
+        }
+        self.designated.as_deref().unwrap_or_default()
     }
 
     /// Whether `provider` has sent a bitfield (and was not dropped).
@@ -103,24 +162,10 @@ impl<P: Eq + Hash + Clone> Plan<P> {
 
     /// Whether any provider holds a piece this node still needs.
     pub fn any_source(&self) -> bool {
-        self.have
-            .values()
-            .any(|(h, _, _)| h.iter().zip(&self.pieces).any(|(x, p)| *x && *p != Piece::Done))
-    }
-
-    /// Forgets a provider (it failed, lied or went away).
-    pub fn drop_provider(&mut self, provider: &P) {
-        self.have.remove(provider);
-    }
-
-    /// Providers holding `piece`: (all, partial ones).
-    fn holders(&self, piece: usize) -> (usize, usize) {
-        self.have
-            .values()
-            .filter(|(h, _, _)| h[piece])
-            .fold((0, 0), |(all, partial), (_, seed, _)| {
-                (all + 1, partial + usize::from(!seed))
-            })
+        self.holders
+            .iter()
+            .zip(&self.pieces)
+            .any(|((all, _), p)| *all > 0 && *p != Piece::Done)
     }
 
     /// The next piece to request from `provider`, marked in flight; `None`
@@ -128,17 +173,21 @@ impl<P: Eq + Hash + Clone> Plan<P> {
     /// the request for the endgame; `patient`: from a seed, take only the
     /// pieces designated to this node.
     pub fn next_for(&mut self, provider: &P, random: u64, now: u64, patient: bool) -> Option<usize> {
-        let (have, seed, _) = self.have.get(provider)?;
-        let seed = *seed;
-        let mut best: Option<(usize, usize)> = None; // (rarity, index)
+        let seed = self.have.get(provider)?.1;
+        if seed && patient {
+            self.designated();
+        }
+        let (have, _, _) = self.have.get(provider)?;
+        let designated = self.designated.as_deref().unwrap_or_default();
+        let mut best: Option<(u32, usize)> = None; // (rarity, index)
         let mut ties = 0u64;
         for (i, piece) in self.pieces.iter().enumerate() {
             if *piece != Piece::Missing || !have[i] {
                 continue;
             }
-            let (rarity, partial) = self.holders(i);
+            let (rarity, partial) = self.holders[i];
             // (A seed is never a partial holder itself.)
-            if seed && (partial > 0 || (patient && !self.designated_to_me(i))) {
+            if seed && (partial > 0 || (patient && !designated[i])) {
                 continue;
             }
             match best {
@@ -163,16 +212,24 @@ impl<P: Eq + Hash + Clone> Plan<P> {
             };
             return Some(i);
         }
-        // Endgame: only when nothing is missing that is not in flight.
-        if self.pieces.contains(&Piece::Missing) {
+        // Endgame: only when nothing is missing that is not in flight. A
+        // seed duplicates only what no partial holds, or in a crowd every
+        // fetcher's endgame would land on the origin.
+        if self.remaining > ENDGAME_PIECES || self.pieces.contains(&Piece::Missing) {
             return None;
         }
+        let holders = &self.holders;
+        let late = |since: u64| self.typical.is_none_or(|t| now.saturating_sub(since) >= 2 * t);
         let (i, requests, since) = self
             .pieces
             .iter()
             .enumerate()
             .filter_map(|(i, p)| match p {
-                Piece::InFlight { requests, since } if have[i] && *requests < 2 => Some((i, *requests, *since)),
+                Piece::InFlight { requests, since }
+                    if have[i] && *requests < 2 && late(*since) && !(seed && holders[i].1 > 0) =>
+                {
+                    Some((i, *requests, *since))
+                }
                 _ => None,
             })
             .min_by_key(|(_, _, since)| *since)?;
@@ -183,8 +240,12 @@ impl<P: Eq + Hash + Clone> Plan<P> {
         Some(i)
     }
 
-    /// A request for `piece` completed: it is held and verified.
-    pub fn finished(&mut self, piece: usize) {
+    /// A request for `piece` completed at `now`: it is held and verified.
+    pub fn finished(&mut self, piece: usize, now: u64) {
+        if let Piece::InFlight { since, .. } = self.pieces[piece] {
+            let took = now.saturating_sub(since);
+            self.typical = Some(self.typical.map_or(took, |t| (t * 7 + took) / 8));
+        }
         if self.pieces[piece] != Piece::Done {
             self.pieces[piece] = Piece::Done;
             self.remaining -= 1;
@@ -276,7 +337,7 @@ mod tests {
         plan.set_have("seed", bits("11111"), false);
         let mut n = 0;
         while let Some(i) = plan.next_for(&"seed", n, 0, true) {
-            plan.finished(i);
+            plan.finished(i, 0);
             n += 1;
         }
         assert_eq!(n, 5);
@@ -299,9 +360,56 @@ mod tests {
         plan.failed(x);
         plan.failed(x);
         assert_eq!(plan.next_for(&"b", 5, 40, true), Some(x));
-        plan.finished(x);
-        plan.finished(y);
+        plan.finished(x, 50);
+        plan.finished(y, 50);
         assert_eq!(plan.remaining(), 0);
+    }
+
+    #[test]
+    fn the_endgame_duplicates_only_late_pieces() {
+        let mut plan = Plan::new(&bits("000"), "me");
+        plan.set_have("a", bits("111"), false);
+        plan.set_have("b", bits("111"), false);
+        let first = plan.next_for(&"a", 5, 0, true).unwrap();
+        plan.finished(first, 100); // pieces take about 100 here
+        plan.next_for(&"a", 5, 100, true).unwrap();
+        plan.next_for(&"a", 5, 100, true).unwrap();
+        // Everything is in flight, but for 50 only: not late yet.
+        assert_eq!(plan.next_for(&"b", 5, 150, true), None);
+        assert!(plan.next_for(&"b", 5, 300, true).is_some());
+    }
+
+    #[test]
+    fn in_the_endgame_a_seed_duplicates_only_what_no_partial_holds() {
+        let mut plan = Plan::new(&bits("00"), "me");
+        plan.set_have("seed", bits("11"), false);
+        plan.set_have("peer", bits("10"), false);
+        assert_eq!(plan.next_for(&"peer", 1, 0, true), Some(0));
+        assert_eq!(plan.next_for(&"seed", 1, 5, true), Some(1));
+        // Both in flight: the seed may duplicate piece 1 (only it holds
+        // that), never piece 0, which a partial peer serves.
+        assert_eq!(plan.next_for(&"seed", 1, 9, true), Some(1));
+        assert_eq!(plan.next_for(&"seed", 1, 9, true), None);
+    }
+
+    #[test]
+    fn holder_counts_follow_replaced_and_dropped_bitfields() {
+        let mut plan = Plan::new(&bits("000"), "me");
+        plan.set_have("a", bits("111"), false); // a seed
+        plan.set_have("b", bits("100"), false);
+        // Piece 0 has a partial holder: the seed is not asked for it.
+        assert_eq!(plan.next_for(&"a", 1, 0, false).map(|i| i > 0), Some(true));
+        plan.failed(1);
+        plan.failed(2);
+        // "b" now holds nothing, then goes away: the seed serves all three.
+        plan.set_have("b", bits("000"), false);
+        plan.drop_provider(&"b");
+        let mut got: Vec<usize> = std::iter::from_fn(|| plan.next_for(&"a", 1, 0, false))
+            .take(3)
+            .collect();
+        got.sort();
+        assert_eq!(got, [0, 1, 2]);
+        assert!(plan.any_source());
     }
 
     #[test]
