@@ -203,7 +203,7 @@ fn bench_g(rows: &mut Vec<Row>, n: usize) {
         let t = Instant::now();
         let mut new = 0;
         for chunk in bytes.chunks(batch) {
-            for r in node.ingest_batch(chunk, Channel::Public) {
+            for r in node.ingest_batch(chunk, &Default::default(), Channel::Public) {
                 match r {
                     Ingested::New => new += 1,
                     other => panic!("attestation not stored: {other:?}"),

@@ -32,7 +32,7 @@ fn absorb(bytes: &[u8]) {
     // more, never less).
     if let Ok(got) = replica.receive(&mut state, bytes, |_| true) {
         let records: Vec<Vec<u8>> = got.candidates.into_iter().map(|(_, b)| b).collect();
-        let _ = VICTIM.0.ingest_batch(&records, Channel::Public);
+        let _ = VICTIM.0.ingest_batch(&records, &Default::default(), Channel::Public);
         let _ = replica.generate(&mut state);
     }
 }

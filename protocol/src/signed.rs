@@ -264,6 +264,38 @@ impl Signed {
         })
     }
 
+    /// [`Signed::check_signature_as_sent`], remembered: a screen that
+    /// passes records of any kind keeps this, so the node that then reads
+    /// the record as its kind does not check the signature a second time.
+    pub fn check_as_sent(&self, federation: &FederationId) -> Result<Checked, SignedError> {
+        let signer = self.check_signature_as_sent(federation)?;
+        Ok(Checked {
+            id: self.id(),
+            signer,
+            federation: *federation,
+        })
+    }
+
+    /// The payload as `R`, for an envelope whose signature `checked`
+    /// already vouches for: the same bytes (by id), the same federation,
+    /// and `R`'s kind (the checked signature covered the kind as sent).
+    pub fn verified_by<R: Record>(
+        &self,
+        checked: &Checked,
+        federation: &FederationId,
+    ) -> Result<Verified<R>, SignedError> {
+        if checked.id != self.id() || checked.federation != *federation {
+            return Err(SignedError::BadSignature);
+        }
+        if self.inner.kind != R::DOMAIN.tag() {
+            return Err(SignedError::WrongKind {
+                expected: R::DOMAIN.tag().to_string(),
+                found: self.inner.kind.clone(),
+            });
+        }
+        self.decode_payload(checked.signer)
+    }
+
     /// Verifies the signature over the bytes as received, then decodes the
     /// payload as `R`.
     pub fn verify<R: Record>(&self, federation: &FederationId) -> Result<Verified<R>, SignedError> {
@@ -312,8 +344,24 @@ pub fn verify_many<R: Record>(
         .collect()
 }
 
-/// A record whose signature has been checked. Only [`Signed::verify`] and
-/// [`verify_many`] make one.
+/// Proof that one envelope's signature held for the kind it names (see
+/// [`Signed::check_as_sent`]); only [`Signed::verified_by`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    id: RecordId,
+    signer: PublicKey,
+    federation: FederationId,
+}
+
+impl Checked {
+    /// The checked envelope's id.
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+}
+
+/// A record whose signature has been checked. Only [`Signed::verify`],
+/// [`Signed::verified_by`] and [`verify_many`] make one.
 #[derive(Debug, Clone)]
 pub struct Verified<R> {
     record: R,
@@ -438,6 +486,28 @@ mod tests {
         let mut p = Signed::sign(&claim(), &key, &fed(1)).to_pb();
         p.version = 2;
         assert_eq!(Signed::from_pb(p).unwrap_err(), SignedError::UnknownVersion(2));
+    }
+
+    #[test]
+    fn a_checked_signature_vouches_only_for_its_own_bytes_kind_and_federation() {
+        let key = KeyPair::generate().unwrap();
+        let env = Signed::sign(&claim(), &key, &fed(1));
+        let checked = env.check_as_sent(&fed(1)).unwrap();
+        assert_eq!(checked.id(), env.id());
+        let v = env.verified_by::<NamespaceClaim>(&checked, &fed(1)).unwrap();
+        assert_eq!(v.signer(), key.public());
+        // Another envelope, another federation, another kind: refused.
+        let other = Signed::sign(&claim(), &KeyPair::generate().unwrap(), &fed(1));
+        assert!(other.verified_by::<NamespaceClaim>(&checked, &fed(1)).is_err());
+        assert!(env.verified_by::<NamespaceClaim>(&checked, &fed(2)).is_err());
+        assert!(matches!(
+            env.verified_by::<pb::Release>(&checked, &fed(1)),
+            Err(SignedError::WrongKind { .. })
+        ));
+        // A forged signature is never checked.
+        let mut p = env.to_pb();
+        p.signature[3] ^= 1;
+        assert!(Signed::from_pb(p).unwrap().check_as_sent(&fed(1)).is_err());
     }
 
     #[test]

@@ -6,13 +6,13 @@
 //! Only the peer with the smaller id asks, so one session carries both
 //! directions; a session is at most [`MAX_SYNC_ROUNDS`] round trips.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 
 use automerge::sync;
 use libp2p::PeerId;
 use libp2p::request_response::{self, ResponseChannel};
-use packfed_protocol::{FederationId, Signed, pb};
+use packfed_protocol::{Signed, pb};
 use tokio::sync::mpsc;
 
 use super::Reactor;
@@ -125,13 +125,6 @@ fn count_refused(node: &Node) {
     node.stats.sync_refused.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Whether bytes a peer put in the document may be carried on: a signed
-/// envelope of this federation whose signature holds, of any kind (a
-/// newer kind travels through nodes that cannot read it yet).
-fn carried(bytes: &[u8], federation: &FederationId) -> bool {
-    Signed::decode(bytes).is_ok_and(|env| env.check_signature_as_sent(federation).is_ok())
-}
-
 /// Absorbs a peer's message (if any) and computes the answer. Blocking.
 fn step(node: &Node, peer: &PeerId, channel: Channel, state: &mut sync::State, msg: Option<&[u8]>) -> Option<Vec<u8>> {
     if let Some(msg) = msg {
@@ -150,12 +143,25 @@ fn step(node: &Node, peer: &PeerId, channel: Channel, state: &mut sync::State, m
 fn absorb(node: &Node, peer: &PeerId, channel: Channel, state: &mut sync::State, msg: &[u8]) {
     let federation = *node.federation();
     // Screening verifies every record's signature: not under the document
-    // lock, which publishes and other sessions need meanwhile.
-    let received =
-        Replica::screen(msg, |b| carried(b, &federation)).and_then(|screened| match node.replica_for(channel).lock() {
-            Ok(mut r) => r.apply(state, screened),
-            Err(_) => Err(ReplicaError::Malformed("registry document lock poisoned".into())),
-        });
+    // lock, which publishes and other sessions need meanwhile. What it
+    // checked is kept, so ingesting does not check it again. A record may
+    // be carried on if it is a signed envelope of this federation whose
+    // signature holds, of any kind (a newer kind travels through nodes
+    // that cannot read it yet).
+    let checked = std::sync::Mutex::new(HashMap::new());
+    let carried = |bytes: &[u8]| match Signed::decode(bytes).and_then(|env| env.check_as_sent(&federation)) {
+        Ok(c) => {
+            if let Ok(mut map) = checked.lock() {
+                map.insert(c.id(), c);
+            }
+            true
+        }
+        Err(_) => false,
+    };
+    let received = Replica::screen(msg, carried).and_then(|screened| match node.replica_for(channel).lock() {
+        Ok(mut r) => r.apply(state, screened),
+        Err(_) => Err(ReplicaError::Malformed("registry document lock poisoned".into())),
+    });
     match received {
         Ok(got) => {
             if got.refused > 0 {
@@ -163,7 +169,7 @@ fn absorb(node: &Node, peer: &PeerId, channel: Channel, state: &mut sync::State,
                 node.stats.crdt_garbage.fetch_add(got.refused as u64, Ordering::Relaxed);
             }
             let bytes: Vec<Vec<u8>> = got.candidates.into_iter().map(|(_, b)| b).collect();
-            for outcome in node.ingest_batch(&bytes, channel) {
+            for outcome in node.ingest_batch(&bytes, &checked.into_inner().unwrap_or_default(), channel) {
                 if let Ingested::Invalid(reason) = outcome {
                     tracing::warn!(%peer, %reason, "ignored an invalid record from registry sync");
                     node.stats.crdt_garbage.fetch_add(1, Ordering::Relaxed);

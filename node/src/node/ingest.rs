@@ -3,9 +3,11 @@
 //! Nothing a peer sends is stored or forwarded before the core says it is
 //! valid, and nothing here can panic on peer input.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use packfed_protocol::{Domain, Signed, pb};
+use packfed_protocol::signed::Record;
+use packfed_protocol::{Checked, Domain, RecordId, Signed, SignedError, Verified, pb};
 
 use super::Node;
 use crate::core::Channel;
@@ -151,9 +153,16 @@ impl Node {
 
     /// Ingests many records that came out of `channel`'s registry document
     /// (registry sync): releases and attestations, the bulk of a large
-    /// registry, get batched signature checks; every other record goes
-    /// through [`Node::ingest`]. Results are in input order.
-    pub fn ingest_batch(&self, records: &[Vec<u8>], channel: Channel) -> Vec<Ingested> {
+    /// registry, are decided in batches, and those whose signature the
+    /// sync screen already checked (`checked`, by id) are not checked
+    /// again; every other record goes through [`Node::ingest`]. Results
+    /// are in input order.
+    pub fn ingest_batch(
+        &self,
+        records: &[Vec<u8>],
+        checked: &HashMap<RecordId, Checked>,
+        channel: Channel,
+    ) -> Vec<Ingested> {
         let mut out: Vec<Option<Ingested>> = (0..records.len()).map(|_| None).collect();
         let mut attest_idx = Vec::new();
         let mut attest_envs = Vec::new();
@@ -201,7 +210,7 @@ impl Node {
             .chunks(RELEASE_BATCH)
             .zip(release_envs.chunks(RELEASE_BATCH))
         {
-            let verified = packfed_protocol::verify_many::<pb::Release>(envs, self.federation());
+            let verified = self.verify_all::<pb::Release>(envs, checked);
             for (i, v) in idx.iter().zip(verified) {
                 let r = match v {
                     Ok(v) => self.admit(Incoming::Release(v), channel, now),
@@ -215,7 +224,7 @@ impl Node {
             out[i] = Some(self.ingest(&records[i], channel));
         }
         if !attest_envs.is_empty() {
-            let verified = packfed_protocol::verify_many::<pb::Attestation>(&attest_envs, self.federation());
+            let verified = self.verify_all::<pb::Attestation>(&attest_envs, checked);
             let mut good = Vec::new();
             let mut good_idx = Vec::new();
             for (i, v) in attest_idx.iter().zip(verified) {
@@ -234,6 +243,28 @@ impl Node {
             }
         }
         out.into_iter().map(|o| o.unwrap_or(Ingested::Known)).collect()
+    }
+
+    /// Each envelope as `R`: through its `checked` signature where there is
+    /// one, through a signature check otherwise. In input order.
+    fn verify_all<R: Record>(
+        &self,
+        envs: &[Signed],
+        checked: &HashMap<RecordId, Checked>,
+    ) -> Vec<Result<Verified<R>, SignedError>> {
+        let fed = self.federation();
+        let unchecked: Vec<Signed> = envs
+            .iter()
+            .filter(|e| !checked.contains_key(&e.id()))
+            .cloned()
+            .collect();
+        let mut fresh = packfed_protocol::verify_many::<R>(&unchecked, fed).into_iter();
+        envs.iter()
+            .map(|e| match checked.get(&e.id()) {
+                Some(c) => e.verified_by::<R>(c, fed),
+                None => fresh.next().unwrap_or(Err(SignedError::BadSignature)),
+            })
+            .collect()
     }
 
     /// Attestations out of `channel`'s document, decided and carried out together.

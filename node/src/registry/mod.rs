@@ -187,7 +187,7 @@ impl Replica {
         &mut self,
         state: &mut sync::State,
         bytes: &[u8],
-        valid: impl Fn(&[u8]) -> bool,
+        valid: impl Fn(&[u8]) -> bool + Sync,
     ) -> Result<Received, ReplicaError> {
         let screened = Replica::screen(bytes, valid)?;
         self.apply(state, screened)
@@ -196,7 +196,7 @@ impl Replica {
     /// Bounds a peer's message and screens its changes (see [`screen`]);
     /// `valid` judges a record's bytes (the caller's signature check). Needs
     /// no document, so the costly part runs without holding one.
-    pub fn screen(bytes: &[u8], valid: impl Fn(&[u8]) -> bool) -> Result<Screened, ReplicaError> {
+    pub fn screen(bytes: &[u8], valid: impl Fn(&[u8]) -> bool + Sync) -> Result<Screened, ReplicaError> {
         if bytes.len() > MAX_SYNC_MESSAGE_BYTES {
             return Err(ReplicaError::TooLarge(bytes.len()));
         }
@@ -207,7 +207,8 @@ impl Replica {
         })?;
         let msg = sync::Message::decode(bytes).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
         let changes = screen::changes(msg.changes.iter()).map_err(ReplicaError::Malformed)?;
-        let screened = screen::refuse(changes, |c| !screen::clean(c, &valid));
+        let mut clean = screen::clean(&changes, &valid).into_iter();
+        let screened = screen::refuse(changes, |_| !clean.next().unwrap_or(false));
         Ok(Screened {
             msg,
             kept: screened.kept,

@@ -44,7 +44,7 @@ pub(super) struct Screened {
 
 /// Refuses every change `bad` names, and every change built on one of
 /// them (each change is visited once, whatever order the peer sent them in).
-pub(super) fn refuse(changes: Vec<Change>, bad: impl Fn(&Change) -> bool) -> Screened {
+pub(super) fn refuse(changes: Vec<Change>, mut bad: impl FnMut(&Change) -> bool) -> Screened {
     let mut refused = HashSet::new();
     let mut dependents: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
     let mut spread = Vec::new();
@@ -71,16 +71,50 @@ pub(super) fn refuse(changes: Vec<Change>, bad: impl Fn(&Change) -> bool) -> Scr
     }
 }
 
-/// Every operation puts a valid record at the root under its own id.
-pub(super) fn clean(change: &Change, valid: &impl Fn(&[u8]) -> bool) -> bool {
-    change.decode().operations.iter().all(|op| {
-        matches!(op.obj, ObjectId::Root)
-            && !op.insert
-            && match (&op.key, &op.action) {
-                (Key::Map(key), OpType::Put(ScalarValue::Bytes(bytes))) => {
-                    RecordId::of(bytes).to_hex() == key.as_str() && valid(bytes)
+/// For each change, whether every operation puts a valid record at the
+/// root under its own id. The structure is checked here; the records'
+/// bytes are judged by `valid` (a signature check) on every core, since a
+/// fresh node's first sync brings the whole registry in one message.
+pub(super) fn clean(changes: &[Change], valid: &(impl Fn(&[u8]) -> bool + Sync)) -> Vec<bool> {
+    let decoded: Vec<_> = changes.iter().map(Change::decode).collect();
+    let mut clean = vec![true; changes.len()];
+    let mut records: Vec<(usize, &[u8])> = Vec::new();
+    for (i, change) in decoded.iter().enumerate() {
+        for op in &change.operations {
+            match (&op.obj, op.insert, &op.key, &op.action) {
+                (ObjectId::Root, false, Key::Map(key), OpType::Put(ScalarValue::Bytes(bytes)))
+                    if RecordId::of(bytes).to_hex() == key.as_str() =>
+                {
+                    records.push((i, bytes))
                 }
-                _ => false,
+                _ => clean[i] = false,
             }
+        }
+    }
+    for ((i, _), ok) in records.iter().zip(on_every_core(&records, |(_, b)| valid(b))) {
+        if !ok {
+            clean[*i] = false;
+        }
+    }
+    clean
+}
+
+/// `f` of each item, in order, the items split between the cores.
+fn on_every_core<T: Sync>(items: &[T], f: impl Fn(&T) -> bool + Sync) -> Vec<bool> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 || items.len() < 256 {
+        return items.iter().map(&f).collect();
+    }
+    let per = items.len().div_ceil(cores);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(per)
+            .map(|part| (part.len(), s.spawn(|| part.iter().map(&f).collect::<Vec<bool>>())))
+            .collect();
+        // A part whose thread died is refused, not trusted.
+        parts
+            .into_iter()
+            .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![false; n]))
+            .collect()
     })
 }
