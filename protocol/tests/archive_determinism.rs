@@ -356,3 +356,25 @@ fn in_tree_symlinks_are_packed_deterministically() {
     );
     assert_eq!(fs::read(dest.join("bin/readme")).unwrap(), b"# hello\n");
 }
+
+/// The compression context is reused within a thread: after packing
+/// something else (and larger), the same tree packs to the same bytes as
+/// on a thread that never packed anything.
+#[test]
+fn a_reused_compression_context_packs_the_same_bytes_as_a_fresh_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(dir.path(), &simple_tree(), &[5], STYLE_A);
+    let root = dir.path().to_path_buf();
+    let fresh = std::thread::spawn(move || pack(&root).0).join().unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(other.path().join("big.bin"), &big).unwrap();
+    for _ in 0..3 {
+        pack(other.path());
+        assert!(pack(dir.path()).0 == fresh, "a reused context changed the archive");
+    }
+    // And it is what a fresh zstd encoder at the fixed level makes of the tar.
+    let tar = zstd::decode_all(&fresh[..]).unwrap();
+    assert!(zstd::encode_all(&tar[..], packfed_protocol::archive::ZSTD_LEVEL).unwrap() == fresh);
+}
