@@ -44,7 +44,8 @@ pub fn publish_dir(store: &Store, fed: &FederationId, key: &KeyPair, dir: &Path)
     };
     let release = packing::release_record(&manifest, &summary, &quality, None, now);
     let req = packing::sign_publish(&release, key, fed, now);
-    publish::publish_staged(store, fed, &req, staged).unwrap()
+    let verified = publish::verify_release(fed, &req).unwrap();
+    publish::publish_staged(store, fed, &verified, staged).unwrap()
 }
 
 /// Baseline: bare sled insert of the same bytes in the same chunk size, then flush.

@@ -489,10 +489,10 @@ async fn publish_counted(s: &Arc<ApiState>, headers: HeaderMap, body: Body) -> A
         .ok_or_else(|| ApiError::bad("malformed_record", format!("missing {PUBLISH_HEADER} header")))?;
     let prefix = hex::decode(prefix).map_err(|_| ApiError::bad("malformed_record", "publish header is not hex"))?;
     let req = PublishRequest::decode(&prefix)?;
-    let req_copy = req.clone();
-    // Refuse bad signatures before reading a byte of the archive.
-    let (release, facts, _) = publish::verify_release(s.node.federation(), &req)?;
-    let declared = release.record().size;
+    // Refuse bad signatures before reading a byte of the archive; checked
+    // once, and carried through the publish and its announcement.
+    let verified = publish::verify_release(s.node.federation(), &req)?;
+    let declared = verified.0.record().size;
     let limit = s.node.config.node.max_pack_bytes();
     if declared > limit {
         return Err(ApiError::bad(
@@ -526,12 +526,14 @@ async fn publish_counted(s: &Arc<ApiState>, headers: HeaderMap, body: Body) -> A
         .map_err(|e| ApiError::bad("too_large", format!("archive refused: {e}")))?;
 
     let node = s.node.clone();
-    let published =
-        tokio::task::spawn_blocking(move || publish::publish_staged(&node.store, node.federation(), &req, staged))
-            .await
-            .map_err(ApiError::internal)??;
+    let (published, verified) = tokio::task::spawn_blocking(move || {
+        publish::publish_staged(&node.store, node.federation(), &verified, staged).map(|p| (p, verified))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     s.publishes.fetch_add(1, Ordering::Relaxed);
-    s.node.announce_publish(&req_copy);
+    s.node.announce_publish(&verified);
+    let (release, facts, _) = verified;
     {
         let node = s.node.clone();
         let (name, version) = (facts.id.name.to_string(), facts.id.version.to_string());

@@ -165,16 +165,16 @@ pub fn assess_archive(store: &Store, staged: &StagedBlob) -> Result<(Manifest, p
     Ok((manifest, q))
 }
 
-/// Completes a publish whose archive bytes are staged in the store. On any
-/// refusal the staged bytes are discarded and nothing changes. Durable
-/// (flushed) when it returns Ok.
+/// Completes a publish whose archive bytes are staged in the store, for a
+/// request [`verify_release`] checked. On any refusal the staged bytes are
+/// discarded and nothing changes. Durable (flushed) when it returns Ok.
 pub fn publish_staged(
     store: &Store,
     fed: &FederationId,
-    req: &PublishRequest,
+    verified: &VerifiedPublish,
     staged: StagedBlob,
 ) -> Result<Published, PublishError> {
-    let result = publish_inner(store, fed, req, staged);
+    let result = publish_inner(store, fed, verified, staged);
     if result.is_err() {
         store.abandon(&staged)?;
     }
@@ -184,10 +184,9 @@ pub fn publish_staged(
 fn publish_inner(
     store: &Store,
     fed: &FederationId,
-    req: &PublishRequest,
+    (release, facts, claim): &VerifiedPublish,
     staged: StagedBlob,
 ) -> Result<Published, PublishError> {
-    let (release, facts, claim) = verify_release(fed, req)?;
     let r = release.record();
     if staged.hash != facts.hash {
         return Err(PublishError::HashMismatch {
@@ -205,7 +204,7 @@ fn publish_inner(
     check_against_archive(r, &manifest, &quality)?;
 
     store.commit_blob(staged)?;
-    let outcome = store.publish_local(fed, &release, &facts.hash, claim.as_ref())?;
+    let outcome = store.publish_local(fed, release, &facts.hash, claim.as_ref())?;
     let new = match outcome {
         InsertRelease::Inserted => true,
         InsertRelease::AlreadyPresent => false,
@@ -225,7 +224,7 @@ fn publish_inner(
     store.flush()?;
     Ok(Published {
         record_id: release.id(),
-        facts,
+        facts: facts.clone(),
         quality,
         new,
     })

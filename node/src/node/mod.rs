@@ -734,33 +734,30 @@ impl Node {
         sizes
     }
 
-    /// Replicates and gossips what a local publish stored.
-    pub fn announce_publish(&self, req: &crate::publish::PublishRequest) {
-        let mut envs = vec![&req.release];
-        if let Some(c) = &req.claim
-            && self.store.has_record(&c.id()).unwrap_or(false)
+    /// Replicates and gossips what a local publish stored (the release and
+    /// claim as [`crate::publish::verify_release`] checked them).
+    pub fn announce_publish(&self, verified: &crate::publish::VerifiedPublish) {
+        let (release, _, claim) = verified;
+        let mut envs = vec![release.envelope()];
+        if let Some(v) = claim
+            && self.store.has_record(&v.id()).unwrap_or(false)
         {
-            envs.insert(0, c);
+            envs.insert(0, v.envelope());
             // The store took the claim directly (under its publish lock):
             // track it here, so its witnessed time can make it the owner.
-            if let Ok(v) = c.verify::<pb::NamespaceClaim>(self.federation()) {
-                let fx = self
-                    .witness_lock()
-                    .track_claim(v.id(), &v.record().namespace, v.signer());
-                self.note_witnessable(v.id(), Some(&v.record().namespace));
-                if let Err(e) = self.apply(fx) {
-                    tracing::warn!(error = %e, "putting a namespace owner in force failed");
-                }
+            let fx = self
+                .witness_lock()
+                .track_claim(v.id(), &v.record().namespace, v.signer());
+            self.note_witnessable(v.id(), Some(&v.record().namespace));
+            if let Err(e) = self.apply(fx) {
+                tracing::warn!(error = %e, "putting a namespace owner in force failed");
             }
         }
-        let release = req.release.verify::<pb::Release>(self.federation()).ok();
-        let org = release
-            .as_ref()
-            .is_some_and(|v| Visibility::from_pb(v.record().visibility) == Visibility::Org);
+        let org = Visibility::from_pb(release.record().visibility) == Visibility::Org;
         if !org {
-            self.note_witnessable(req.release.id(), None);
+            self.note_witnessable(release.id(), None);
         } else {
-            self.org_witness_lock().note_admitted(req.release.id(), None);
+            self.org_witness_lock().note_admitted(release.id(), None);
         }
         for env in envs {
             // Org releases never enter the public document or public gossip.
@@ -772,7 +769,7 @@ impl Node {
             self.send_out(Outbound::Gossip(Topic::Records, env.encoded().to_vec()));
         }
         // The DHT is public: an org archive's hash never goes there.
-        if let Some(h) = release.and_then(|v| ContentHash::from_slice(&v.record().content_hash).ok())
+        if let Ok(h) = ContentHash::from_slice(&release.record().content_hash)
             && !org
         {
             self.send_out(Outbound::Provide(h));
