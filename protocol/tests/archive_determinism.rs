@@ -368,7 +368,9 @@ fn a_reused_compression_context_packs_the_same_bytes_as_a_fresh_one() {
     let fresh = std::thread::spawn(move || pack(&root).0).join().unwrap();
 
     let other = tempfile::tempdir().unwrap();
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     fs::write(other.path().join("big.bin"), &big).unwrap();
     for _ in 0..3 {
         pack(other.path());
