@@ -467,6 +467,9 @@ struct Reported;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Before any thread starts: every thread that allocates would otherwise
+    // get its own glibc arena, each keeping its freed pages fragmented.
+    crate::memory::limit_arenas();
     let cli = Cli::parse();
     init_tracing(matches!(cli.command, Command::Node(_)));
     let json_mode = cli.json;

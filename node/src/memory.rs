@@ -16,3 +16,24 @@ pub fn release_freed() {
         libc::malloc_trim(0);
     }
 }
+
+/// Caps glibc's malloc arenas at two. By default every thread that
+/// allocates gets an arena of its own (up to 8 per core): the search
+/// indexer, sled's threads, tokio's workers and blocking threads each kept
+/// a heap whose freed memory was cut into holes by the few long-lived
+/// objects allocated among it (sled's cache pages, catalog strings), which
+/// `malloc_trim` cannot return. Measured with 100k releases after 5,000
+/// queries: about 300 MB RSS with the default, 277 MB with two arenas (237
+/// MB with one). Two keeps allocation from contending on a single lock.
+/// Call before threads start; a no-op where the allocator is not glibc's,
+/// and `MALLOC_ARENA_MAX` in the environment still wins.
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before
+        // other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
