@@ -217,27 +217,31 @@ impl SearchService {
             .catalog
             .read()
             .map_err(|_| IndexError::Other("catalog lock poisoned".into()))?;
-        let mut hits: Vec<LocalHit> = cands
+        // Scored by reference: only the entries that make the page are
+        // cloned (there are up to CANDIDATES candidates, and a page of ten).
+        let mut scored: Vec<(f64, &Entry, [f64; FEATURES], f32)> = cands
             .iter()
             .filter_map(|cand| {
                 let e = c.get(cand.key)?;
                 let f = rank::features(e, cand.bm25, best, now_ms);
-                Some(LocalHit {
-                    score: rank::score(&weights, &f),
-                    explain: rank::explain(&weights, &f, cand.bm25),
-                    features: f,
-                    entry: e.clone(),
-                })
+                Some((rank::score(&weights, &f), e, f, cand.bm25))
             })
             .collect();
-        hits.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.entry.name.cmp(&b.entry.name))
-                .then_with(|| b.entry.version.cmp(&a.entry.version))
+        scored.sort_by(|(sa, a, ..), (sb, b, ..)| {
+            sb.total_cmp(sa)
+                .then_with(|| a.name.cmp(&b.name))
+                .then_with(|| b.version.cmp(&a.version))
         });
-        hits.truncate(q.limit.clamp(1, MAX_RESULTS));
-        Ok(hits)
+        scored.truncate(q.limit.clamp(1, MAX_RESULTS));
+        Ok(scored
+            .into_iter()
+            .map(|(score, e, f, bm25)| LocalHit {
+                score,
+                explain: rank::explain(&weights, &f, bm25),
+                features: f,
+                entry: e.clone(),
+            })
+            .collect())
     }
 }
 
