@@ -77,6 +77,17 @@ fn served(fed: &Federation) -> Vec<u64> {
         .collect()
 }
 
+/// How many providers each of nodes `who` has penalized so far.
+fn penalties(fed: &Federation, who: &[usize]) -> Vec<f64> {
+    who.iter()
+        .map(|&i| {
+            fed.nodes[i]
+                .metric("packfed_blob_providers_penalized_total")
+                .unwrap_or(0.0)
+        })
+        .collect()
+}
+
 /// Nodes `who` fetch `hash` at once; each one's completion time.
 fn crowd(fed: &Federation, who: &[usize], hash: &str, size: u64) -> Vec<Duration> {
     let start = Instant::now();
@@ -241,33 +252,11 @@ fn main() {
         .control("/v1/test/serve", &serde_json::json!({"mode": "corrupt"}))
         .unwrap();
     let honest: Vec<usize> = fetchers.iter().copied().filter(|&i| i != evil).collect();
-    let penalized_before: f64 = honest
-        .iter()
-        .map(|&i| {
-            fed.nodes[i]
-                .metric("packfed_blob_providers_penalized_total")
-                .unwrap_or(0.0)
-        })
-        .sum();
+    let before = penalties(&fed, &honest);
     let times = crowd(&fed, &honest, &hash, size);
-    let caught = honest
-        .iter()
-        .filter(|&&i| {
-            fed.nodes[i]
-                .metric("packfed_blob_providers_penalized_total")
-                .unwrap_or(0.0)
-                > 0.0
-        })
-        .count();
-    let penalized: f64 = honest
-        .iter()
-        .map(|&i| {
-            fed.nodes[i]
-                .metric("packfed_blob_providers_penalized_total")
-                .unwrap_or(0.0)
-        })
-        .sum::<f64>()
-        - penalized_before;
+    let after = penalties(&fed, &honest);
+    let caught = after.iter().filter(|p| **p > 0.0).count();
+    let penalized: f64 = after.iter().sum::<f64>() - before.iter().sum::<f64>();
     rows.push((
         format!("(z3) {} nodes fetch while a holder serves corrupted groups", honest.len()),
         format!("p50 {}, p99 {}", secs(pct(&times, 0.5)), secs(pct(&times, 0.99))),
