@@ -543,7 +543,7 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
     drop(docs);
     let parsed: Vec<_> = queries.iter().map(|q| bare.parse(q)).collect();
     for q in parsed.iter().cycle().take(200) {
-        bare.candidates(q, 256, |_, s| Some(s)).expect("bare search");
+        bare.candidates(q, 256, |_| |_, s| Some(s)).expect("bare search");
     }
     let mut bare_lat: Vec<Duration> = queries
         .iter()
@@ -553,7 +553,7 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
             // Parsing is part of a search: time it here too.
             let t = Instant::now();
             let p = bare.parse(q);
-            let c = bare.candidates(&p, 256, |_, s| Some(s)).expect("bare search");
+            let c = bare.candidates(&p, 256, |_| |_, s| Some(s)).expect("bare search");
             let took = t.elapsed();
             std::hint::black_box(c);
             took
@@ -561,6 +561,13 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
         .collect();
     bare_lat.sort();
     drop(parsed);
+    if verbose {
+        eprintln!(
+            "(l) segments: service index {}, bare index {}",
+            svc.stats().segments,
+            bare.segments()
+        );
+    }
 
     if verbose {
         // Per query: the slowest of its runs, and one more run.
@@ -612,16 +619,22 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
 
     if cfg.want_l {
         let (p50, p99) = (pct(&inproc, 0.5), pct(&inproc, 0.99));
+        let (bare50, bare99) = (pct(&bare_lat, 0.5), pct(&bare_lat, 0.99));
         let mut result = format!("in-process p50 **{}** p99 **{}**", dur(p50), dur(p99));
         let mut baseline = format!(
             "bare tantivy index, same texts and query shape, no catalog: p50 {} p99 {}",
-            dur(pct(&bare_lat, 0.5)),
-            dur(pct(&bare_lat, 0.99))
+            dur(bare50),
+            dur(bare99)
         );
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
         let mut floor = format!(
-            "in-process p50 < 2 ms {} p99 < 10 ms {}",
+            "in-process p50 < 2 ms {} p99 < 10 ms {}; p50 {:.2}x bare <= 1.2x {}, p99 {:.2}x bare <= 1.5x {}",
             check(p50 < Duration::from_millis(2)),
-            check(p99 < Duration::from_millis(10))
+            check(p99 < Duration::from_millis(10)),
+            ratio(p50, bare50),
+            check(ratio(p50, bare50) <= 1.2),
+            ratio(p99, bare99),
+            check(ratio(p99, bare99) <= 1.5)
         );
         if let Some(h) = &http {
             result.push_str(&format!(

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use packfed_protocol::records::ATTESTATION_KINDS;
 use packfed_protocol::{ContentHash, RecordId};
 
+use crate::learn::model::FEATURES;
+
 /// The key that ties a tantivy document to its catalog entry: the first 8
 /// bytes of the release record id. A second preimage of 64 bits of BLAKE3 is
 /// out of reach; two records of one publisher that collide only hide one of
@@ -65,7 +67,7 @@ pub struct Entry {
     /// The ranking features but text, as of when the entry was made: the
     /// first pass reads them instead of recomputing logs and exponentials
     /// for every matching document.
-    pub signals: [f64; crate::learn::model::FEATURES],
+    pub signals: [f64; FEATURES],
     /// Whether this is the shown version of its package when no field filter
     /// applies, per [`Filters::fast_slot`].
     pub shown_by_default: [bool; 4],
@@ -186,13 +188,43 @@ impl Interner {
     }
 }
 
+/// What a query's first pass reads for every matching document, kept apart
+/// from [`Entry`] in one dense array: an [`Entry`] is ~300 bytes in a hash
+/// table, and a query word common enough to match 20,000 documents paid a
+/// cache miss for each.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Hot {
+    /// Bit `slot` set: shown under [`Filters::fast_slot`] `slot`.
+    pub shown: u8,
+    /// [`rank::prior_factor`](super::rank::prior_factor) of the entry under
+    /// the catalog's weights.
+    pub factor: f32,
+}
+
 /// Every release the node knows, by document key, with its package's
 /// versions grouped.
-#[derive(Default)]
 pub struct Catalog {
     entries: HashMap<u64, Entry, KeyHasherBuilder>,
     /// Package name -> keys of its versions, newest version first.
     packages: HashMap<Arc<str>, Vec<u64>>,
+    /// Key -> index into `hot`. A key keeps its slot for good (a removed
+    /// entry's slot is only marked hidden), so a map from a segment's
+    /// documents to slots never goes stale.
+    slots: HashMap<u64, u32, KeyHasherBuilder>,
+    hot: Vec<Hot>,
+    weights: [f64; FEATURES],
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog {
+            entries: HashMap::default(),
+            packages: HashMap::new(),
+            slots: HashMap::default(),
+            hot: Vec::new(),
+            weights: super::rank::DEFAULT_WEIGHTS,
+        }
+    }
 }
 
 impl Catalog {
@@ -227,6 +259,7 @@ impl Catalog {
         if let Some(old) = self.packages.remove(&name) {
             for k in old {
                 self.entries.remove(&k);
+                self.refresh_hot(k);
             }
         }
         let mut refused = Vec::new();
@@ -264,8 +297,54 @@ impl Catalog {
                 }
             }
         }
+        for k in &keys {
+            self.refresh_hot(*k);
+        }
         self.packages.insert(name, keys);
         refused
+    }
+
+    /// Brings the dense first-pass record of `key` up to date with its entry
+    /// (or marks it hidden when there is none).
+    fn refresh_hot(&mut self, key: u64) {
+        let hot = match self.entries.get(&key) {
+            Some(e) => Hot {
+                shown: e
+                    .shown_by_default
+                    .iter()
+                    .enumerate()
+                    .fold(0u8, |bits, (i, s)| bits | (u8::from(*s) << i)),
+                factor: super::rank::prior_factor(&self.weights, e),
+            },
+            None => Hot::default(),
+        };
+        match self.slots.get(&key) {
+            Some(&slot) => self.hot[slot as usize] = hot,
+            None if hot == Hot::default() => {}
+            None => {
+                self.slots.insert(key, self.hot.len() as u32);
+                self.hot.push(hot);
+            }
+        }
+    }
+
+    /// The slot of `key` in the dense first-pass array, if it ever had one.
+    pub fn slot(&self, key: u64) -> Option<u32> {
+        self.slots.get(&key).copied()
+    }
+
+    /// The first-pass record in `slot` (hidden for an unknown slot).
+    pub fn hot(&self, slot: u32) -> Hot {
+        self.hot.get(slot as usize).copied().unwrap_or_default()
+    }
+
+    /// Adopts new ranking weights: every first-pass factor follows.
+    pub fn set_weights(&mut self, weights: [f64; FEATURES]) {
+        self.weights = weights;
+        let keys: Vec<u64> = self.slots.keys().copied().collect();
+        for k in keys {
+            self.refresh_hot(k);
+        }
     }
 
     /// Whether the release under `key` is a result for `f`: it passes the
@@ -296,15 +375,18 @@ impl Catalog {
 
     /// Sets install counts of the release with content hash `hash`.
     pub fn set_installs(&mut self, hash: &ContentHash, installs: u64, failed: u64) -> usize {
-        let mut n = 0;
+        let mut changed = Vec::new();
         for e in self.entries.values_mut().filter(|e| e.hash == *hash) {
             e.installs = installs;
             e.failed_installs = failed;
             let l = (1.0 + installs as f64).ln();
             e.signals[3] = l / (l + 2.0);
-            n += 1;
+            changed.push(e.key);
         }
-        n
+        for k in &changed {
+            self.refresh_hot(*k);
+        }
+        changed.len()
     }
 
     /// Package names under a namespace.

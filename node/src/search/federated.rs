@@ -173,7 +173,7 @@ fn checked(
         return Ok(None);
     }
     let rid = Signed::decode(&h.envelope).map_err(|e| e.to_string())?.id();
-    let catalog = svc.catalog.read().map_err(|_| "catalog lock poisoned".to_string())?;
+    let catalog = svc.catalog.read();
     if let Some(e) = catalog.entry_by_rid(&rid) {
         if !q.filters.admits(e) {
             return Ok(None);

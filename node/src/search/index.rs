@@ -121,9 +121,40 @@ pub struct Candidate {
     pub key: u64,
 }
 
-impl PartialOrd for Candidate {
+/// What the collector orders documents by (the first-pass score), and the
+/// BM25 it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FirstPass {
+    score: f32,
+    bm25: f32,
+}
+
+impl PartialOrd for FirstPass {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        self.first_pass.partial_cmp(&other.first_pass)
+        self.score.partial_cmp(&other.score)
+    }
+}
+
+/// One segment's document keys, as a query's first pass sees them.
+#[derive(Clone)]
+pub struct SegmentKeys {
+    pub id: tantivy::index::SegmentId,
+    pub max_doc: DocId,
+    keys: Option<std::sync::Arc<dyn tantivy::columnar::ColumnValues<u64>>>,
+}
+
+impl SegmentKeys {
+    fn of(seg: &SegmentReader) -> SegmentKeys {
+        SegmentKeys {
+            id: seg.segment_id(),
+            max_doc: seg.max_doc(),
+            keys: seg.fast_fields().u64("key").ok().map(|c| c.first_or_default_col(0)),
+        }
+    }
+
+    /// The key of document `doc` (0 if the column is unreadable).
+    pub fn get(&self, doc: DocId) -> u64 {
+        self.keys.as_ref().map(|c| c.get_val(doc)).unwrap_or(0)
     }
 }
 
@@ -376,39 +407,45 @@ impl TextIndex {
         }
     }
 
-    /// The `k` best documents by `first_pass(key, bm25)`, which returns None
-    /// for a document that is not a result (filtered, hidden, an older
-    /// version). Best first.
-    pub fn candidates<F>(&self, q: &ParsedQuery, k: usize, first_pass: F) -> Result<Vec<Candidate>, IndexError>
+    /// The `k` best documents by their first-pass score, best first.
+    /// `first_pass` is called once per segment with the segment's keys, and
+    /// returns the per-document scorer: `(doc, bm25)` -> None for a document
+    /// that is not a result (filtered, hidden, an older version).
+    pub fn candidates<S, F>(&self, q: &ParsedQuery, k: usize, first_pass: S) -> Result<Vec<Candidate>, IndexError>
     where
-        F: Fn(u64, f32) -> Option<f32> + Clone + Send + Sync + 'static,
+        S: Fn(&SegmentKeys) -> F + Send + Sync + 'static,
+        F: Fn(DocId, Score) -> Option<f32> + 'static,
     {
         let searcher = self.reader.searcher();
         let collector = TopDocs::with_limit(k.max(1)).tweak_score(move |seg: &SegmentReader| {
-            let keys = seg.fast_fields().u64("key").ok().map(|c| c.first_or_default_col(0));
-            let first_pass = first_pass.clone();
-            move |doc: DocId, bm25: Score| {
-                let key = keys.as_ref().map(|c| c.get_val(doc)).unwrap_or(0);
-                match first_pass(key, bm25) {
-                    Some(s) => Candidate {
-                        first_pass: s,
-                        bm25,
-                        key,
-                    },
-                    None => Candidate {
-                        first_pass: f32::NEG_INFINITY,
-                        bm25,
-                        key,
-                    },
-                }
+            let score = first_pass(&SegmentKeys::of(seg));
+            move |doc: DocId, bm25: Score| FirstPass {
+                score: score(doc, bm25).unwrap_or(f32::NEG_INFINITY),
+                bm25,
             }
         });
         let top = searcher.search(&q.query, &collector)?;
-        Ok(top
-            .into_iter()
-            .map(|(c, _)| c)
-            .filter(|c| c.first_pass > f32::NEG_INFINITY)
-            .collect())
+        let mut keys: Vec<Option<SegmentKeys>> = vec![None; searcher.segment_readers().len()];
+        let mut out = Vec::with_capacity(top.len());
+        for (c, addr) in top {
+            if c.score == f32::NEG_INFINITY {
+                continue;
+            }
+            let seg = addr.segment_ord as usize;
+            let Some(slot) = keys.get_mut(seg) else { continue };
+            let sk = slot.get_or_insert_with(|| SegmentKeys::of(searcher.segment_reader(addr.segment_ord)));
+            out.push(Candidate {
+                first_pass: c.score,
+                bm25: c.bm25,
+                key: sk.get(addr.doc_id),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Number of segments a query visits.
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
     }
 
     /// Number of live documents.
@@ -474,7 +511,7 @@ mod tests {
 
     fn keys(ix: &TextIndex, q: &str) -> Vec<u64> {
         let q = ix.parse(q);
-        ix.candidates(&q, 10, |_, s| Some(s))
+        ix.candidates(&q, 10, |_| |_, s| Some(s))
             .unwrap()
             .into_iter()
             .map(|c| c.key)
@@ -541,7 +578,12 @@ mod tests {
     fn filtered_documents_are_not_candidates() {
         let (_d, ix) = index();
         let q = ix.parse("api");
-        let c = ix.candidates(&q, 10, |k, s| (k != 1).then_some(s)).unwrap();
+        let c = ix
+            .candidates(&q, 10, |keys| {
+                let keys = keys.clone();
+                move |doc, s| (keys.get(doc) != 1).then_some(s)
+            })
+            .unwrap();
         assert!(c.iter().all(|c| c.key != 1));
         assert!(!c.is_empty());
     }

@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod fanout;
 pub mod federated;
+pub mod first_pass;
 pub mod index;
 pub mod rank;
 
@@ -64,6 +65,7 @@ pub struct LocalQuery {
 #[derive(Debug, Default, Serialize, Clone)]
 pub struct IndexStats {
     pub documents: u64,
+    pub segments: usize,
     pub catalog: u64,
     pub applied_changes: u64,
     pub rebuilt: bool,
@@ -77,7 +79,8 @@ struct Feed {
 /// The search service of a running node.
 pub struct SearchService {
     index: TextIndex,
-    catalog: Arc<RwLock<Catalog>>,
+    catalog: Arc<parking_lot::RwLock<Catalog>>,
+    slot_maps: Arc<first_pass::SlotMaps>,
     weights: RwLock<[f64; FEATURES]>,
     feed: Mutex<Feed>,
     rx: Mutex<Option<mpsc::Receiver<Change>>>,
@@ -95,6 +98,7 @@ impl SearchService {
         Ok(SearchService {
             index,
             catalog: Default::default(),
+            slot_maps: Default::default(),
             weights: RwLock::new(rank::DEFAULT_WEIGHTS),
             feed: Mutex::new(Feed { tx, sent: 0 }),
             rx: Mutex::new(Some(rx)),
@@ -177,21 +181,22 @@ impl SearchService {
         if let Ok(mut cur) = self.weights.write() {
             *cur = w;
         }
+        self.catalog.write().set_weights(w);
     }
 
     /// Sets install counts from the learning aggregates.
     pub fn set_installs(&self, counts: &[(ContentHash, u64, u64)]) {
-        if let Ok(mut c) = self.catalog.write() {
-            for (h, ok, failed) in counts {
-                c.set_installs(h, *ok, *failed);
-            }
+        let mut c = self.catalog.write();
+        for (h, ok, failed) in counts {
+            c.set_installs(h, *ok, *failed);
         }
     }
 
     pub fn stats(&self) -> IndexStats {
         IndexStats {
             documents: self.index.num_docs(),
-            catalog: self.catalog.read().map(|c| c.len() as u64).unwrap_or(0),
+            segments: self.index.segments(),
+            catalog: self.catalog.read().len() as u64,
             applied_changes: *self.applied.borrow(),
             rebuilt: self.rebuilt,
         }
@@ -201,22 +206,13 @@ impl SearchService {
     pub fn search(&self, q: &LocalQuery, now_ms: u64) -> Result<Vec<LocalHit>, IndexError> {
         let parsed = self.index.parse(&q.text);
         let weights = self.weights();
-        let catalog = self.catalog.clone();
-        let filters = q.filters.clone();
-        let cands = self
-            .index
-            .candidates(&parsed, CANDIDATES.max(q.limit), move |key, bm25| {
-                let c = catalog.read().ok()?;
-                if !c.shown(key, &filters) {
-                    return None;
-                }
-                Some(rank::prior(&weights, c.get(key)?, bm25))
-            })?;
+        let cands = self.index.candidates(
+            &parsed,
+            CANDIDATES.max(q.limit),
+            first_pass::scorer(self.catalog.clone(), self.slot_maps.clone(), q.filters.clone()),
+        )?;
         let best = cands.iter().map(|c| c.bm25).fold(0.0f32, f32::max);
-        let c = self
-            .catalog
-            .read()
-            .map_err(|_| IndexError::Other("catalog lock poisoned".into()))?;
+        let c = self.catalog.read();
         // Scored by reference: only the entries that make the page are
         // cloned (there are up to CANDIDATES candidates, and a page of ten).
         let mut scored: Vec<(f64, &Entry, [f64; FEATURES], f32)> = cands
@@ -325,12 +321,7 @@ impl Indexer<'_> {
                     names.extend(self.node.store.package_names(Some(&ns)).map_err(store_err)?);
                 }
                 Change::Status(rid) => {
-                    let known = self
-                        .svc
-                        .catalog
-                        .read()
-                        .ok()
-                        .and_then(|c| c.entry_by_rid(&rid).map(|e| e.name.to_string()));
+                    let known = self.svc.catalog.read().entry_by_rid(&rid).map(|e| e.name.to_string());
                     match known {
                         Some(n) => {
                             names.insert(n);
@@ -362,11 +353,7 @@ impl Indexer<'_> {
     }
 
     fn install(&self, name: &str, entries: Vec<Entry>) -> Result<(), IndexError> {
-        let mut c = self
-            .svc
-            .catalog
-            .write()
-            .map_err(|_| IndexError::Other("catalog lock poisoned".into()))?;
+        let mut c = self.svc.catalog.write();
         for k in c.replace_package(name, entries) {
             tracing::warn!(
                 package = name,

@@ -77,6 +77,12 @@ pub fn explain(weights: &[f64; FEATURES], f: &[f64; FEATURES], bm25: f32) -> Exp
 /// signals, so that among many equal text matches the trusted ones make the
 /// candidate list (the final order is [`score`] over [`features`]).
 pub fn prior(weights: &[f64; FEATURES], e: &Entry, bm25: f32) -> f32 {
+    bm25 * prior_factor(weights, e)
+}
+
+/// What [`prior`] multiplies BM25 by: it does not depend on the query, so
+/// the catalog keeps it per entry.
+pub fn prior_factor(weights: &[f64; FEATURES], e: &Entry) -> f32 {
     let f = &e.signals;
     let total: f64 = weights[1..].iter().map(|w| w.abs()).sum();
     let signal = if total > 0.0 {
@@ -84,7 +90,7 @@ pub fn prior(weights: &[f64; FEATURES], e: &Entry, bm25: f32) -> f32 {
     } else {
         0.0
     };
-    bm25 * (1.0 + 0.2 * signal.clamp(-1.0, 1.0) as f32)
+    1.0 + 0.2 * signal.clamp(-1.0, 1.0) as f32
 }
 
 #[cfg(test)]
