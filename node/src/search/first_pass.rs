@@ -123,4 +123,58 @@ mod tests {
         c.set_weights([1.0, 0.0, 0.0, 0.0, 5.0]);
         assert_ne!(c.hot(c.slot(old.key).unwrap()).factor, before);
     }
+
+    /// The slot map of a segment is kept across queries: a newer version
+    /// arriving in a later segment must still hide the older one in the
+    /// cached segment, and a version dropped from the catalog disappears.
+    #[test]
+    fn cached_segment_maps_follow_catalog_changes() {
+        use crate::search::index::{DocText, TextIndex};
+        let dir = tempfile::tempdir().unwrap();
+        let (ix, _) = TextIndex::open(&dir.path().join("index")).unwrap();
+        let catalog = Arc::new(RwLock::new(Catalog::default()));
+        let maps = Arc::new(SlotMaps::default());
+        let doc = |e: &crate::search::catalog::Entry| DocText {
+            key: e.key,
+            name: e.name.to_string(),
+            keywords: vec!["widget".into()],
+            description: String::new(),
+            category: "web".into(),
+        };
+        let found = |ix: &TextIndex| -> Vec<u64> {
+            let q = ix.parse("widget");
+            let scorer = scorer(catalog.clone(), maps.clone(), Filters::default());
+            ix.candidates(&q, 10, scorer).unwrap().iter().map(|c| c.key).collect()
+        };
+        let v1 = entry("a/x", "1.0.0", 1);
+        catalog.write().replace_package("a/x", vec![v1.clone()]);
+        ix.add(&[doc(&v1)]).unwrap();
+        ix.commit().unwrap();
+        assert_eq!(found(&ix), vec![v1.key]);
+        assert_eq!(maps.maps.lock().unwrap().len(), 1, "the segment's map is kept");
+
+        let v2 = entry("a/x", "2.0.0", 2);
+        catalog.write().replace_package("a/x", vec![v1.clone(), v2.clone()]);
+        ix.add(&[doc(&v2)]).unwrap();
+        ix.commit().unwrap();
+        assert_eq!(found(&ix), vec![v2.key], "the newer version hides the older");
+
+        catalog.write().replace_package("a/x", vec![v1.clone()]);
+        assert_eq!(found(&ix), vec![v1.key], "the dropped version is gone");
+
+        // A document whose entry is not in the catalog yet is no result,
+        // and its segment's map is not kept.
+        let other = entry("b/y", "1.0.0", 3);
+        ix.add(&[doc(&other)]).unwrap();
+        ix.commit().unwrap();
+        let kept = maps.maps.lock().unwrap().len();
+        assert_eq!(found(&ix), vec![v1.key]);
+        catalog.write().replace_package("b/y", vec![other.clone()]);
+        let mut both = found(&ix);
+        both.sort_unstable();
+        let mut want = vec![v1.key, other.key];
+        want.sort_unstable();
+        assert_eq!(both, want, "found once the catalog knows it");
+        assert!(maps.maps.lock().unwrap().len() > kept);
+    }
 }
