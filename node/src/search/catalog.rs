@@ -65,8 +65,8 @@ pub struct Entry {
     pub installs: u64,
     pub failed_installs: u64,
     /// The ranking features but text, as of when the entry was made: the
-    /// first pass reads them instead of recomputing logs and exponentials
-    /// for every matching document.
+    /// first-pass factor ([`Hot`]) is computed from them once per entry,
+    /// not per matching document.
     pub signals: [f64; FEATURES],
     /// Whether this is the shown version of its package when no field filter
     /// applies, per [`Filters::fast_slot`].
@@ -209,7 +209,8 @@ pub struct Catalog {
     packages: HashMap<Arc<str>, Vec<u64>>,
     /// Key -> index into `hot`. A key keeps its slot for good (a removed
     /// entry's slot is only marked hidden), so a map from a segment's
-    /// documents to slots never goes stale.
+    /// documents to slots never goes stale. Bounded like the index: one
+    /// slot per release record this process has seen.
     slots: HashMap<u64, u32, KeyHasherBuilder>,
     hot: Vec<Hot>,
     weights: [f64; FEATURES],
