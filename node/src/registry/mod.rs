@@ -441,6 +441,39 @@ mod tests {
         assert!(b.save_incremental().is_empty());
     }
 
+    #[test]
+    fn a_loaded_document_reports_only_what_peers_bring() {
+        let mut a = Replica::new();
+        for n in 0..100 {
+            let (id, bytes) = rec(n);
+            a.insert(&id, &bytes).unwrap();
+        }
+        // Loaded: the first change splits its value column (put + rollback
+        // at existing keys), which must surface as nothing.
+        let mut b = Replica::load(&a.save()).unwrap();
+        let (mine, mine_bytes) = rec(150);
+        assert!(b.insert(&mine, &mine_bytes).unwrap());
+        let (theirs, theirs_bytes) = rec(200);
+        a.insert(&theirs, &theirs_bytes).unwrap();
+        let (got_a, got_b) = sync_pair(&mut a, &mut b);
+        let ids = |r: &Received| r.candidates.iter().map(|c| c.0).collect::<Vec<_>>();
+        assert_eq!(ids(&got_b), vec![theirs]);
+        assert_eq!(ids(&got_a), vec![mine]);
+        assert_eq!((a.len(), b.len()), (102, 102));
+        // A document loaded from a snapshot and a piece, then changed.
+        let mut c = Replica::load(&b.save()).unwrap();
+        let (later, later_bytes) = rec(201);
+        c.insert(&later, &later_bytes).unwrap();
+        let piece = c.save_incremental();
+        let snapshot = b.save();
+        let (mut d, pieces) = Replica::load_pieces([&snapshot[..], &piece[..]].into_iter()).unwrap();
+        assert_eq!((pieces, d.len()), (2, 103));
+        assert!(d.contains(&later));
+        let (next, next_bytes) = rec(202);
+        assert!(d.insert(&next, &next_bytes).unwrap());
+        assert_eq!(d.len(), 104);
+    }
+
     /// A vandal's change: `edit` on `a`'s document, committed.
     fn vandalize(a: &mut Replica, edit: impl FnOnce(&mut AutoCommit)) {
         a.settle();
