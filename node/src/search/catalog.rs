@@ -68,9 +68,6 @@ pub struct Entry {
     /// first-pass factor ([`Hot`]) is computed from them once per entry,
     /// not per matching document.
     pub signals: [f64; FEATURES],
-    /// Whether this is the shown version of its package when no field filter
-    /// applies, per [`Filters::fast_slot`].
-    pub shown_by_default: [bool; 4],
 }
 
 /// What a query asks to see.
@@ -90,7 +87,7 @@ pub struct Filters {
 
 impl Filters {
     /// For filters that only choose quarantine and org visibility (the
-    /// common case), the slot of [`Entry::shown_by_default`] that answers
+    /// common case), the bit of [`Hot::shown`] that answers
     /// [`Catalog::shown`] without looking at the other versions.
     pub fn fast_slot(&self) -> Option<usize> {
         let plain = self.category.is_none()
@@ -260,7 +257,7 @@ impl Catalog {
         if let Some(old) = self.packages.remove(&name) {
             for k in old {
                 self.entries.remove(&k);
-                self.refresh_hot(k);
+                self.refresh_hot(k, None);
             }
         }
         let mut refused = Vec::new();
@@ -282,39 +279,34 @@ impl Catalog {
             let (ea, eb) = (&self.entries[a], &self.entries[b]);
             eb.version.cmp(&ea.version).then(ea.rid.cmp(&eb.rid))
         });
+        let mut shown = vec![0u8; keys.len()];
         for slot in 0..4 {
             let f = Filters {
                 include_quarantined: slot >= 2,
                 include_org: slot % 2 == 1,
                 ..Default::default()
             };
-            let first = keys
+            if let Some(i) = keys
                 .iter()
-                .copied()
-                .find(|k| self.entries.get(k).is_some_and(|e| f.admits(e)));
-            for k in &keys {
-                if let Some(e) = self.entries.get_mut(k) {
-                    e.shown_by_default[slot] = first == Some(*k);
-                }
+                .position(|k| self.entries.get(k).is_some_and(|e| f.admits(e)))
+            {
+                shown[i] |= 1 << slot;
             }
         }
-        for k in &keys {
-            self.refresh_hot(*k);
+        for (k, bits) in keys.iter().zip(shown) {
+            self.refresh_hot(*k, Some(bits));
         }
         self.packages.insert(name, keys);
         refused
     }
 
     /// Brings the dense first-pass record of `key` up to date with its entry
-    /// (or marks it hidden when there is none).
-    fn refresh_hot(&mut self, key: u64) {
+    /// (or marks it hidden when there is none): the factor always, the shown
+    /// bits when given (only a package's whole set of versions decides them).
+    fn refresh_hot(&mut self, key: u64, shown: Option<u8>) {
         let hot = match self.entries.get(&key) {
             Some(e) => Hot {
-                shown: e
-                    .shown_by_default
-                    .iter()
-                    .enumerate()
-                    .fold(0u8, |bits, (i, s)| bits | (u8::from(*s) << i)),
+                shown: shown.unwrap_or_else(|| self.slot(key).map_or(0, |s| self.hot(s).shown)),
                 factor: super::rank::prior_factor(&self.weights, e),
             },
             None => Hot::default(),
@@ -339,12 +331,17 @@ impl Catalog {
         self.hot.get(slot as usize).copied().unwrap_or_default()
     }
 
+    /// The ranking weights the first-pass factors and the final score use.
+    pub fn weights(&self) -> [f64; FEATURES] {
+        self.weights
+    }
+
     /// Adopts new ranking weights: every first-pass factor follows.
     pub fn set_weights(&mut self, weights: [f64; FEATURES]) {
         self.weights = weights;
         let keys: Vec<u64> = self.slots.keys().copied().collect();
         for k in keys {
-            self.refresh_hot(k);
+            self.refresh_hot(k, None);
         }
     }
 
@@ -355,8 +352,8 @@ impl Catalog {
         let Some(e) = self.entries.get(&key) else {
             return false;
         };
-        if let Some(slot) = f.fast_slot() {
-            return e.shown_by_default[slot];
+        if let Some(bit) = f.fast_slot() {
+            return self.slot(key).is_some_and(|s| self.hot(s).shown & (1 << bit) != 0);
         }
         if !f.admits(e) {
             return false;
@@ -385,7 +382,7 @@ impl Catalog {
             changed.push(e.key);
         }
         for k in &changed {
-            self.refresh_hot(*k);
+            self.refresh_hot(*k, None);
         }
         changed.len()
     }
@@ -434,7 +431,6 @@ pub(crate) mod tests {
             installs: 0,
             failed_installs: 0,
             signals: [0.0; 5],
-            shown_by_default: [false; 4],
         }
     }
 

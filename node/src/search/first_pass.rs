@@ -103,7 +103,9 @@ mod tests {
         let bit = f.fast_slot().unwrap();
         for e in [&old, &new] {
             let hot = c.hot(c.slot(e.key).unwrap());
-            assert_eq!((hot.shown >> bit) & 1 == 1, c.shown(e.key, &f));
+            // Only the newest version is shown, on both paths.
+            assert_eq!((hot.shown >> bit) & 1 == 1, e.key == new.key);
+            assert_eq!(c.shown(e.key, &f), e.key == new.key);
             let stored = c.get(e.key).unwrap();
             assert_eq!(
                 3.0 * hot.factor,
@@ -118,6 +120,10 @@ mod tests {
         assert_eq!(c.hot(slot).shown, 0);
         assert_eq!(c.slot(new.key), Some(slot));
         assert!((c.hot(c.slot(old.key).unwrap()).shown >> bit) & 1 == 1);
+        // Install counts move the factor and keep what is shown.
+        let shown = c.hot(c.slot(old.key).unwrap()).shown;
+        c.set_installs(&old.hash, 500, 0);
+        assert_eq!(c.hot(c.slot(old.key).unwrap()).shown, shown);
         // New weights move every factor.
         let before = c.hot(c.slot(old.key).unwrap()).factor;
         c.set_weights([1.0, 0.0, 0.0, 0.0, 5.0]);

@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use packfed_protocol::{ContentHash, PublicKey, pb};
@@ -81,7 +81,6 @@ pub struct SearchService {
     index: TextIndex,
     catalog: Arc<parking_lot::RwLock<Catalog>>,
     slot_maps: Arc<first_pass::SlotMaps>,
-    weights: RwLock<[f64; FEATURES]>,
     feed: Mutex<Feed>,
     rx: Mutex<Option<mpsc::Receiver<Change>>>,
     applied: tokio::sync::watch::Sender<u64>,
@@ -99,7 +98,6 @@ impl SearchService {
             index,
             catalog: Default::default(),
             slot_maps: Default::default(),
-            weights: RwLock::new(rank::DEFAULT_WEIGHTS),
             feed: Mutex::new(Feed { tx, sent: 0 }),
             rx: Mutex::new(Some(rx)),
             applied: tokio::sync::watch::Sender::new(0),
@@ -173,14 +171,11 @@ impl SearchService {
     }
 
     pub fn weights(&self) -> [f64; FEATURES] {
-        self.weights.read().map(|w| *w).unwrap_or(rank::DEFAULT_WEIGHTS)
+        self.catalog.read().weights()
     }
 
     /// Adopts a new ranking model (from learning).
     pub fn set_weights(&self, w: [f64; FEATURES]) {
-        if let Ok(mut cur) = self.weights.write() {
-            *cur = w;
-        }
         self.catalog.write().set_weights(w);
     }
 
@@ -205,7 +200,6 @@ impl SearchService {
     /// Runs a query over this node's catalog, best first.
     pub fn search(&self, q: &LocalQuery, now_ms: u64) -> Result<Vec<LocalHit>, IndexError> {
         let parsed = self.index.parse(&q.text);
-        let weights = self.weights();
         let cands = self.index.candidates(
             &parsed,
             CANDIDATES.max(q.limit),
@@ -213,6 +207,7 @@ impl SearchService {
         )?;
         let best = cands.iter().map(|c| c.bm25).fold(0.0f32, f32::max);
         let c = self.catalog.read();
+        let weights = c.weights();
         // Scored by reference: only the entries that make the page are
         // cloned (there are up to CANDIDATES candidates, and a page of ten).
         let mut scored: Vec<(f64, &Entry, [f64; FEATURES], f32)> = cands
@@ -433,7 +428,6 @@ impl Indexer<'_> {
             installs: 0,
             failed_installs: 0,
             signals: [0.0; FEATURES],
-            shown_by_default: [false; 4],
         };
         rank::with_signals(entry, crate::packing::now_ms())
     }
