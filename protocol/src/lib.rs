@@ -26,4 +26,4 @@ pub mod pb {
 
 pub use ids::{ContentHash, FederationId, RecordId};
 pub use keys::{KeyPair, PublicKey};
-pub use signed::{Checked, Domain, Signed, SignedError, Verified, signing_message, verify_many};
+pub use signed::{Checked, Domain, Signed, SignedError, SignerKeys, Verified, signing_message, verify_many};

@@ -268,7 +268,13 @@ impl Signed {
     /// passes records of any kind keeps this, so the node that then reads
     /// the record as its kind does not check the signature a second time.
     pub fn check_as_sent(&self, federation: &FederationId) -> Result<Checked, SignedError> {
-        let signer = self.check_signature_as_sent(federation)?;
+        self.check_as_sent_with(federation, &SignerKeys::default())
+    }
+
+    /// [`Signed::check_as_sent`] with signers' keys decompressed once for a
+    /// whole batch (`keys`, shared by the threads screening it).
+    pub fn check_as_sent_with(&self, federation: &FederationId, keys: &SignerKeys) -> Result<Checked, SignedError> {
+        let signer = self.check_signature_tagged(&self.inner.kind, federation, |signer| keys.get(signer))?;
         Ok(Checked {
             id: self.id(),
             signer,
@@ -330,18 +336,39 @@ pub fn verify_many<R: Record>(
     envelopes: &[Signed],
     federation: &FederationId,
 ) -> Vec<Result<Verified<R>, SignedError>> {
-    let mut keys: std::collections::HashMap<[u8; 32], Option<VerifyingKey>> = Default::default();
+    let keys = SignerKeys::default();
     envelopes
         .iter()
         .map(|env| {
-            let signer = env.check_signature_by(R::DOMAIN, federation, |signer| {
-                *keys
-                    .entry(*signer)
-                    .or_insert_with(|| VerifyingKey::from_bytes(signer).ok())
-            })?;
+            let signer = env.check_signature_by(R::DOMAIN, federation, |signer| keys.get(signer))?;
             env.decode_payload(signer)
         })
         .collect()
+}
+
+/// Signers' keys, decompressed once per batch of checks: decompressing a
+/// key is about a fifth of a strict check, and a batch's records come from
+/// few signers. Holds at most [`SignerKeys::MAX`] keys (a batch signed by
+/// many fresh keys just decompresses the rest each time); shareable between
+/// threads.
+#[derive(Default)]
+pub struct SignerKeys(std::sync::Mutex<std::collections::HashMap<[u8; 32], Option<VerifyingKey>>>);
+
+impl SignerKeys {
+    pub const MAX: usize = 4096;
+
+    fn get(&self, signer: &[u8; 32]) -> Option<VerifyingKey> {
+        if let Some(known) = self.0.lock().ok().and_then(|m| m.get(signer).copied()) {
+            return known;
+        }
+        let key = VerifyingKey::from_bytes(signer).ok();
+        if let Ok(mut m) = self.0.lock()
+            && m.len() < Self::MAX
+        {
+            m.insert(*signer, key);
+        }
+        key
+    }
 }
 
 /// Proof that one envelope's signature held for the kind it names (see
@@ -508,6 +535,46 @@ mod tests {
         let mut p = env.to_pb();
         p.signature[3] ^= 1;
         assert!(Signed::from_pb(p).unwrap().check_as_sent(&fed(1)).is_err());
+    }
+
+    #[test]
+    fn shared_signer_keys_judge_as_a_fresh_check_does() {
+        let keys = SignerKeys::default();
+        let signer = KeyPair::generate().unwrap();
+        let good = Signed::sign(&claim(), &signer, &fed(1));
+        let mut p = good.to_pb();
+        p.signature[5] ^= 1;
+        let forged = Signed::from_pb(p).unwrap();
+        // Bytes that are no curve point: no key, every time.
+        let mut p = good.to_pb();
+        p.signer = vec![0xff; 32];
+        let pointless = Signed::from_pb(p).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                good.check_as_sent_with(&fed(1), &keys).unwrap(),
+                good.check_as_sent(&fed(1)).unwrap()
+            );
+            assert_eq!(
+                forged.check_as_sent_with(&fed(1), &keys),
+                Err(SignedError::BadSignature)
+            );
+            assert_eq!(
+                pointless.check_as_sent_with(&fed(1), &keys),
+                pointless.check_as_sent(&fed(1))
+            );
+            assert!(pointless.check_as_sent(&fed(1)).is_err());
+        }
+        // Bounded: past MAX signers, keys are decompressed each time.
+        let many = SignerKeys::default();
+        for _ in 0..SignerKeys::MAX + 10 {
+            let k = KeyPair::generate().unwrap();
+            assert!(
+                Signed::sign(&claim(), &k, &fed(1))
+                    .check_as_sent_with(&fed(1), &many)
+                    .is_ok()
+            );
+        }
+        assert_eq!(many.0.lock().unwrap().len(), SignerKeys::MAX);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use automerge::sync;
 use libp2p::PeerId;
 use libp2p::request_response::{self, ResponseChannel};
-use packfed_protocol::{Signed, pb};
+use packfed_protocol::{Signed, SignerKeys, pb};
 use tokio::sync::mpsc;
 
 use super::Reactor;
@@ -149,7 +149,9 @@ fn absorb(node: &Node, peer: &PeerId, channel: Channel, state: &mut sync::State,
     // signature holds, of any kind (a newer kind travels through nodes
     // that cannot read it yet).
     let checked = std::sync::Mutex::new(HashMap::new());
-    let carried = |bytes: &[u8]| match Signed::decode(bytes).and_then(|env| env.check_as_sent(&federation)) {
+    let keys = SignerKeys::default();
+    let carried = |bytes: &[u8]| match Signed::decode(bytes).and_then(|env| env.check_as_sent_with(&federation, &keys))
+    {
         Ok(c) => {
             if let Ok(mut map) = checked.lock() {
                 map.insert(c.id(), c);
