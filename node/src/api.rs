@@ -525,20 +525,22 @@ async fn publish_counted(s: &Arc<ApiState>, headers: HeaderMap, body: Body) -> A
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::bad("too_large", format!("archive refused: {e}")))?;
 
+    // Storing, announcing (document, gossip, checkpoint) and re-judging
+    // all touch sled and sign: one blocking step, off the async workers.
     let node = s.node.clone();
     let (published, verified) = tokio::task::spawn_blocking(move || {
-        publish::publish_staged(&node.store, node.federation(), &verified, staged).map(|p| (p, verified))
+        let published = publish::publish_staged(&node.store, node.federation(), &verified, staged)?;
+        node.announce_publish(&verified);
+        let id = &verified.1.id;
+        if let Err(e) = node.reevaluate(&id.name.to_string(), &id.version.to_string()) {
+            tracing::warn!(%id, error = %e, "judging the new release failed; the next re-evaluation retries");
+        }
+        Ok::<_, publish::PublishError>((published, verified))
     })
     .await
     .map_err(ApiError::internal)??;
     s.publishes.fetch_add(1, Ordering::Relaxed);
-    s.node.announce_publish(&verified);
     let (release, facts, _) = verified;
-    {
-        let node = s.node.clone();
-        let (name, version) = (facts.id.name.to_string(), facts.id.version.to_string());
-        let _ = tokio::task::spawn_blocking(move || node.reevaluate(&name, &version)).await;
-    }
 
     // The namespace is this publisher's once witnesses have seen its claim.
     let ns = facts.id.name.namespace().to_string();
