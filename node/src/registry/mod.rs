@@ -72,8 +72,9 @@ pub struct Replica {
     unsaved: Vec<RecordId>,
     /// Changes refused lately (bounded; see [`REMEMBERED_REFUSALS`]).
     refused: std::collections::HashSet<ChangeHash>,
-    /// The value column may be one big loaded slab: split it before the
-    /// next change (see [`presplit`]).
+    /// The value column may hold a big slab (a whole document received by
+    /// sync): split it before the next change (see [`presplit`]). Loads
+    /// split at once.
     unsplit: bool,
 }
 
@@ -99,6 +100,7 @@ impl Replica {
     /// Loads a saved document (snapshot followed by incremental saves).
     pub fn load(bytes: &[u8]) -> Result<Replica, ReplicaError> {
         let mut doc = AutoCommit::load(bytes)?;
+        presplit::split_value_column(&mut doc);
         doc.update_diff_cursor();
         let saved = doc.get_heads();
         Ok(Replica {
@@ -106,24 +108,22 @@ impl Replica {
             saved,
             unsaved: Vec::new(),
             refused: Default::default(),
-            unsplit: true,
+            unsplit: false,
         })
     }
 
     /// Loads saved pieces in order (a snapshot, then incremental saves),
     /// stopping at the first piece that does not load. Returns the document
     /// and how many pieces it holds; `Ok` with 0 pieces is an empty document.
-    pub fn load_pieces<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Result<(Replica, usize), ReplicaError> {
-        let mut pieces = pieces.peekable();
+    pub fn load_pieces<'a>(mut pieces: impl Iterator<Item = &'a [u8]>) -> Result<(Replica, usize), ReplicaError> {
         let Some(first) = pieces.next() else {
             return Ok((Replica::new(), 0));
         };
         let mut doc = AutoCommit::load(first)?;
+        // Split before the pieces apply, and even with none: split, the
+        // column takes less memory than as loaded.
+        presplit::split_value_column(&mut doc);
         let mut loaded = 1;
-        let unsplit = pieces.peek().is_none();
-        if !unsplit {
-            presplit::split_value_column(&mut doc);
-        }
         for piece in pieces {
             // The file's framing already dropped a torn last piece; a piece
             // that still fails (damaged bytes) ends what can be trusted.
@@ -141,7 +141,7 @@ impl Replica {
                 saved,
                 unsaved: Vec::new(),
                 refused: Default::default(),
-                unsplit,
+                unsplit: false,
             },
             loaded,
         ))
@@ -192,8 +192,8 @@ impl Replica {
         self.doc.update_diff_cursor();
     }
 
-    /// Splits a loaded value column before the first change (see
-    /// [`presplit`]); once per load, ~2 µs per record.
+    /// Splits the value column before a change if a received batch may
+    /// have left big slabs (see [`presplit`]); ~2 µs per record.
     fn split_loaded_values(&mut self) {
         if std::mem::take(&mut self.unsplit) {
             presplit::split_value_column(&mut self.doc);
@@ -448,8 +448,8 @@ mod tests {
             let (id, bytes) = rec(n);
             a.insert(&id, &bytes).unwrap();
         }
-        // Loaded: the first change splits its value column (put + rollback
-        // at existing keys), which must surface as nothing.
+        // Loaded: the load splits its value column (put + rollback at
+        // existing keys), which must surface as nothing.
         let mut b = Replica::load(&a.save()).unwrap();
         let (mine, mine_bytes) = rec(150);
         assert!(b.insert(&mine, &mine_bytes).unwrap());
