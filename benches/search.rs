@@ -393,8 +393,9 @@ struct Http {
     rss: (u64, u64),
     /// RSS and peak of the same node restarted (index and registry file present).
     restarted: (u64, u64),
-    /// RSS and peak of a copy restarted after it took in 1,000 more releases.
-    grown: (u64, u64),
+    /// RSS and peak of a copy restarted after it took in 1,000 more releases
+    /// (measured for (o) only).
+    grown: Option<(u64, u64)>,
     empty_rss: (u64, u64),
 }
 
@@ -483,9 +484,11 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
         // A copy restarted after it took in more releases: its registry
         // file is now a snapshot followed by an incremental piece, which is
         // how a running node's file looks between snapshots.
-        let grown = grown_restart(&home, &tmp.path().join("grown"), &all[n..n + 1_000], &queries, timed);
-        if verbose {
-            eprintln!("(o) grown copy restarted: {} / {}", grown.0, grown.1);
+        let grown = cfg
+            .want_o
+            .then(|| grown_restart(&home, &tmp.path().join("grown"), &all[n..n + 1_000], &queries, timed));
+        if let (true, Some((rss, hwm))) = (verbose, grown) {
+            eprintln!("(o) grown copy restarted: {rss} / {hwm}");
         }
 
         // Baseline: the same daemon on an empty home, same queries.
@@ -770,7 +773,7 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
         && let Some(Http {
             rss: (rss, hwm),
             restarted: (rrss, rhwm),
-            grown: (grss, ghwm),
+            grown: Some((grss, ghwm)),
             empty_rss: (erss, ehwm),
             ..
         }) = http

@@ -268,18 +268,23 @@ impl Signed {
     /// passes records of any kind keeps this, so the node that then reads
     /// the record as its kind does not check the signature a second time.
     pub fn check_as_sent(&self, federation: &FederationId) -> Result<Checked, SignedError> {
-        self.check_as_sent_with(federation, &SignerKeys::default())
+        let signer = self.check_signature_as_sent(federation)?;
+        Ok(self.checked_by(signer, federation))
     }
 
     /// [`Signed::check_as_sent`] with signers' keys decompressed once for a
     /// whole batch (`keys`, shared by the threads screening it).
     pub fn check_as_sent_with(&self, federation: &FederationId, keys: &SignerKeys) -> Result<Checked, SignedError> {
         let signer = self.check_signature_tagged(&self.inner.kind, federation, |signer| keys.get(signer))?;
-        Ok(Checked {
+        Ok(self.checked_by(signer, federation))
+    }
+
+    fn checked_by(&self, signer: PublicKey, federation: &FederationId) -> Checked {
+        Checked {
             id: self.id(),
             signer,
             federation: *federation,
-        })
+        }
     }
 
     /// The payload as `R`, for an envelope whose signature `checked`

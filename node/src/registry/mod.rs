@@ -170,7 +170,7 @@ impl Replica {
         if self.contains(id) {
             return Ok(false);
         }
-        self.split_loaded_values();
+        self.split_if_needed();
         // No commit here: the open transaction is committed by the next
         // sync, save or `settle`, so a burst of records becomes one change.
         // A change per record cost ~3 KB of memory each and made every sync
@@ -194,7 +194,7 @@ impl Replica {
 
     /// Splits the value column before a change if a received batch may
     /// have left big slabs (see [`presplit`]); ~2 µs per record.
-    fn split_loaded_values(&mut self) {
+    fn split_if_needed(&mut self) {
         if std::mem::take(&mut self.unsplit) {
             presplit::split_value_column(&mut self.doc);
         }
@@ -262,7 +262,7 @@ impl Replica {
             let kept: Vec<Vec<u8>> = later.kept.iter().map(|c| c.raw_bytes().to_vec()).collect();
             msg.changes = kept.into();
         }
-        self.split_loaded_values();
+        self.split_if_needed();
         // Our own pending inserts are not news.
         self.settle();
         let before = self.len();
@@ -274,8 +274,8 @@ impl Replica {
         // and a large batch can leave big slabs too: split again before
         // the next change, which is cheap beside what the batch cost.
         let added = self.len().saturating_sub(before);
-        if before == 0 || added >= LARGE_BATCH.max(before / 8) {
-            self.unsplit = added > 0;
+        if added > 0 && (before == 0 || added >= LARGE_BATCH.max(before / 8)) {
+            self.unsplit = true;
         }
         self.forget_refused_heads(state);
         for patch in self.doc.diff_incremental() {
