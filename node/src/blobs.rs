@@ -23,7 +23,6 @@ use bao_tree::{
     io::{
         EncodeError, Leaf, Parent,
         mixed::{EncodedItem, ReadBytesAt, traverse_ranges_validated},
-        outboard::PreOrderMemOutboard,
         sync::Outboard,
     },
     iter::BaoChunk,
@@ -63,13 +62,8 @@ pub const CHUNK_GROUP_BYTES: u64 = 1024 << 4;
 pub trait ChunkSource: Send + Sync + 'static {
     /// Size of the blob in bytes, `None` if unknown.
     fn size(&self, hash: &Hash) -> Option<u64>;
-    /// Read exactly `len` bytes at `offset`. The server only asks for whole
-    /// 16 KiB chunk groups (offset aligned to 16 KiB; the last one may be shorter),
-    /// so with 64 KiB sled chunks a read never straddles two sled values.
-    fn read_at(&self, hash: &Hash, offset: u64, len: usize) -> io::Result<Bytes>;
-    /// Pre-order bao outboard (no size prefix), block size `IROH_BLOCK_SIZE`
-    /// (`BlockSize::from_chunk_log(4)`). Empty for blobs <= 16 KiB.
-    fn outboard(&self, hash: &Hash) -> io::Result<Option<Vec<u8>>>;
+    /// Opens a blob to serve one request from; `None` if it is not here.
+    fn open(&self, hash: &Hash) -> io::Result<Option<Arc<dyn BlobView>>>;
     /// Per-requester access control.
     fn allowed(&self, hash: &Hash, remote: &EndpointId) -> bool;
     /// Optional: enumerate blobs for `ListBlobs`.
@@ -90,6 +84,44 @@ pub trait ChunkSource: Send + Sync + 'static {
     /// The node's upload budget, if it has one.
     fn upload_limit(&self) -> Option<Arc<crate::upload_limit::UploadLimit>> {
         None
+    }
+}
+
+/// One blob, opened for the reads of one request.
+pub trait BlobView: Send + Sync {
+    /// Exactly `len` bytes at `offset`. The server only asks for whole 16 KiB
+    /// chunk groups (offset aligned to 16 KiB; the last one may be shorter).
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes>;
+    /// Length of the pre-order bao outboard (no size prefix), block size
+    /// `IROH_BLOCK_SIZE`; 0 for blobs <= 16 KiB.
+    fn outboard_len(&self) -> u64;
+    /// The hash pair at `offset` (a multiple of 64) of that outboard.
+    fn outboard_pair(&self, offset: u64) -> io::Result<[u8; 64]>;
+}
+
+/// A blob's outboard read pair by pair from its [`BlobView`].
+struct ViewOutboard<'a> {
+    root: blake3::Hash,
+    tree: BaoTree,
+    view: &'a dyn BlobView,
+}
+
+impl Outboard for ViewOutboard<'_> {
+    fn root(&self) -> blake3::Hash {
+        self.root
+    }
+
+    fn tree(&self) -> BaoTree {
+        self.tree
+    }
+
+    fn load(&self, node: bao_tree::TreeNode) -> io::Result<Option<(blake3::Hash, blake3::Hash)>> {
+        let Some(slot) = self.tree.pre_order_offset(node) else {
+            return Ok(None);
+        };
+        let pair = self.view.outboard_pair(slot * 64)?;
+        let half = |b: &[u8]| blake3::Hash::from_bytes(b.try_into().expect("32 bytes"));
+        Ok(Some((half(&pair[..32]), half(&pair[32..]))))
     }
 }
 
@@ -322,15 +354,12 @@ async fn observe(src: Arc<dyn ChunkSource>, hash: Hash, tx: irpc::channel::mpsc:
     }
 }
 
-/// `ReadBytesAt` adapter so bao-tree can read leaves from the ChunkSource.
-struct SourceReader {
-    source: Arc<dyn ChunkSource>,
-    hash: Hash,
-}
+/// `ReadBytesAt` adapter so bao-tree can read leaves from a [`BlobView`].
+struct ViewReader(Arc<dyn BlobView>);
 
-impl ReadBytesAt for SourceReader {
+impl ReadBytesAt for ViewReader {
     fn read_bytes_at(&self, offset: u64, size: usize) -> io::Result<Bytes> {
-        let b = self.source.read_at(&self.hash, offset, size)?;
+        let b = self.0.read_at(offset, size)?;
         if b.len() != size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -371,18 +400,15 @@ async fn export_bao(
     let fail = |kind: io::ErrorKind, msg: String| EncodedItem::Error(EncodeError::Io(io::Error::new(kind, msg)));
     // NotFound/UnexpectedEof are treated as "don't have it" (not a local failure) by
     // the provider; any error makes the provider reset the QUIC stream.
+    let not_found = || fail(io::ErrorKind::NotFound, format!("{hash} not found"));
     let Some(size) = source.size(&hash) else {
-        tx.0.send(fail(io::ErrorKind::NotFound, format!("{hash} not found")))
-            .await
-            .ok();
+        tx.0.send(not_found()).await.ok();
         return;
     };
-    let outboard = match source.outboard(&hash) {
-        Ok(Some(ob)) => ob,
+    let view = match source.open(&hash) {
+        Ok(Some(view)) => view,
         Ok(None) => {
-            tx.0.send(fail(io::ErrorKind::NotFound, format!("no outboard for {hash}")))
-                .await
-                .ok();
+            tx.0.send(not_found()).await.ok();
             return;
         }
         Err(e) => {
@@ -404,21 +430,21 @@ async fn export_bao(
             return;
         }
     }
-    if outboard.len() as u64 != tree.outboard_size() {
+    if view.outboard_len() != tree.outboard_size() {
         let msg = format!(
             "outboard size {} != expected {} for size {size}",
-            outboard.len(),
+            view.outboard_len(),
             tree.outboard_size()
         );
         tx.0.send(fail(io::ErrorKind::InvalidData, msg)).await.ok();
         return;
     }
-    let outboard = PreOrderMemOutboard {
+    let outboard = ViewOutboard {
         root: hash.into(),
         tree,
-        data: outboard,
+        view: &*view,
     };
-    let reader = SourceReader { source, hash };
+    let reader = ViewReader(view.clone());
     if validate {
         // Emits Size, then Parent/Leaf items, then Done or Error. Validation covers
         // the outboard (root == hash) and every leaf (before it is sent).
@@ -431,8 +457,8 @@ async fn export_bao(
 /// Test helper: like `traverse_ranges_validated` but without checking anything.
 /// Only handles requests made of whole chunk groups.
 async fn traverse_unvalidated(
-    data: SourceReader,
-    outboard: PreOrderMemOutboard,
+    data: ViewReader,
+    outboard: ViewOutboard<'_>,
     ranges: &ChunkRanges,
     tx: &mut IrpcBaoSender,
 ) -> Result<(), irpc::channel::SendError> {

@@ -284,7 +284,8 @@ async fn fetch_swarm(
         return Err(e);
     }
     let adopted = tokio::task::block_in_place(|| -> Result<()> {
-        node.store.adopt_file(partial.data_path(), hash, size)?;
+        node.store
+            .adopt_file(partial.data_path(), hash, size, &partial.outboard()?)?;
         node.store.flush()?;
         Ok(())
     });

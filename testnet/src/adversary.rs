@@ -46,7 +46,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use packfed_node::api::ApiState;
-use packfed_node::blobs::{Bytes, ChunkSource, EndpointId, Hash};
+use packfed_node::blobs::{BlobView, Bytes, ChunkSource, EndpointId, Hash};
 use packfed_node::config::Home;
 use packfed_node::core::Topic;
 use packfed_node::daemon::{Options, Sources};
@@ -105,19 +105,38 @@ impl ChunkSource for MangledChunks {
     fn size(&self, hash: &Hash) -> Option<u64> {
         self.inner.size(hash)
     }
-    fn read_at(&self, hash: &Hash, offset: u64, len: usize) -> io::Result<Bytes> {
-        let mut data = self.inner.read_at(hash, offset, len)?.to_vec();
-        self.mode.mangle(&mut data);
-        Ok(Bytes::from(data))
-    }
-    fn outboard(&self, hash: &Hash) -> io::Result<Option<Vec<u8>>> {
-        self.inner.outboard(hash)
+    fn open(&self, hash: &Hash) -> io::Result<Option<Arc<dyn BlobView>>> {
+        Ok(self.inner.open(hash)?.map(|inner| {
+            Arc::new(MangledView {
+                inner,
+                mode: self.mode.clone(),
+            }) as Arc<dyn BlobView>
+        }))
     }
     fn allowed(&self, hash: &Hash, remote: &EndpointId) -> bool {
         self.inner.allowed(hash, remote)
     }
     fn list(&self) -> Vec<Hash> {
         self.inner.list()
+    }
+}
+
+struct MangledView {
+    inner: Arc<dyn BlobView>,
+    mode: Mode,
+}
+
+impl BlobView for MangledView {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let mut data = self.inner.read_at(offset, len)?.to_vec();
+        self.mode.mangle(&mut data);
+        Ok(Bytes::from(data))
+    }
+    fn outboard_len(&self) -> u64 {
+        self.inner.outboard_len()
+    }
+    fn outboard_pair(&self, offset: u64) -> io::Result<[u8; 64]> {
+        self.inner.outboard_pair(offset)
     }
 }
 

@@ -5,7 +5,8 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::blobs::{Bytes, ChunkSource, EndpointId, Hash, content_hash, peer_of};
+use crate::blobs::{BlobView, Bytes, ChunkSource, EndpointId, Hash, content_hash, peer_of};
+use crate::store::StoredBlob;
 use bao_tree::ChunkRanges;
 
 /// Serves blobs from a node's sled store; org packs only to org peers.
@@ -22,31 +23,13 @@ impl ChunkSource for SledSource {
         }
     }
 
-    fn read_at(&self, hash: &Hash, offset: u64, len: usize) -> io::Result<Bytes> {
+    fn open(&self, hash: &Hash) -> io::Result<Option<Arc<dyn BlobView>>> {
         let h = content_hash(hash);
-        match self.node.store.read_at(&h, offset, len) {
-            Ok(data) => Ok(Bytes::from(data)),
-            Err(crate::store::StoreError::MissingBlob(_)) => match self.node.partial(&h) {
-                Some(p) => p.read_at(offset, len),
-                None => Err(io::Error::new(io::ErrorKind::NotFound, "blob not here")),
-            },
+        match self.node.store.open_stored(&h) {
+            Ok(blob) => Ok(Some(Arc::new(blob))),
+            Err(crate::store::StoreError::MissingBlob(_)) => Ok(self.node.partial(&h).map(|p| p as Arc<dyn BlobView>)),
             Err(e) => Err(io::Error::other(e)),
         }
-    }
-
-    fn outboard(&self, hash: &Hash) -> io::Result<Option<Vec<u8>>> {
-        use std::io::Read;
-        let h = content_hash(hash);
-        let mut reader = match self.node.store.outboard_reader(&h) {
-            Ok(r) => r,
-            Err(crate::store::StoreError::MissingBlob(_)) => {
-                return self.node.partial(&h).map(|p| p.outboard()).transpose();
-            }
-            Err(e) => return Err(io::Error::other(e)),
-        };
-        let mut out = Vec::new();
-        reader.read_to_end(&mut out)?;
-        Ok(Some(out))
     }
 
     fn allowed(&self, hash: &Hash, remote: &EndpointId) -> bool {
@@ -71,5 +54,21 @@ impl ChunkSource for SledSource {
 
     fn upload_limit(&self) -> Option<Arc<crate::upload_limit::UploadLimit>> {
         self.node.upload_limit.clone()
+    }
+}
+
+impl BlobView for StoredBlob {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        StoredBlob::read_at(self, offset, len)
+            .map(Bytes::from)
+            .map_err(io::Error::other)
+    }
+
+    fn outboard_len(&self) -> u64 {
+        self.meta().outboard_len
+    }
+
+    fn outboard_pair(&self, offset: u64) -> io::Result<[u8; 64]> {
+        StoredBlob::outboard_pair(self, offset).map_err(io::Error::other)
     }
 }

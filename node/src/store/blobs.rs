@@ -203,6 +203,96 @@ impl Read for PieceReader {
     }
 }
 
+/// Whether `outboard` is the complete pre-order outboard of a blob of `size`
+/// bytes with root `hash` (every parent hashes to its parent). A blob of one
+/// chunk group has an empty outboard, which says nothing: false.
+fn outboard_hashes_to(outboard: &[u8], hash: ContentHash, size: u64) -> bool {
+    let tree = bao_tree::BaoTree::new(size, IROH_BLOCK_SIZE);
+    if outboard.is_empty() || outboard.len() as u64 != tree.outboard_size() {
+        return false;
+    }
+    let ob = bao_tree::io::outboard::PreOrderMemOutboard {
+        root: blake3::Hash::from_bytes(*hash.as_bytes()),
+        tree,
+        data: outboard,
+    };
+    let mut valid = bao_tree::ChunkRanges::empty();
+    for range in bao_tree::io::sync::valid_outboard_ranges(ob, &bao_tree::ChunkRanges::all()) {
+        match range {
+            Ok(r) => valid |= bao_tree::ChunkRanges::from(r),
+            Err(_) => return false,
+        }
+    }
+    valid.is_superset(&bao_tree::ChunkRanges::from(
+        bao_tree::ChunkNum(0)..bao_tree::ChunkNum(size.div_ceil(1024)),
+    ))
+}
+
+/// A stored blob opened for reads at random offsets. Outboard entries are
+/// read one hash pair at a time from their sled pieces: a range request
+/// needs a few dozen pairs, and the whole outboard of a 1 GiB blob is 4 MiB.
+pub struct StoredBlob {
+    hash: ContentHash,
+    meta: BlobMeta,
+    file: Option<File>,
+    chunks: sled::Tree,
+    outboards: sled::Tree,
+}
+
+impl StoredBlob {
+    pub fn meta(&self) -> BlobMeta {
+        self.meta
+    }
+
+    /// Reads `len` bytes at `offset` (fewer at the end of the blob).
+    pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let (hash, size) = (self.hash, self.meta.size);
+        if offset > size {
+            return Err(StoreError::Corrupt(format!("read at {offset} past the end of {hash}")));
+        }
+        let len = len.min((size - offset) as usize);
+        let short = || StoreError::Corrupt(format!("blob {hash} is shorter than its meta says"));
+        let Some(file) = &self.file else {
+            let mut out = Vec::with_capacity(len);
+            let mut at = offset;
+            while out.len() < len {
+                let index = (at / CHUNK_SIZE as u64) as u32;
+                let piece = self.chunks.get(chunk_key(self.meta.seq, index))?.ok_or_else(short)?;
+                let from = (at % CHUNK_SIZE as u64) as usize;
+                let take = (len - out.len()).min(piece.len().saturating_sub(from));
+                if take == 0 {
+                    return Err(short());
+                }
+                out.extend_from_slice(&piece[from..from + take]);
+                at += take as u64;
+            }
+            return Ok(out);
+        };
+        let mut out = vec![0u8; len];
+        file.read_exact_at(&mut out, offset).map_err(|_| short())?;
+        Ok(out)
+    }
+
+    /// The 64 bytes at `offset` of the pre-order outboard: the hash pair of
+    /// one tree node.
+    pub fn outboard_pair(&self, offset: u64) -> Result<[u8; 64], StoreError> {
+        let (index, from) = (offset / CHUNK_SIZE as u64, (offset % CHUNK_SIZE as u64) as usize);
+        let missing = || StoreError::Corrupt(format!("outboard of {} lacks the pair at {offset}", self.hash));
+        if offset + 64 > self.meta.outboard_len {
+            return Err(missing());
+        }
+        // Pieces are CHUNK_SIZE bytes, a multiple of 64: a pair never straddles two.
+        let piece = self
+            .outboards
+            .get(chunk_key(self.meta.seq, index as u32))?
+            .ok_or_else(missing)?;
+        piece
+            .get(from..from + 64)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(missing)
+    }
+}
+
 impl Store {
     fn blob_path(&self, seq: u64) -> PathBuf {
         self.packs.join(format!("{seq:016x}.pack"))
@@ -265,13 +355,19 @@ impl Store {
                 staged.hash
             )));
         }
-        for (i, piece) in outboard.data.chunks(CHUNK_SIZE).enumerate() {
+        self.commit_with_outboard(staged, &outboard.data)
+    }
+
+    /// Makes the blob visible under its hash with an outboard already known
+    /// to hash to it.
+    fn commit_with_outboard(&self, staged: StagedBlob, outboard: &[u8]) -> Result<BlobMeta, StoreError> {
+        for (i, piece) in outboard.chunks(CHUNK_SIZE).enumerate() {
             self.outboards.insert(chunk_key(staged.seq, i as u32), piece)?;
         }
         let meta = BlobMeta {
             seq: staged.seq,
             size: staged.size,
-            outboard_len: outboard.data.len() as u64,
+            outboard_len: outboard.len() as u64,
             inline: staged.inline,
         };
         let encoded = postcard::to_stdvec(&meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -288,23 +384,41 @@ impl Store {
     }
 
     /// Makes a fully fetched file a blob: synced, moved into `packs/`, then
-    /// committed like any import (the outboard is computed again from the
-    /// file and its root must be `hash`). Not durable until flushed.
-    pub fn adopt_file(&self, path: &std::path::Path, hash: ContentHash, size: u64) -> Result<BlobMeta, StoreError> {
+    /// committed with `outboard`, the tree its groups were verified against
+    /// as they arrived. The outboard is checked to hash up to `hash` (parent
+    /// hashes only, no pass over the data); if it does not, it is computed
+    /// again from the file like any import's. Not durable until flushed.
+    pub fn adopt_file(
+        &self,
+        path: &std::path::Path,
+        hash: ContentHash,
+        size: u64,
+        outboard: &[u8],
+    ) -> Result<BlobMeta, StoreError> {
         let file = File::open(path)?;
         if file.metadata()?.len() != size {
             return Err(StoreError::Corrupt(format!("{} is not {size} bytes", path.display())));
         }
         file.sync_all()?;
+        if let Some(existing) = self.blob_meta(&hash)? {
+            std::fs::remove_file(path)?;
+            return Ok(existing);
+        }
         let seq = self.db.generate_id()?;
         std::fs::rename(path, self.blob_path(seq))?;
         File::open(&self.packs)?.sync_all()?;
-        self.commit_blob(StagedBlob {
+        let staged = StagedBlob {
             seq,
             hash,
             size,
             inline: false,
-        })
+        };
+        if outboard_hashes_to(outboard, hash, size) {
+            self.commit_with_outboard(staged, outboard)
+        } else {
+            tracing::warn!(%hash, "a fetched blob's outboard does not hash to it; computing it again from the data");
+            self.commit_blob(staged)
+        }
     }
 
     /// Drops staged bytes (a failed or refused import).
@@ -371,23 +485,25 @@ impl Store {
 
     /// Reads `len` bytes at `offset` (fewer at the end of the blob).
     pub fn read_at(&self, hash: &ContentHash, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        self.open_stored(hash)?.read_at(offset, len)
+    }
+
+    /// Opens a stored blob for many reads at random offsets (serving ranges
+    /// of it): the meta is looked up and the file opened once.
+    pub fn open_stored(&self, hash: &ContentHash) -> Result<StoredBlob, StoreError> {
         let meta = self.require_meta(hash)?;
-        if offset > meta.size {
-            return Err(StoreError::Corrupt(format!("read at {offset} past the end of {hash}")));
-        }
-        let len = len.min((meta.size - offset) as usize);
-        let mut out = vec![0u8; len];
-        if meta.inline {
-            let mut r = self.pieces(&self.chunks, meta.seq, meta.size);
-            io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
-            r.read_exact(&mut out)
-                .map_err(|e| StoreError::Corrupt(format!("blob {hash} is shorter than its meta says: {e}")))?;
-            return Ok(out);
-        }
-        File::open(self.blob_path(meta.seq))?
-            .read_exact_at(&mut out, offset)
-            .map_err(|e| StoreError::Corrupt(format!("blob {hash} is shorter than its meta says: {e}")))?;
-        Ok(out)
+        let file = if meta.inline {
+            None
+        } else {
+            Some(File::open(self.blob_path(meta.seq))?)
+        };
+        Ok(StoredBlob {
+            hash: *hash,
+            meta,
+            file,
+            chunks: self.chunks.clone(),
+            outboards: self.outboards.clone(),
+        })
     }
 
     /// Blobs held. A counter: sled's `len` walks the whole tree, and
@@ -466,6 +582,22 @@ mod tests {
             store.read_at(&staged.hash, mid, 1000).unwrap(),
             &data[mid as usize..][..1000]
         );
+        // Random reads across a piece boundary and at the end, and the
+        // outboard read pair by pair, agree with the streams.
+        let opened = store.open_stored(&staged.hash).unwrap();
+        let across = CHUNK_SIZE as u64 - 10;
+        assert_eq!(opened.read_at(across, 20).unwrap(), &data[across as usize..][..20]);
+        assert_eq!(opened.read_at(len as u64 - 5, 100).unwrap(), &data[len - 5..]);
+        let mut outboard = Vec::new();
+        store
+            .outboard_reader(&staged.hash)
+            .unwrap()
+            .read_to_end(&mut outboard)
+            .unwrap();
+        for (i, pair) in outboard.chunks(64).enumerate() {
+            assert_eq!(opened.outboard_pair(i as u64 * 64).unwrap(), pair);
+        }
+        assert!(opened.outboard_pair(outboard.len() as u64).is_err());
     }
 
     #[test]
@@ -506,6 +638,46 @@ mod tests {
         };
         assert_eq!(store.blob_files(), 0);
         assert_eq!(store.chunks.len(), 0);
+    }
+
+    /// A fetched file, and the outboard it was verified against.
+    fn fetched(dir: &std::path::Path, len: usize) -> (PathBuf, Vec<u8>, ContentHash, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+        let ob = PreOrderOutboard::<Vec<u8>>::create_sized(&data[..], len as u64, IROH_BLOCK_SIZE).unwrap();
+        let path = dir.join("fetched.data");
+        std::fs::write(&path, &data).unwrap();
+        (path, data, ContentHash::from(ob.root), ob.data)
+    }
+
+    #[test]
+    fn an_adopted_file_keeps_its_verified_outboard_and_a_wrong_one_is_computed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let len = INLINE_MAX * 4 + 999;
+        for corrupt in [false, true] {
+            let (path, data, hash, outboard) = fetched(dir.path(), len);
+            let mut given = outboard.clone();
+            if corrupt {
+                given[64 * 3] ^= 1;
+            }
+            assert!(outboard_hashes_to(&outboard, hash, len as u64));
+            assert_eq!(outboard_hashes_to(&given, hash, len as u64), !corrupt);
+            let meta = store.adopt_file(&path, hash, len as u64, &given).unwrap();
+            assert_eq!((meta.size, meta.outboard_len), (len as u64, outboard.len() as u64));
+            let mut stored = Vec::new();
+            store.outboard_reader(&hash).unwrap().read_to_end(&mut stored).unwrap();
+            assert_eq!(stored, outboard, "the store holds the true outboard");
+            assert_eq!(store.read_at(&hash, 5, 10).unwrap(), &data[5..15]);
+            // Adopting the same blob again keeps the first copy.
+            let (path, _, _, _) = fetched(dir.path(), len);
+            assert_eq!(store.adopt_file(&path, hash, len as u64, &outboard).unwrap(), meta);
+            assert!(!path.exists());
+            store.blob_meta.remove(hash.as_bytes()).unwrap();
+        }
+        // An outboard for another tree shape, or of a blob of one group, says nothing.
+        let (_, _, hash, outboard) = fetched(dir.path(), len);
+        assert!(!outboard_hashes_to(&outboard, hash, len as u64 * 2));
+        assert!(!outboard_hashes_to(&[], hash, 100));
     }
 
     #[test]

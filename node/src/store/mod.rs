@@ -37,7 +37,7 @@ pub mod peers;
 mod records;
 pub mod trust;
 
-pub use blobs::{BlobMeta, BlobReader, BlobWriter, CHUNK_SIZE, StagedBlob};
+pub use blobs::{BlobMeta, BlobReader, BlobWriter, CHUNK_SIZE, StagedBlob, StoredBlob};
 pub use records::{InsertRelease, NamespaceOwner, PackageRow, ReleaseEntry};
 pub use trust::{AttestationEntry, ReleaseStatus};
 

@@ -1,6 +1,6 @@
 //! Swarm distribution: a large blob is fetched piece by piece (1 MiB, 64
-//! chunk groups) from every provider at once, and served to others while
-//! it is still arriving.
+//! chunk groups, or larger for blobs over 128 MiB: [`piece_bytes`]) from
+//! every provider at once, and served to others while it is still arriving.
 //!
 //! - [`partial`]: the blob being fetched (data file, outboard, which groups
 //!   are verified), resumable after a restart.
@@ -25,17 +25,20 @@ use futures_util::StreamExt;
 use iroh::{Endpoint, EndpointAddr};
 use libp2p::PeerId;
 
-pub use partial::{PIECE_BYTES, Partial, piece_count, piece_ranges, pieces_in};
+pub use partial::{MIN_PIECE_BYTES, Partial, piece_bytes, piece_count, piece_len, piece_ranges, pieces_in};
 use plan::Plan;
 
 use crate::blobs::FetchError;
 
 /// Blobs at least this large are fetched from several providers at once;
 /// smaller ones are not worth the extra connections.
-pub const SWARM_MIN_BYTES: u64 = 4 * PIECE_BYTES;
+pub const SWARM_MIN_BYTES: u64 = 4 * MIN_PIECE_BYTES;
 
 /// How long one piece may take before it is given to another provider.
 pub const PIECE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Arrived bytes after which the disk is asked to write them back.
+const WRITEBACK_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Requests in flight per provider.
 const WORKERS_PER_SOURCE: usize = 2;
@@ -147,6 +150,10 @@ pub async fn download(
     let started = Instant::now();
     let mut last_piece = Instant::now();
     let mut nobody = tokio::time::interval(Duration::from_millis(500));
+    // The disk writes what has arrived while the rest arrives, so the sync
+    // at adoption has little left to do.
+    let mut writeback: Option<tokio::task::JoinHandle<()>> = None;
+    let mut written_back = 0;
     loop {
         if shared.plan().remaining() == 0 {
             break;
@@ -177,9 +184,14 @@ pub async fn download(
                 last_piece = Instant::now();
                 let held = {
                     let plan = shared.plan();
-                    (plan.pieces() - plan.remaining()) as u64 * PIECE_BYTES
+                    (plan.pieces() - plan.remaining()) as u64 * piece_bytes(partial.size)
                 };
                 progress(held.min(partial.size));
+                if held >= written_back + WRITEBACK_BYTES && writeback.as_ref().is_none_or(|w| w.is_finished()) {
+                    let partial = partial.clone();
+                    writeback = Some(tokio::task::spawn_blocking(move || partial.write_back()));
+                    written_back = held;
+                }
             }
             joined = tasks.join_next() => {
                 let Some(joined) = joined else { break };
@@ -387,7 +399,10 @@ async fn worker(
         .await;
         match got {
             Ok(Ok((size, _))) if size == partial.size => {
-                partial.add_have(&ranges);
+                if let Err(e) = partial.add_have(&ranges) {
+                    shared.plan().failed(piece);
+                    return Ended::Failed(format!("writing the outboard: {e}"));
+                }
                 let n = piece_len(partial.size, piece);
                 bytes.fetch_add(n, Ordering::Relaxed);
                 let now = shared.epoch.elapsed().as_millis() as u64;
@@ -417,9 +432,4 @@ async fn worker(
             }
         }
     }
-}
-
-fn piece_len(size: u64, piece: usize) -> u64 {
-    let start = piece as u64 * PIECE_BYTES;
-    size.saturating_sub(start).min(PIECE_BYTES)
 }
