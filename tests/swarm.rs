@@ -46,51 +46,6 @@ fn publish_big(fed: &Federation, root: &Path, bytes: usize) -> (String, u64) {
     (p["hash"].as_str().unwrap().to_string(), p["size"].as_u64().unwrap())
 }
 
-/// The blob as the node stores it hashes to `hash`.
-fn holds_verified(node: &TestNode, hash: &str) -> bool {
-    use std::io::{Read, Write};
-    let token = std::fs::read_to_string(node.home.join("api-token")).unwrap();
-    let mut c = std::net::TcpStream::connect(&node.api).unwrap();
-    write!(
-        c,
-        "GET /v1/blobs/{hash} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        node.api,
-        token.trim()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw).unwrap();
-    let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
-    if !head.starts_with("http/1.1 200") {
-        return false;
-    }
-    let mut body = &raw[at + 4..];
-    if !head.contains("transfer-encoding: chunked") {
-        return blake3::hash(body).to_hex().as_str() == hash;
-    }
-    let mut hasher = blake3::Hasher::new();
-    loop {
-        let Some(eol) = body.windows(2).position(|w| w == b"\r\n") else {
-            return false;
-        };
-        let Ok(n) = usize::from_str_radix(String::from_utf8_lossy(&body[..eol]).trim(), 16) else {
-            return false;
-        };
-        if n == 0 {
-            break;
-        }
-        let Some(chunk) = body.get(eol + 2..eol + 2 + n) else {
-            return false;
-        };
-        hasher.update(chunk);
-        body = &body[eol + 4 + n..];
-    }
-    hasher.finalize().to_hex().as_str() == hash
-}
-
 /// `(peer, bytes)` of the last swarm fetch in a node's log.
 fn swarm_sources(node: &TestNode) -> Vec<(String, u64)> {
     let log = std::fs::read_to_string(node.home.join("node.log")).unwrap_or_default();
@@ -160,7 +115,7 @@ fn a_crowd_fetches_from_each_other_while_a_liar_is_caught_and_nothing_corrupt_is
     // Positive control: while it serves honestly, its bytes arrive.
     let first = fed.nodes[3].prefetch(&hash, size, |_| false).unwrap();
     assert_eq!(first["done"], true, "{first}");
-    assert!(holds_verified(&fed.nodes[3], &hash));
+    assert!(fed.nodes[3].holds_verified(&hash));
     let from_evil: u64 = swarm_sources(&fed.nodes[3])
         .iter()
         .filter(|(p, _)| *p == evil_id)
@@ -190,7 +145,7 @@ fn a_crowd_fetches_from_each_other_while_a_liar_is_caught_and_nothing_corrupt_is
     for (i, r) in [1, 2].into_iter().zip(&results) {
         assert_eq!(r["done"], true, "node {i}: {r}");
         assert!(
-            holds_verified(&fed.nodes[i], &hash),
+            fed.nodes[i].holds_verified(&hash),
             "node {i} stored bytes that do not hash"
         );
         let sources = swarm_sources(&fed.nodes[i]);
@@ -255,7 +210,7 @@ fn a_swarm_fetch_killed_with_minus_9_resumes_from_its_verified_pieces() {
 
     let done = fed.nodes[1].prefetch(&hash, size, |_| false).unwrap();
     assert_eq!(done["done"], true, "{done}");
-    assert!(holds_verified(&fed.nodes[1], &hash));
+    assert!(fed.nodes[1].holds_verified(&hash));
     let log = std::fs::read_to_string(fed.nodes[1].home.join("node.log")).unwrap();
     let resumed = log
         .lines()

@@ -260,6 +260,57 @@ impl TestNode {
         bail!("the fetch stream ended without a result (last event {last})")
     }
 
+    /// The blob `hash` as this node serves it from its store (`GET
+    /// /v1/blobs`) hashes to `hash`: nothing corrupt was stored.
+    pub fn holds_verified(&self, hash: &str) -> bool {
+        use std::io::{Read, Write};
+        let Ok(token) = std::fs::read_to_string(self.home.join("api-token")) else {
+            return false;
+        };
+        let Ok(mut c) = std::net::TcpStream::connect(&self.api) else {
+            return false;
+        };
+        let mut raw = Vec::new();
+        let asked = write!(
+            c,
+            "GET /v1/blobs/{hash} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.api,
+            token.trim()
+        );
+        if asked.and_then(|_| c.read_to_end(&mut raw)).is_err() {
+            return false;
+        }
+        let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 200") {
+            return false;
+        }
+        let mut body = &raw[at + 4..];
+        if !head.contains("transfer-encoding: chunked") {
+            return blake3::hash(body).to_hex().as_str() == hash;
+        }
+        let mut hasher = blake3::Hasher::new();
+        loop {
+            let Some(eol) = body.windows(2).position(|w| w == b"\r\n") else {
+                return false;
+            };
+            let Ok(n) = usize::from_str_radix(String::from_utf8_lossy(&body[..eol]).trim(), 16) else {
+                return false;
+            };
+            if n == 0 {
+                break;
+            }
+            let Some(chunk) = body.get(eol + 2..eol + 2 + n) else {
+                return false;
+            };
+            hasher.update(chunk);
+            body = &body[eol + 4 + n..];
+        }
+        hasher.finalize().to_hex().as_str() == hash
+    }
+
     /// A counter or gauge from this node's `/metrics`.
     pub fn metric(&self, name: &str) -> Option<f64> {
         use std::io::{Read, Write};
