@@ -78,8 +78,11 @@ fn a_crowd_fetches_from_each_other_while_a_liar_is_caught_and_nothing_corrupt_is
     // 4 MB/s from the publisher: 24 MiB alone would take about 6 s. Node 3,
     // the seed that fetches first, gets a budget too, or it alone could serve
     // the crowd before anyone else has a piece.
-    limit_upload(&mut fed, 0, 4_000_000);
+    // One restart at a time: ports are ephemeral, so a node restarted
+    // finds the others through those still up.
     limit_upload(&mut fed, 3, 8_000_000);
+    fed.wait_connected(DEADLINE).unwrap();
+    limit_upload(&mut fed, 0, 4_000_000);
     fed.wait_connected(DEADLINE).unwrap();
     let (hash, size) = publish_big(&fed, root, 24 << 20);
 
