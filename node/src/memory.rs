@@ -37,3 +37,25 @@ pub fn limit_arenas() {
         }
     }
 }
+
+/// Asks the kernel to drop `file`'s clean pages from the page cache. Call
+/// after a sync, on bulk data written once and read rarely (a pack
+/// arriving from peers): its pages go back to the free pool, and the next
+/// writes reuse them instead of taking fresh memory. Measured on this VM,
+/// where a page the guest has not touched lately costs several times a
+/// recycled one: 15 files of 128 MiB written with a sync every 64 MiB took
+/// 1.8-3.4 s of kernel time keeping their pages and 0.4-0.6 s dropping
+/// them. Advice only: errors and other platforms are ignored.
+pub fn drop_cached(file: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: posix_fadvise only reads the descriptor, which `file`
+        // keeps open for the call; length 0 means to the end of the file.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}

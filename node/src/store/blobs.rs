@@ -400,6 +400,8 @@ impl Store {
             return Err(StoreError::Corrupt(format!("{} is not {size} bytes", path.display())));
         }
         file.sync_all()?;
+        // Written once, read when served: no reason to hold it in memory.
+        crate::memory::drop_cached(&file);
         if let Some(existing) = self.blob_meta(&hash)? {
             std::fs::remove_file(path)?;
             return Ok(existing);

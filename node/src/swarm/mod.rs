@@ -38,7 +38,7 @@ pub const SWARM_MIN_BYTES: u64 = 4 * MIN_PIECE_BYTES;
 pub const PIECE_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Arrived bytes after which the disk is asked to write them back.
-const WRITEBACK_BYTES: u64 = 64 * 1024 * 1024;
+const WRITEBACK_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Requests in flight per provider.
 const WORKERS_PER_SOURCE: usize = 2;

@@ -203,11 +203,16 @@ impl Partial {
     }
 
     /// Writes the data that has arrived to disk (a partial blob needs no
-    /// durability; this only spreads the work of the sync at adoption).
+    /// durability; this only spreads the work of the sync at adoption),
+    /// then lets its pages leave the page cache (see
+    /// [`crate::memory::drop_cached`]); peers asking for them later are
+    /// served from disk.
     pub fn write_back(&self) {
         if let Err(e) = self.data.sync_data() {
             tracing::debug!(hash = %self.hash, error = %e, "writing back a partial blob failed");
+            return;
         }
+        crate::memory::drop_cached(&self.data);
     }
 
     /// Writes the parents saved so far, then announces `ranges` as held
