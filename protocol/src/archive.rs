@@ -236,37 +236,79 @@ thread_local! {
     /// of a small publish. Only the session is reset between archives, so
     /// the bytes are the same as from a fresh context.
     static COMPRESSOR: std::cell::RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { std::cell::RefCell::new(None) };
+    /// This thread's decompression context, for the same reason: a publish
+    /// reads its archive twice (the publisher's assessment and the node's),
+    /// and creating the context was 5 % of it.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` with this thread's compression context (a fresh one if it is
-/// in use further up this thread's stack).
+/// A context holding more than this after use is dropped, not kept: a
+/// decompression context keeps its window, which an archive may set up to
+/// 2^[`ZSTD_WINDOW_LOG_MAX`] bytes, and every thread would keep that much.
+const KEPT_CONTEXT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Runs `f` with this thread's context in `slot` (a fresh one from `fresh`
+/// if it is in use further up this thread's stack).
+fn with_context<C, T>(
+    slot: &'static std::thread::LocalKey<std::cell::RefCell<Option<C>>>,
+    fresh: impl Fn() -> Result<C, ArchiveError>,
+    size: impl Fn(&C) -> usize,
+    f: impl FnOnce(&mut C) -> Result<T, ArchiveError>,
+) -> Result<T, ArchiveError> {
+    slot.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            let mut ctx = match slot.take() {
+                Some(ctx) => ctx,
+                None => fresh()?,
+            };
+            let out = f(&mut ctx);
+            if size(&ctx) <= KEPT_CONTEXT_BYTES {
+                *slot = Some(ctx);
+            }
+            out
+        }
+        Err(_) => f(&mut fresh()?),
+    })
+}
+
+fn zstd_err(code: usize) -> ArchiveError {
+    ArchiveError::Io {
+        path: String::new(),
+        source: io::Error::other(zstd::zstd_safe::get_error_name(code)),
+    }
+}
+
+/// Runs `f` with this thread's compression context.
 fn with_compressor<T>(
     f: impl FnOnce(&mut zstd::zstd_safe::CCtx<'static>) -> Result<T, ArchiveError>,
 ) -> Result<T, ArchiveError> {
-    let fresh = || -> Result<zstd::zstd_safe::CCtx<'static>, ArchiveError> {
+    let fresh = || {
         let mut ctx = zstd::zstd_safe::CCtx::try_create().ok_or_else(|| ArchiveError::Io {
             path: String::new(),
             source: io::Error::other("zstd could not allocate a compression context"),
         })?;
         ctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(ZSTD_LEVEL))
-            .map_err(|code| ArchiveError::Io {
-                path: String::new(),
-                source: io::Error::other(zstd::zstd_safe::get_error_name(code)),
-            })?;
+            .map_err(zstd_err)?;
         Ok(ctx)
     };
-    COMPRESSOR.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut slot) => {
-            if slot.is_none() {
-                *slot = Some(fresh()?);
-            }
-            match slot.as_mut() {
-                Some(ctx) => f(ctx),
-                None => f(&mut fresh()?),
-            }
-        }
-        Err(_) => f(&mut fresh()?),
-    })
+    with_context(&COMPRESSOR, fresh, |c| c.sizeof(), f)
+}
+
+/// Runs `f` with this thread's decompression context, its window capped at
+/// 2^[`ZSTD_WINDOW_LOG_MAX`].
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::zstd_safe::DCtx<'static>) -> Result<T, ArchiveError>,
+) -> Result<T, ArchiveError> {
+    let fresh = || {
+        let mut ctx = zstd::zstd_safe::DCtx::try_create().ok_or_else(|| ArchiveError::Io {
+            path: String::new(),
+            source: io::Error::other("zstd could not allocate a decompression context"),
+        })?;
+        ctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
+            .map_err(zstd_err)?;
+        Ok(ctx)
+    };
+    with_context(&DECOMPRESSOR, fresh, |c| c.sizeof(), f)
 }
 
 fn pack_with<W: Write>(
@@ -394,10 +436,22 @@ fn walk<R: Read>(
     limits: ReadLimits,
     mut visit: impl FnMut(&EntryInfo, &mut dyn Read) -> Result<(), ArchiveError>,
 ) -> Result<Vec<EntryInfo>, ArchiveError> {
+    with_decompressor(|ctx| {
+        let dec = zstd::Decoder::with_context(io::BufReader::with_capacity(DECODE_BUFFER_BYTES, archive), ctx);
+        walk_tar(dec, limits, &mut visit)
+    })
+}
+
+/// Input buffered ahead of the decompressor.
+const DECODE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// [`walk`] over the decompressed tar stream.
+fn walk_tar(
+    dec: impl Read,
+    limits: ReadLimits,
+    visit: &mut impl FnMut(&EntryInfo, &mut dyn Read) -> Result<(), ArchiveError>,
+) -> Result<Vec<EntryInfo>, ArchiveError> {
     let mut entries = Vec::new();
-    let mut dec = zstd::Decoder::new(archive).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-    dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
-        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
     let stream_limit = limits.max_unpacked_bytes.saturating_add(TAR_OVERHEAD_BYTES);
     let mut tar = tar::Archive::new(CappedReader {
         inner: dec,
@@ -714,6 +768,43 @@ mod tests {
         assert!(!link_stays_inside("a/b", "../../c"));
         assert!(!link_stays_inside("a", "/etc/passwd"));
         assert!(!link_stays_inside("a", ".."));
+    }
+
+    /// A tar stream of one file, compressed with a window of 2^`window_log`.
+    fn archive_with_window(window_log: u32, content: &[u8]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = header(tar::EntryType::Regular, 0o644, content.len() as u64);
+        tar.append_data(&mut h, "f.txt", content).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let mut enc = zstd::Encoder::new(Vec::new(), 1).unwrap();
+        enc.window_log(window_log).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        enc.include_contentsize(false).unwrap();
+        io::Write::write_all(&mut enc, &tar).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn the_reused_decompressor_keeps_its_window_cap_and_recovers_after_bad_input() {
+        let limits = ReadLimits {
+            max_unpacked_bytes: 1 << 20,
+            max_entries: 10,
+        };
+        let good = archive_with_window(20, b"hello");
+        let over = archive_with_window(ZSTD_WINDOW_LOG_MAX + 1, b"hello");
+        for _ in 0..2 {
+            // Positive control first: the same content under a small window.
+            assert_eq!(inspect(&good[..], limits).unwrap().entries.len(), 1);
+            // At the cap: read (the context, grown past what a thread keeps,
+            // is dropped afterwards).
+            let at_cap = archive_with_window(ZSTD_WINDOW_LOG_MAX, b"hello");
+            assert_eq!(inspect(&at_cap[..], limits).unwrap().entries.len(), 1);
+            // Over the cap: refused, on a fresh context and on the kept one.
+            assert!(matches!(inspect(&over[..], limits), Err(ArchiveError::Corrupt(_))));
+            // Cut mid-frame: refused, and the next archive still reads.
+            assert!(inspect(&good[..good.len() / 2], limits).is_err());
+            assert_eq!(inspect(&good[..], limits).unwrap().entries.len(), 1);
+        }
     }
 
     #[test]
