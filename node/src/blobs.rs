@@ -97,6 +97,21 @@ pub trait BlobView: Send + Sync {
     fn outboard_len(&self) -> u64;
     /// The hash pair at `offset` (a multiple of 64) of that outboard.
     fn outboard_pair(&self, offset: u64) -> io::Result<[u8; 64]>;
+    /// `len` bytes at `offset` are about to be read: a file-backed view
+    /// starts reading them (see [`crate::memory::read_ahead`]).
+    fn read_ahead(&self, _offset: u64, _len: u64) {}
+}
+
+/// The bytes `ranges` span in a blob of `size` bytes, first to last.
+fn byte_span(ranges: &ChunkRanges, size: u64) -> Option<(u64, u64)> {
+    let bounds = ranges.boundaries();
+    let start = bounds.first()?.0.saturating_mul(1024).min(size);
+    let end = if bounds.len() % 2 == 1 {
+        size
+    } else {
+        bounds.last()?.0.saturating_mul(1024).min(size)
+    };
+    (end > start).then_some((start, end - start))
 }
 
 /// A blob's outboard read pair by pair from its [`BlobView`].
@@ -438,6 +453,9 @@ async fn export_bao(
         );
         tx.0.send(fail(io::ErrorKind::InvalidData, msg)).await.ok();
         return;
+    }
+    if let Some((offset, len)) = byte_span(&ranges, size) {
+        view.read_ahead(offset, len);
     }
     let outboard = ViewOutboard {
         root: hash.into(),
@@ -833,4 +851,22 @@ pub fn content_hash(hash: &Hash) -> packfed_protocol::ContentHash {
 pub fn peer_of(remote: &EndpointId) -> Option<libp2p::PeerId> {
     let pk = libp2p::identity::ed25519::PublicKey::try_from_bytes(remote.as_bytes()).ok()?;
     Some(libp2p::identity::PublicKey::from(pk).to_peer_id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_spans_from_its_first_to_its_last_chunk_within_the_blob() {
+        let size = 100 * 1024 + 5;
+        let piece = ChunkRanges::from(ChunkNum(16)..ChunkNum(32));
+        assert_eq!(byte_span(&piece, size), Some((16 * 1024, 16 * 1024)));
+        let to_end = ChunkRanges::from(ChunkNum(96)..);
+        assert_eq!(byte_span(&to_end, size), Some((96 * 1024, 4 * 1024 + 5)));
+        let two = &ChunkRanges::from(ChunkNum(0)..ChunkNum(16)) | &ChunkRanges::from(ChunkNum(64)..ChunkNum(80));
+        assert_eq!(byte_span(&two, size), Some((0, 80 * 1024)));
+        assert_eq!(byte_span(&ChunkRanges::empty(), size), None);
+        assert_eq!(byte_span(&ChunkRanges::from(ChunkNum(200)..), size), None);
+    }
 }

@@ -38,6 +38,26 @@ pub fn limit_arenas() {
     }
 }
 
+/// Asks the kernel to start reading `len` bytes of `file` at `offset` into
+/// the page cache, without waiting for them. The blob server reads leaves
+/// on the async runtime; after [`drop_cached`] they are on disk, and a read
+/// that waits for the disk there holds up every stream on that worker.
+pub fn read_ahead(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: as in `drop_cached`; WILLNEED only queues reads.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
 /// Asks the kernel to drop `file`'s clean pages from the page cache. Call
 /// after a sync, on bulk data written once and read rarely (a pack
 /// arriving from peers): its pages go back to the free pool, and the next

@@ -71,4 +71,8 @@ impl BlobView for StoredBlob {
     fn outboard_pair(&self, offset: u64) -> io::Result<[u8; 64]> {
         StoredBlob::outboard_pair(self, offset).map_err(io::Error::other)
     }
+
+    fn read_ahead(&self, offset: u64, len: u64) {
+        StoredBlob::read_ahead(self, offset, len);
+    }
 }

@@ -244,6 +244,14 @@ impl StoredBlob {
         self.meta
     }
 
+    /// Starts reading `len` bytes at `offset` of a file-backed blob into
+    /// the page cache (an inline blob is in sled's cache already).
+    pub fn read_ahead(&self, offset: u64, len: u64) {
+        if let Some(file) = &self.file {
+            crate::memory::read_ahead(file, offset, len);
+        }
+    }
+
     /// Reads `len` bytes at `offset` (fewer at the end of the blob).
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
         let (hash, size) = (self.hash, self.meta.size);

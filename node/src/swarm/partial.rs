@@ -284,6 +284,10 @@ impl crate::blobs::BlobView for Partial {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| io::Error::other("pair outside the outboard"))
     }
+
+    fn read_ahead(&self, offset: u64, len: u64) {
+        crate::memory::read_ahead(&self.data, offset, len);
+    }
 }
 
 #[cfg(test)]
