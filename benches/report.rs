@@ -34,7 +34,8 @@ fn rate(budget: Duration, min: u32, mut f: impl FnMut()) -> f64 {
     f64::from(n) / start.elapsed().as_secs_f64()
 }
 
-fn in_process(rows: &mut Vec<Row>, label: &str, size: usize, budget: Duration, min: u32) {
+/// Measures one in-process publisher; returns the same run's serial sled rate.
+fn in_process(rows: &mut Vec<Row>, label: &str, size: usize, budget: Duration, min: u32) -> f64 {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("pack");
     make_pack(&dir, "bench/pack", "1.0.0", &[], size).unwrap();
@@ -80,6 +81,74 @@ fn in_process(rows: &mut Vec<Row>, label: &str, size: usize, budget: Duration, m
         mb_per_s: hash * mb,
         baseline: String::new(),
         ratio: format!("pipeline {:.1} % of it", 100.0 * publish / hash),
+    });
+    sled_rate
+}
+
+/// `writers` threads publish at once into one store, as the API's clients
+/// do; their flushes are shared (group commit). Beside it: the serial sled
+/// baseline `serial_sled` from [`in_process`] and, measured here, `writers`
+/// threads each doing a bare sled insert + flush. Each thread's rewrite of
+/// its pack.toml is inside the timed loop here (a few % of a publish).
+fn concurrent(rows: &mut Vec<Row>, label: &str, size: usize, budget: Duration, writers: usize, serial_sled: f64) {
+    use std::sync::Barrier;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..writers)
+        .map(|w| {
+            let dir = tmp.path().join(format!("pack{w}"));
+            make_pack(&dir, &format!("bench/pack{w}"), "1.0.0", &[], size).unwrap();
+            dir
+        })
+        .collect();
+    let bytes = pipeline::archive_bytes(&dirs[0]);
+    let mb = bytes.len() as f64 / 1e6;
+
+    // Runs `op(writer, n)` on every writer until `budget` has passed; ops/s.
+    let run = |op: &(dyn Fn(usize, u64) + Sync)| {
+        let done = AtomicU64::new(0);
+        let ready = Barrier::new(writers + 1);
+        // The scope ends when every writer has; `start` is when they began.
+        let start = std::thread::scope(|s| {
+            for w in 0..writers {
+                let (done, ready) = (&done, &ready);
+                s.spawn(move || {
+                    ready.wait();
+                    let start = Instant::now();
+                    let mut n = 0;
+                    while start.elapsed() < budget {
+                        op(w, n);
+                        n += 1;
+                    }
+                    done.fetch_add(n, Ordering::Relaxed);
+                });
+            }
+            ready.wait();
+            Instant::now()
+        });
+        done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    };
+
+    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let fed = FederationId([1; 32]);
+    let key = KeyPair::generate().unwrap();
+    let publish = run(&|w, n| {
+        pipeline::set_version(&dirs[w], &format!("1.0.{n}"));
+        pipeline::publish_dir(&store, &fed, &key, &dirs[w]);
+    });
+    let db = sled::open(tmp.path().join("bare")).unwrap();
+    let tree = db.open_tree("t").unwrap();
+    let sled_rate = run(&|w, n| pipeline::sled_insert_flush(&tree, &db, ((w as u64) << 40) | n, &bytes));
+    rows.push(Row {
+        what: format!("publish in-process {label}, {writers} publishers"),
+        ops_per_s: publish,
+        mb_per_s: publish * mb,
+        baseline: format!("sled insert+flush: 1 writer {serial_sled:.0}/s, {writers} writers {sled_rate:.0}/s"),
+        ratio: format!(
+            "{:.0} % of 1 writer, {:.0} % of {writers}",
+            100.0 * publish / serial_sled,
+            100.0 * publish / sled_rate
+        ),
     });
 }
 
@@ -181,8 +250,10 @@ fn main() {
         Duration::from_secs(3)
     };
     let mut rows = Vec::new();
-    in_process(&mut rows, "10KiB", 10 * 1024, budget, 20);
-    in_process(&mut rows, "1MiB", 1024 * 1024, budget, 5);
+    let sled_10k = in_process(&mut rows, "10KiB", 10 * 1024, budget, 20);
+    concurrent(&mut rows, "10KiB", 10 * 1024, budget, 4, sled_10k);
+    let sled_1m = in_process(&mut rows, "1MiB", 1024 * 1024, budget, 5);
+    concurrent(&mut rows, "1MiB", 1024 * 1024, budget, 4, sled_1m);
     in_process(&mut rows, "50MiB", 50 * 1024 * 1024, budget * 2, 3);
     over_http(&mut rows, if quick { 200 } else { 1500 });
 

@@ -369,7 +369,9 @@ pub struct EntryInfo {
     pub path: String,
     pub kind: EntryKind,
     pub size: u64,
-    /// BLAKE3 of a file's content (None for directories and links).
+    /// BLAKE3 of a file's content, from [`unpack`] (None for directories
+    /// and links, and from [`inspect`], which has no use for it: hashing
+    /// every file twice per publish was most of a large publish's hashing).
     pub hash: Option<ContentHash>,
     pub executable: bool,
 }
@@ -428,17 +430,25 @@ fn safe_path(raw: &[u8]) -> Result<String, ArchiveError> {
     Ok(parts.join("/"))
 }
 
+/// Whether [`walk`] hashes each file's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileHashes {
+    Compute,
+    Skip,
+}
+
 /// Walks an archive, calling `visit` with each checked entry and a reader of
 /// its content, enforcing path rules, entry kinds and size limits. Returns the
-/// entries with the hashes of their files.
+/// entries, with the hashes of their files if `hashes` asks for them.
 fn walk<R: Read>(
     archive: R,
     limits: ReadLimits,
+    hashes: FileHashes,
     mut visit: impl FnMut(&EntryInfo, &mut dyn Read) -> Result<(), ArchiveError>,
 ) -> Result<Vec<EntryInfo>, ArchiveError> {
     with_decompressor(|ctx| {
         let dec = zstd::Decoder::with_context(io::BufReader::with_capacity(DECODE_BUFFER_BYTES, archive), ctx);
-        walk_tar(dec, limits, &mut visit)
+        walk_tar(dec, limits, hashes, &mut visit)
     })
 }
 
@@ -449,6 +459,7 @@ const DECODE_BUFFER_BYTES: usize = 64 * 1024;
 fn walk_tar(
     dec: impl Read,
     limits: ReadLimits,
+    hashes: FileHashes,
     visit: &mut impl FnMut(&EntryInfo, &mut dyn Read) -> Result<(), ArchiveError>,
 ) -> Result<Vec<EntryInfo>, ArchiveError> {
     let mut entries = Vec::new();
@@ -540,8 +551,16 @@ fn walk_tar(
             entries.push(info);
             continue;
         }
+        let mut content = (&mut entry).take(size);
+        if hashes == FileHashes::Skip {
+            // Unread content is skipped by the tar reader (still decompressed,
+            // still inside the stream cap).
+            visit(&info, &mut content)?;
+            entries.push(info);
+            continue;
+        }
         let mut hashing = HashingReader {
-            inner: (&mut entry).take(size),
+            inner: content,
             hasher: blake3::Hasher::new(),
         };
         visit(&info, &mut hashing)?;
@@ -629,7 +648,7 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// What an archive holds, read without unpacking: the manifest text and the
-/// entries (with file hashes). Anyone can recompute quality from this.
+/// entries (without file hashes). Anyone can recompute quality from this.
 #[derive(Debug, Clone)]
 pub struct Inspection {
     pub manifest_text: Option<String>,
@@ -639,7 +658,7 @@ pub struct Inspection {
 /// Lists an archive and reads its `pack.toml`, within `limits`.
 pub fn inspect<R: Read>(archive: R, limits: ReadLimits) -> Result<Inspection, ArchiveError> {
     let mut manifest_text = None;
-    let entries = walk(archive, limits, |info, content| {
+    let entries = walk(archive, limits, FileHashes::Skip, |info, content| {
         if info.kind == EntryKind::File && info.path == crate::manifest::MANIFEST_FILE {
             if info.size > MAX_MANIFEST_BYTES {
                 return Err(ArchiveError::TooLarge {
@@ -666,7 +685,7 @@ pub fn read_files<R: Read>(
     max_each: u64,
 ) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
     let mut out = Vec::new();
-    walk(archive, limits, |info, content| {
+    walk(archive, limits, FileHashes::Skip, |info, content| {
         if info.kind == EntryKind::File && info.size <= max_each && wanted(&info.path) {
             let mut bytes = Vec::with_capacity(info.size as usize);
             content
@@ -686,7 +705,7 @@ pub fn unpack<R: Read>(archive: R, dest: &Path, limits: ReadLimits) -> Result<Ve
     // Links are created only after the whole archive passed every check, so a
     // refused archive never leaves a link behind.
     let mut links = Vec::new();
-    let entries = walk(archive, limits, |info, content| {
+    let entries = walk(archive, limits, FileHashes::Compute, |info, content| {
         let target = dest.join(&info.path);
         refuse_links_on_the_way(dest, &info.path)?;
         if let Some(parent) = target.parent() {
