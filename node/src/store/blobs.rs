@@ -23,6 +23,7 @@ use bao_tree::io::sync::CreateOutboard;
 use packfed_protocol::ContentHash;
 use serde::{Deserialize, Serialize};
 
+use super::outboard::OutboardHasher;
 use super::{Store, StoreError};
 
 /// Size of the pieces inline blobs and outboards are stored in, and of read
@@ -53,13 +54,13 @@ fn chunk_key(seq: u64, index: u32) -> [u8; 12] {
 }
 
 /// Streams bytes into the store under a new sequence number, hashing as it
-/// goes: in memory up to [`INLINE_MAX`], then into a file. Nothing is
-/// visible until [`Store::commit_blob`].
+/// goes (hash and outboard in one pass): in memory up to [`INLINE_MAX`],
+/// then into a file. Nothing is visible until [`Store::commit_blob`].
 pub struct BlobWriter {
     store: Store,
     sink: Sink,
     seq: u64,
-    hasher: blake3::Hasher,
+    hasher: OutboardHasher,
     size: u64,
     limit: u64,
 }
@@ -76,6 +77,9 @@ pub struct StagedBlob {
     pub hash: ContentHash,
     pub size: u64,
     pub inline: bool,
+    /// Length of the outboard already stored under `seq` by the writer that
+    /// hashed the bytes; None if it is still to be computed from them.
+    pub outboard_len: Option<u64>,
 }
 
 impl BlobWriter {
@@ -108,11 +112,15 @@ impl BlobWriter {
                 false
             }
         };
+        // Invisible like the pieces until the meta is written.
+        let (hash, outboard) = self.hasher.finish();
+        self.store.put_outboard(self.seq, &outboard).map_err(io::Error::other)?;
         Ok(StagedBlob {
             seq: self.seq,
-            hash: self.hasher.finalize().into(),
+            hash,
             size: self.size,
             inline,
+            outboard_len: Some(outboard.len() as u64),
         })
     }
 }
@@ -335,7 +343,7 @@ impl Store {
             store: self.clone(),
             sink: Sink::Memory(Vec::new()),
             seq: self.db.generate_id()?,
-            hasher: blake3::Hasher::new(),
+            hasher: OutboardHasher::default(),
             size: 0,
             limit,
         })
@@ -346,13 +354,17 @@ impl Store {
         self.open_blob(staged.seq, staged.size, staged.inline)
     }
 
-    /// Computes the outboard of staged bytes and makes the blob visible under
-    /// its hash. If the blob is already stored, the staged copy is dropped.
-    /// Not durable until [`Store::flush`].
+    /// Makes staged bytes visible under their hash, with the outboard their
+    /// writer stored or, failing that, one computed from them. If the blob is
+    /// already stored, the staged copy is dropped. Not durable until
+    /// [`Store::flush`].
     pub fn commit_blob(&self, staged: StagedBlob) -> Result<BlobMeta, StoreError> {
         if let Some(existing) = self.blob_meta(&staged.hash)? {
             self.discard(staged.seq)?;
             return Ok(existing);
+        }
+        if let Some(outboard_len) = staged.outboard_len {
+            return self.write_meta(staged, outboard_len);
         }
         let outboard =
             PreOrderOutboard::<Vec<u8>>::create_sized(self.staged_reader(&staged)?, staged.size, IROH_BLOCK_SIZE)?;
@@ -369,13 +381,24 @@ impl Store {
     /// Makes the blob visible under its hash with an outboard already known
     /// to hash to it.
     fn commit_with_outboard(&self, staged: StagedBlob, outboard: &[u8]) -> Result<BlobMeta, StoreError> {
+        self.put_outboard(staged.seq, outboard)?;
+        self.write_meta(staged, outboard.len() as u64)
+    }
+
+    /// Stores the outboard of blob `seq`, unseen until its meta is written.
+    fn put_outboard(&self, seq: u64, outboard: &[u8]) -> Result<(), StoreError> {
         for (i, piece) in outboard.chunks(CHUNK_SIZE).enumerate() {
-            self.outboards.insert(chunk_key(staged.seq, i as u32), piece)?;
+            self.outboards.insert(chunk_key(seq, i as u32), piece)?;
         }
+        Ok(())
+    }
+
+    /// Makes blob `staged` visible: its bytes and outboard are stored.
+    fn write_meta(&self, staged: StagedBlob, outboard_len: u64) -> Result<BlobMeta, StoreError> {
         let meta = BlobMeta {
             seq: staged.seq,
             size: staged.size,
-            outboard_len: outboard.len() as u64,
+            outboard_len,
             inline: staged.inline,
         };
         let encoded = postcard::to_stdvec(&meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -422,6 +445,7 @@ impl Store {
             hash,
             size,
             inline: false,
+            outboard_len: None,
         };
         if outboard_hashes_to(outboard, hash, size) {
             self.commit_with_outboard(staged, outboard)

@@ -33,6 +33,7 @@
 //! Writes that a caller acknowledges are flushed first ([`Store::flush`]).
 
 pub mod blobs;
+mod outboard;
 pub mod peers;
 mod records;
 pub mod trust;
