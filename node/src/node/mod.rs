@@ -87,6 +87,10 @@ pub struct Node {
     witness: Mutex<crate::core::witness::Witnesses>,
     /// The org's logs: its nodes witness org records with their node keys.
     org_witness: Mutex<crate::core::witness::Witnesses>,
+    /// Held by the one caller of [`Node::checkpoint_now`] signing now.
+    checkpointing: Mutex<()>,
+    /// Set by callers of [`Node::checkpoint_now`] that have news for it.
+    checkpoint_wanted: std::sync::atomic::AtomicBool,
     /// The keys this node witnesses with.
     witness_keys: std::collections::HashMap<packfed_protocol::PublicKey, KeyPair>,
     /// Records dated ahead of our clock, until their time comes.
@@ -360,6 +364,8 @@ impl Node {
             held: Mutex::new(Default::default()),
             gov: Mutex::new(Governance::new(genesis.clone(), local_policy)),
             gov_changed: tokio::sync::Notify::new(),
+            checkpointing: Mutex::new(()),
+            checkpoint_wanted: Default::default(),
             learn: Mutex::new(learn),
             home,
             config,
@@ -557,9 +563,33 @@ impl Node {
 
     /// Signs this node's checkpoints now if it witnesses and has news (a
     /// local write need not wait for the timer).
+    ///
+    /// Concurrent local writes share checkpoints: while one caller signs,
+    /// the others leave their news to it and return, and it goes round
+    /// again for news that arrived meanwhile. Each publish through the API
+    /// signed, stored and flushed a checkpoint of its own, a second flush
+    /// per publish that the other publishers queued behind.
     pub fn checkpoint_now(&self) {
-        if let Err(e) = self.checkpoint_tick(crate::packing::now_ms()) {
-            tracing::warn!(error = %e, "signing a checkpoint failed");
+        use std::sync::TryLockError;
+        use std::sync::atomic::Ordering;
+        self.checkpoint_wanted.store(true, Ordering::SeqCst);
+        loop {
+            let leader = match self.checkpointing.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                // The signer checks the flag after it lets go of the lock.
+                Err(TryLockError::WouldBlock) => return,
+            };
+            if !self.checkpoint_wanted.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = self.checkpoint_tick(crate::packing::now_ms()) {
+                tracing::warn!(error = %e, "signing a checkpoint failed");
+            }
+            drop(leader);
+            if !self.checkpoint_wanted.load(Ordering::SeqCst) {
+                return;
+            }
         }
     }
 

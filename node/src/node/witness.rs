@@ -454,4 +454,42 @@ mod tests {
         assert!(st.witnesses.iter().all(|w| !w.equivocated));
         assert!(st.freshness.fresh);
     }
+
+    /// Callers that ask for a checkpoint while another signs leave their
+    /// news to it; none is left out.
+    #[test]
+    fn concurrent_checkpoint_requests_leave_no_record_unlisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::config::Home {
+            root: dir.path().to_path_buf(),
+        };
+        crate::init::init_dev_home(&home).unwrap();
+        let node = open(dir.path());
+        let claims: Vec<Signed> = (0..8)
+            .map(|i| {
+                let claim = pb::NamespaceClaim {
+                    namespace: format!("busy{i}"),
+                    claimed_at_ms: 1,
+                };
+                Signed::sign(&claim, &KeyPair::generate().unwrap(), node.federation())
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for claim in &claims {
+                let node = &node;
+                s.spawn(move || {
+                    for _ in 0..3 {
+                        assert!(matches!(
+                            node.ingest(claim.encoded(), Channel::Public),
+                            Ingested::New | Ingested::Known
+                        ));
+                        node.checkpoint_now();
+                    }
+                });
+            }
+        });
+        for claim in &claims {
+            assert!(node.witnessed_at(&claim.id()).is_some(), "{} listed", claim.id());
+        }
+    }
 }
