@@ -5,6 +5,12 @@
 //! size in temporaries, and the search catalog's first read walks every
 //! release; without a trim a node with 100k releases stays at that startup
 //! peak (~350 MB) for its whole life instead of its working set.
+//!
+//! The `packfed` binary allocates with jemalloc (see `node/main.rs`), whose
+//! settings do the same there: two arenas, freed pages returned by a
+//! background thread. These glibc calls then only touch what C code
+//! allocates; they still shape programs that embed the library with the
+//! system allocator (the tests and benches).
 
 /// Returns freed heap pages to the OS. Cheap to call after a bulk load; a
 /// no-op where the allocator is not glibc's.
