@@ -420,15 +420,21 @@ mod tests {
         .unwrap()
     }
 
+    /// A development home in a fresh directory (its node is the
+    /// federation's one witness), and the node opened on it.
+    fn dev_node() -> (tempfile::TempDir, Node) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::init::init_dev_home(&crate::config::Home {
+            root: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        let node = open(dir.path());
+        (dir, node)
+    }
+
     #[test]
     fn a_record_stored_before_a_crash_is_listed_by_the_restarted_witness() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = crate::config::Home {
-            root: dir.path().to_path_buf(),
-        };
-        // The development node is its federation's one witness.
-        crate::init::init_dev_home(&home).unwrap();
-        let node = open(dir.path());
+        let (dir, node) = dev_node();
         let key = KeyPair::generate().unwrap();
         let claim = Signed::sign(
             &pb::NamespaceClaim {
@@ -459,12 +465,7 @@ mod tests {
     /// news to it; none is left out.
     #[test]
     fn concurrent_checkpoint_requests_leave_no_record_unlisted() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = crate::config::Home {
-            root: dir.path().to_path_buf(),
-        };
-        crate::init::init_dev_home(&home).unwrap();
-        let node = open(dir.path());
+        let (_dir, node) = dev_node();
         let claims: Vec<Signed> = (0..8)
             .map(|i| {
                 let claim = pb::NamespaceClaim {
