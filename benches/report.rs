@@ -5,11 +5,6 @@
 
 mod pipeline;
 
-// The allocator of the `packfed` binary (node/main.rs), so that in-process
-// rows measure what the node runs; the baselines share it.
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
