@@ -86,7 +86,7 @@ fn in_process(rows: &mut Vec<Row>, label: &str, size: usize, budget: Duration, m
 }
 
 /// `writers` threads publish at once into one store, as the API's clients
-/// do; their flushes are shared (group commit). Beside it: the serial sled
+/// do (sled shares their concurrent flushes). Beside it: the serial sled
 /// baseline `serial_sled` from [`in_process`] and, measured here, `writers`
 /// threads each doing a bare sled insert + flush. Each thread's rewrite of
 /// its pack.toml is inside the timed loop here (a few % of a publish).

@@ -17,12 +17,12 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use bao_tree::BlockSize;
 use bao_tree::io::outboard::PreOrderOutboard;
 use bao_tree::io::sync::CreateOutboard;
 use packfed_protocol::ContentHash;
 use serde::{Deserialize, Serialize};
 
+pub use super::outboard::IROH_BLOCK_SIZE;
 use super::outboard::OutboardHasher;
 use super::{Store, StoreError};
 
@@ -32,9 +32,6 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 
 /// Blobs up to this size are stored inline in sled.
 pub const INLINE_MAX: usize = 256 * 1024;
-
-/// iroh-blobs' block size: chunk groups of 2^4 BLAKE3 chunks (16 KiB).
-pub const IROH_BLOCK_SIZE: BlockSize = BlockSize::from_chunk_log(4);
 
 /// What the store knows of a complete blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,11 @@
 use blake3::hazmat::{ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
 use packfed_protocol::ContentHash;
 
-/// Bytes in a chunk group: [`super::blobs::IROH_BLOCK_SIZE`].
-const GROUP_BYTES: u64 = 16 * 1024;
+/// iroh-blobs' block size: chunk groups of 2^4 BLAKE3 chunks (16 KiB).
+pub const IROH_BLOCK_SIZE: bao_tree::BlockSize = bao_tree::BlockSize::from_chunk_log(4);
+
+/// Bytes in a chunk group.
+const GROUP_BYTES: u64 = IROH_BLOCK_SIZE.bytes() as u64;
 
 /// Hashes a stream into its root hash and pre-order outboard.
 pub struct OutboardHasher {
