@@ -32,22 +32,28 @@ pub fn kind_bit(kind: &str) -> Option<u16> {
     ATTESTATION_KINDS.iter().position(|k| *k == kind).map(|i| 1u16 << i)
 }
 
-/// One release record.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub key: u64,
-    pub rid: RecordId,
-    pub name: Arc<str>,
-    pub version: semver::Version,
-    pub description: String,
-    // Category, license and tier repeat across releases: shared, not copied
-    // per entry (see `Interner`).
+/// What many releases share (category, license, tier): one copy per
+/// distinct combination (see [`Interner`]), not four strings per entry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Facets {
     pub category: Arc<str>,
     /// The SPDX expression as signed.
     pub license: Arc<str>,
     /// Lowercase SPDX ids in the expression (what `--license` matches).
     pub license_ids: Arc<[Arc<str>]>,
     pub tier: Arc<str>,
+}
+
+/// One release record. Kept small (about 200 bytes): the catalog holds one
+/// per release, 100,000 and more, for the life of the process.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: u64,
+    pub rid: RecordId,
+    pub name: Arc<str>,
+    pub version: semver::Version,
+    pub description: Box<str>,
+    pub facets: Arc<Facets>,
     pub hash: ContentHash,
     pub quality: u32,
     pub published_ms: u64,
@@ -66,8 +72,8 @@ pub struct Entry {
     pub failed_installs: u64,
     /// The ranking features but text, as of when the entry was made: the
     /// first-pass factor ([`Hot`]) is computed from them once per entry,
-    /// not per matching document.
-    pub signals: [f64; FEATURES],
+    /// not per matching document. Single precision: they only nudge BM25.
+    pub signals: [f32; FEATURES],
 }
 
 /// What a query asks to see.
@@ -107,12 +113,12 @@ impl Filters {
             && self
                 .category
                 .as_ref()
-                .is_none_or(|c| e.category.eq_ignore_ascii_case(c))
-            && self.tier.as_ref().is_none_or(|t| e.tier.eq_ignore_ascii_case(t))
+                .is_none_or(|c| e.facets.category.eq_ignore_ascii_case(c))
+            && self.tier.as_ref().is_none_or(|t| e.facets.tier.eq_ignore_ascii_case(t))
             && self
                 .license
                 .as_ref()
-                .is_none_or(|l| e.license_ids.iter().any(|i| **i == **l))
+                .is_none_or(|l| e.facets.license_ids.iter().any(|i| **i == **l))
             && self.attested.is_none_or(|bit| e.kinds & bit != 0)
     }
 }
@@ -153,15 +159,20 @@ impl std::hash::BuildHasher for KeyHasherBuilder {
     }
 }
 
-/// Shares the strings many entries repeat (categories, licenses, tiers) and
-/// the parsed ids of each license expression: at 100k releases, copies cost
-/// ~20 MB. Holds each distinct string once, so what peers can make it hold
-/// is bounded by the records they can make the node store, as without it.
+/// Shares what many entries repeat: one [`Facets`] per distinct category,
+/// license and tier, and the parsed ids of each license expression once. At
+/// 100k releases, per-entry copies cost ~20 MB. Holds each distinct value
+/// once, so what peers can make it hold is bounded by the records they can
+/// make the node store, as without it.
 #[derive(Default)]
 pub struct Interner {
     strings: std::collections::HashSet<Arc<str>>,
     license_ids: HashMap<Arc<str>, Arc<[Arc<str>]>>,
+    /// By (category, license, tier), each already interned.
+    facets: HashMap<FacetKey, Arc<Facets>>,
 }
+
+type FacetKey = (Arc<str>, Arc<str>, Arc<str>);
 
 impl Interner {
     pub fn str(&mut self, s: &str) -> Arc<str> {
@@ -173,15 +184,35 @@ impl Interner {
         a
     }
 
-    /// The ids of license expression `expr`, parsed by `parse` once per
-    /// distinct expression.
-    pub fn license_ids(&mut self, expr: &Arc<str>, parse: impl FnOnce(&str) -> Vec<String>) -> Arc<[Arc<str>]> {
-        if let Some(ids) = self.license_ids.get(expr) {
-            return ids.clone();
+    /// The shared facets of a release; `parse` turns a license expression
+    /// into its ids, once per distinct expression.
+    pub fn facets(
+        &mut self,
+        category: &str,
+        license: &str,
+        tier: &str,
+        parse: impl FnOnce(&str) -> Vec<String>,
+    ) -> Arc<Facets> {
+        let key = (self.str(category), self.str(license), self.str(tier));
+        if let Some(f) = self.facets.get(&key) {
+            return f.clone();
         }
-        let ids: Arc<[Arc<str>]> = parse(expr).iter().map(|i| self.str(i)).collect();
-        self.license_ids.insert(expr.clone(), ids.clone());
-        ids
+        let license_ids = match self.license_ids.get(&key.1) {
+            Some(ids) => ids.clone(),
+            None => {
+                let ids: Arc<[Arc<str>]> = parse(&key.1).iter().map(|i| self.str(i)).collect();
+                self.license_ids.insert(key.1.clone(), ids.clone());
+                ids
+            }
+        };
+        let f = Arc::new(Facets {
+            category: key.0.clone(),
+            license: key.1.clone(),
+            license_ids,
+            tier: key.2.clone(),
+        });
+        self.facets.insert(key, f.clone());
+        f
     }
 }
 
@@ -200,26 +231,33 @@ pub struct Hot {
 
 /// Every release the node knows, by document key, with its package's
 /// versions grouped.
+///
+/// Dense: entries live in one array by slot, and only a small key -> slot
+/// map is hashed (a hash table of ~300-byte entries cost 48 MB at 100k
+/// releases, half of it empty buckets).
 pub struct Catalog {
-    entries: HashMap<u64, Entry, KeyHasherBuilder>,
-    /// Package name -> keys of its versions, newest version first.
-    packages: HashMap<Arc<str>, Vec<u64>>,
-    /// Key -> index into `hot`. A key keeps its slot for good (a removed
-    /// entry's slot is only marked hidden), so a map from a segment's
-    /// documents to slots never goes stale. Bounded like the index: one
-    /// slot per release record this process has seen.
+    /// Key -> slot in `entries` and `hot`. A key keeps its slot for good (a
+    /// removed entry's slot is only emptied and marked hidden), so a map
+    /// from a segment's documents to slots never goes stale. Bounded like
+    /// the index: one slot per release record this process has seen.
     slots: HashMap<u64, u32, KeyHasherBuilder>,
+    entries: Vec<Option<Entry>>,
     hot: Vec<Hot>,
+    /// Entries present (slots not emptied).
+    len: usize,
+    /// Package name -> slots of its versions, newest version first.
+    packages: HashMap<Arc<str>, Vec<u32>>,
     weights: [f64; FEATURES],
 }
 
 impl Default for Catalog {
     fn default() -> Self {
         Catalog {
-            entries: HashMap::default(),
-            packages: HashMap::new(),
             slots: HashMap::default(),
+            entries: Vec::new(),
             hot: Vec::new(),
+            len: 0,
+            packages: HashMap::new(),
             weights: super::rank::DEFAULT_WEIGHTS,
         }
     }
@@ -227,23 +265,27 @@ impl Default for Catalog {
 
 impl Catalog {
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     pub fn get(&self, key: u64) -> Option<&Entry> {
-        self.entries.get(&key)
+        self.at(self.slot(key)?)
+    }
+
+    fn at(&self, slot: u32) -> Option<&Entry> {
+        self.entries.get(slot as usize)?.as_ref()
     }
 
     pub fn entry_by_rid(&self, rid: &RecordId) -> Option<&Entry> {
-        self.entries.get(&doc_key(rid)).filter(|e| e.rid == *rid)
+        self.get(doc_key(rid)).filter(|e| e.rid == *rid)
     }
 
     pub fn contains(&self, key: u64) -> bool {
-        self.entries.contains_key(&key)
+        self.get(key).is_some()
     }
 
     /// Replaces everything known about package `name` with `versions` (all
@@ -255,73 +297,77 @@ impl Catalog {
             None => Arc::from(name),
         };
         if let Some(old) = self.packages.remove(&name) {
-            for k in old {
-                self.entries.remove(&k);
-                self.refresh_hot(k, None);
+            for slot in old {
+                if self.entries[slot as usize].take().is_some() {
+                    self.len -= 1;
+                }
+                self.hot[slot as usize] = Hot::default();
             }
         }
         let mut refused = Vec::new();
-        let mut keys = Vec::with_capacity(versions.len());
+        let mut slots = Vec::with_capacity(versions.len());
         for mut e in versions {
-            if self.entries.contains_key(&e.key) || keys.contains(&e.key) {
+            if self.contains(e.key) {
                 refused.push(e.key);
                 continue;
             }
             e.name = name.clone();
-            keys.push(e.key);
-            self.entries.insert(e.key, e);
+            let slot = match self.slots.get(&e.key) {
+                Some(&s) => s,
+                None => {
+                    let s = self.entries.len() as u32;
+                    self.slots.insert(e.key, s);
+                    self.entries.push(None);
+                    self.hot.push(Hot::default());
+                    s
+                }
+            };
+            self.entries[slot as usize] = Some(e);
+            self.len += 1;
+            slots.push(slot);
         }
-        if keys.is_empty() {
+        if slots.is_empty() {
             return refused;
         }
         // Newest first, so the shown version is the first admitted one.
-        keys.sort_by(|a, b| {
-            let (ea, eb) = (&self.entries[a], &self.entries[b]);
+        slots.sort_by(|a, b| {
+            let (ea, eb) = (self.at(*a).expect("just put"), self.at(*b).expect("just put"));
             eb.version.cmp(&ea.version).then(ea.rid.cmp(&eb.rid))
         });
-        let mut shown = vec![0u8; keys.len()];
-        for slot in 0..4 {
+        let mut shown = vec![0u8; slots.len()];
+        for bit in 0..4 {
             let f = Filters {
-                include_quarantined: slot >= 2,
-                include_org: slot % 2 == 1,
+                include_quarantined: bit >= 2,
+                include_org: bit % 2 == 1,
                 ..Default::default()
             };
-            if let Some(i) = keys
-                .iter()
-                .position(|k| self.entries.get(k).is_some_and(|e| f.admits(e)))
-            {
-                shown[i] |= 1 << slot;
+            if let Some(i) = slots.iter().position(|s| self.at(*s).is_some_and(|e| f.admits(e))) {
+                shown[i] |= 1 << bit;
             }
         }
-        for (k, bits) in keys.iter().zip(shown) {
-            self.refresh_hot(*k, Some(bits));
+        for (slot, bits) in slots.iter().zip(shown) {
+            self.refresh_hot(*slot, Some(bits));
         }
-        self.packages.insert(name, keys);
+        self.packages.insert(name, slots);
         refused
     }
 
-    /// Brings the dense first-pass record of `key` up to date with its entry
-    /// (or marks it hidden when there is none): the factor always, the shown
-    /// bits when given (only a package's whole set of versions decides them).
-    fn refresh_hot(&mut self, key: u64, shown: Option<u8>) {
-        let hot = match self.entries.get(&key) {
-            Some(e) => Hot {
-                shown: shown.unwrap_or_else(|| self.slot(key).map_or(0, |s| self.hot(s).shown)),
-                factor: super::rank::prior_factor(&self.weights, e),
-            },
-            None => Hot::default(),
+    /// Brings the dense first-pass record of `slot` up to date with its
+    /// entry: the factor always, the shown bits when given (only a
+    /// package's whole set of versions decides them).
+    fn refresh_hot(&mut self, slot: u32, shown: Option<u8>) {
+        let Some(e) = self.at(slot) else {
+            return;
         };
-        match self.slots.get(&key) {
-            Some(&slot) => self.hot[slot as usize] = hot,
-            None if hot == Hot::default() => {}
-            None => {
-                self.slots.insert(key, self.hot.len() as u32);
-                self.hot.push(hot);
-            }
+        let factor = super::rank::prior_factor(&self.weights, e);
+        let hot = &mut self.hot[slot as usize];
+        hot.factor = factor;
+        if let Some(bits) = shown {
+            hot.shown = bits;
         }
     }
 
-    /// The slot of `key` in the dense first-pass array, if it ever had one.
+    /// The slot of `key` in the dense arrays, if it ever had one.
     pub fn slot(&self, key: u64) -> Option<u32> {
         self.slots.get(&key).copied()
     }
@@ -339,9 +385,8 @@ impl Catalog {
     /// Adopts new ranking weights: every first-pass factor follows.
     pub fn set_weights(&mut self, weights: [f64; FEATURES]) {
         self.weights = weights;
-        let keys: Vec<u64> = self.slots.keys().copied().collect();
-        for k in keys {
-            self.refresh_hot(k, None);
+        for slot in 0..self.entries.len() as u32 {
+            self.refresh_hot(slot, None);
         }
     }
 
@@ -349,15 +394,15 @@ impl Catalog {
     /// filters and, unless every version is asked for, it is the newest
     /// version of its package that does.
     pub fn shown(&self, key: u64, f: &Filters) -> bool {
-        let Some(e) = self.entries.get(&key) else {
+        let Some(slot) = self.slot(key) else {
             return false;
         };
         if let Some(bit) = f.fast_slot() {
-            return self.slot(key).is_some_and(|s| self.hot(s).shown & (1 << bit) != 0);
+            return self.hot(slot).shown & (1 << bit) != 0;
         }
-        if !f.admits(e) {
+        let Some(e) = self.at(slot).filter(|e| f.admits(e)) else {
             return false;
-        }
+        };
         if f.all_versions {
             return true;
         }
@@ -366,7 +411,7 @@ impl Catalog {
         };
         versions
             .iter()
-            .filter_map(|k| self.entries.get(k))
+            .filter_map(|s| self.at(*s))
             .find(|v| f.admits(v))
             .is_some_and(|v| v.key == key)
     }
@@ -374,15 +419,18 @@ impl Catalog {
     /// Sets install counts of the release with content hash `hash`.
     pub fn set_installs(&mut self, hash: &ContentHash, installs: u64, failed: u64) -> usize {
         let mut changed = Vec::new();
-        for e in self.entries.values_mut().filter(|e| e.hash == *hash) {
+        for (slot, e) in self.entries.iter_mut().enumerate() {
+            let Some(e) = e.as_mut().filter(|e| e.hash == *hash) else {
+                continue;
+            };
             e.installs = installs;
             e.failed_installs = failed;
             let l = (1.0 + installs as f64).ln();
-            e.signals[3] = l / (l + 2.0);
-            changed.push(e.key);
+            e.signals[3] = (l / (l + 2.0)) as f32;
+            changed.push(slot as u32);
         }
-        for k in &changed {
-            self.refresh_hot(*k, None);
+        for slot in &changed {
+            self.refresh_hot(*slot, None);
         }
         changed.len()
     }
@@ -414,11 +462,13 @@ pub(crate) mod tests {
             rid: RecordId(rid),
             name: Arc::from(name),
             version: semver::Version::parse(version).unwrap(),
-            description: String::new(),
-            category: "web".into(),
-            license: "MIT OR Apache-2.0".into(),
-            license_ids: vec!["mit".into(), "apache-2.0".into()].into(),
-            tier: "beta".into(),
+            description: "".into(),
+            facets: Arc::new(Facets {
+                category: "web".into(),
+                license: "MIT OR Apache-2.0".into(),
+                license_ids: vec!["mit".into(), "apache-2.0".into()].into(),
+                tier: "beta".into(),
+            }),
             hash: ContentHash([n; 32]),
             quality: 50,
             published_ms: 0,
@@ -493,6 +543,28 @@ pub(crate) mod tests {
                 ..Default::default()
             }
             .admits(&e)
+        );
+    }
+
+    #[test]
+    fn releases_share_their_facets_and_entries_stay_small() {
+        let mut i = Interner::default();
+        let mut parsed = 0;
+        let mut parse = |e: &str| {
+            parsed += 1;
+            vec![e.to_ascii_lowercase()]
+        };
+        let a = i.facets("web", "MIT", "beta", &mut parse);
+        let b = i.facets("web", "MIT", "beta", &mut parse);
+        let c = i.facets("cli", "MIT", "beta", &mut parse);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c) && Arc::ptr_eq(&a.license_ids, &c.license_ids));
+        assert_eq!(parsed, 1, "an expression is parsed once");
+        // One per release for the life of the process (see `Entry`).
+        assert!(
+            std::mem::size_of::<Option<Entry>>() <= 216,
+            "{}",
+            std::mem::size_of::<Entry>()
         );
     }
 

@@ -400,18 +400,15 @@ impl Indexer<'_> {
             (false, 0, 0)
         };
         let q = r.quality.as_ref();
-        let license = self.strings.str(&r.license);
-        let license_ids = self.strings.license_ids(&license, spdx_ids);
+        let tier = q.map(|q| q.tier.as_str()).unwrap_or_default();
+        let facets = self.strings.facets(&r.category, &r.license, tier, spdx_ids);
         let entry = Entry {
             key: doc_key(&row.record_id),
             rid: row.record_id,
             name: Arc::from(r.name.as_str()),
             version: semver::Version::parse(&r.version).unwrap_or(semver::Version::new(0, 0, 0)),
-            description: r.description.clone(),
-            category: self.strings.str(&r.category),
-            license,
-            license_ids,
-            tier: self.strings.str(q.map(|q| q.tier.as_str()).unwrap_or_default()),
+            description: r.description.as_str().into(),
+            facets,
             hash,
             quality: q.map(|q| q.score).unwrap_or(0),
             published_ms: recency_time(

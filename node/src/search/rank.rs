@@ -24,7 +24,7 @@ const DAY_MS: f64 = 86_400_000.0;
 /// A result's feature vector.
 /// `e` with [`Entry::signals`] filled as of `now_ms`.
 pub fn with_signals(mut e: Entry, now_ms: u64) -> Entry {
-    e.signals = features(&e, 1.0, 1.0, now_ms);
+    e.signals = features(&e, 1.0, 1.0, now_ms).map(|x| x as f32);
     e
 }
 
@@ -83,10 +83,10 @@ pub fn prior(weights: &[f64; FEATURES], e: &Entry, bm25: f32) -> f32 {
 /// What [`prior`] multiplies BM25 by: it does not depend on the query, so
 /// the catalog keeps it per entry.
 pub fn prior_factor(weights: &[f64; FEATURES], e: &Entry) -> f32 {
-    let f = &e.signals;
+    let f = e.signals.map(f64::from);
     let total: f64 = weights[1..].iter().map(|w| w.abs()).sum();
     let signal = if total > 0.0 {
-        (score(weights, f) - weights[0] * f[0]) / total
+        (score(weights, &f) - weights[0] * f[0]) / total
     } else {
         0.0
     };
@@ -117,9 +117,8 @@ mod tests {
         assert_eq!(attested[2], 0.5);
         assert!(attested.iter().all(|x| (0.0..=1.0).contains(x)));
         assert!(score(&DEFAULT_WEIGHTS, &attested) > score(&DEFAULT_WEIGHTS, &plain));
-        e.signals = features(&e, 1.0, 1.0, 0);
-        let mut plain = entry();
-        plain.signals = features(&plain, 1.0, 1.0, 0);
+        e = with_signals(e, 0);
+        let plain = with_signals(entry(), 0);
         assert!(prior(&DEFAULT_WEIGHTS, &e, 2.0) > prior(&DEFAULT_WEIGHTS, &plain, 2.0));
     }
 
