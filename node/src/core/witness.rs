@@ -240,7 +240,10 @@ pub struct Witnesses {
     set: WitnessSet,
     logs: HashMap<PublicKey, Log>,
     /// Per record: which witness listed it, at what time (the earliest).
-    listed: HashMap<RecordId, Vec<(PublicKey, u64)>>,
+    listed: HashMap<RecordId, Listing>,
+    /// The witnesses a [`Listing`] names, by index: every key that was in
+    /// the set when one of its checkpoints arrived (governance bounds them).
+    listers: Vec<PublicKey>,
     tracked: HashMap<RecordId, Tracked>,
     claims_by_ns: HashMap<String, Vec<RecordId>>,
     own: BTreeMap<PublicKey, Own>,
@@ -267,6 +270,7 @@ impl Witnesses {
             own,
             logs: Default::default(),
             listed: Default::default(),
+            listers: Vec::new(),
             tracked: Default::default(),
             claims_by_ns: Default::default(),
         }
@@ -310,9 +314,11 @@ impl Witnesses {
         let mut times: Vec<(u64, u64)> = self
             .listed
             .get(id)?
+            .as_slice()
             .iter()
+            .map(|(w, t)| (&self.listers[*w as usize], *t))
             .filter(|(w, _)| self.counts(w))
-            .map(|(w, t)| (*t, self.set.weight(w)))
+            .map(|(w, t)| (t, self.set.weight(w)))
             .collect();
         times.sort_unstable();
         let mut weight = 0;
@@ -445,20 +451,18 @@ impl Witnesses {
             });
         }
         let counts = log.equivocation.is_none();
+        let lister = self.lister(&c.witness);
         let mut changed = Vec::new();
         for r in &c.records {
             let before = counts.then(|| self.witnessed(r)).flatten();
-            let list = self.listed.entry(*r).or_default();
-            match list.iter_mut().find(|(w, _)| *w == c.witness) {
-                Some((_, t)) if *t <= c.time_ms => continue,
-                Some((_, t)) => *t = c.time_ms,
-                // Grown one slot at a time: a push on an empty Vec reserves
-                // four (160 bytes), and nearly every record is listed by
-                // one or a few witnesses; at 100k records that was 12 MB of
-                // slots never used.
-                None => {
-                    list.reserve_exact(1);
-                    list.push((c.witness, c.time_ms))
+            match self.listed.entry(*r) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Listing::One((lister, c.time_ms)));
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if !o.get_mut().note(lister, c.time_ms) {
+                        continue;
+                    }
                 }
             }
             if counts && self.witnessed(r) != before {
@@ -530,7 +534,26 @@ impl Witnesses {
 
     /// Whether this node's log for `key` already lists `id`.
     fn own_lists(&self, key: &PublicKey, id: &RecordId) -> bool {
-        self.listed.get(id).is_some_and(|l| l.iter().any(|(w, _)| w == key))
+        let Some(i) = self.listers.iter().position(|k| k == key) else {
+            return false;
+        };
+        self.listed
+            .get(id)
+            .is_some_and(|l| l.as_slice().iter().any(|(w, _)| *w as usize == i))
+    }
+
+    /// The index [`Listing`]s name witness `key` by.
+    fn lister(&mut self, key: &PublicKey) -> u32 {
+        let i = match self.listers.iter().position(|k| k == key) {
+            Some(i) => i,
+            None => {
+                self.listers.push(*key);
+                self.listers.len() - 1
+            }
+        };
+        // Only keys in the witness set get here, and governance adds them
+        // one vote at a time: never 2^32 of them.
+        i as u32
     }
 
     /// A record this node stored on a public channel: each log it keeps
@@ -711,6 +734,57 @@ impl Witnesses {
     }
 }
 
+/// Which witnesses listed one record, each at its earliest time, by index
+/// into [`Witnesses::listers`]. There is one per record, 100k and more, and
+/// nearly every record is listed by one witness or a few, so the first
+/// listing is kept inline: 24 bytes and no allocation, where a `Vec` of
+/// `(PublicKey, u64)` cost 24 bytes plus 48 on the heap (12 MB at 100k).
+#[derive(Debug)]
+enum Listing {
+    One((u32, u64)),
+    Many(Vec<(u32, u64)>),
+}
+
+impl Listing {
+    fn as_slice(&self) -> &[(u32, u64)] {
+        match self {
+            Listing::One(l) => std::slice::from_ref(l),
+            Listing::Many(v) => v,
+        }
+    }
+
+    /// Notes that `lister` listed the record at `time`. False when it had
+    /// already, as early: nothing changed.
+    fn note(&mut self, lister: u32, time: u64) -> bool {
+        match self {
+            Listing::One((w, t)) if *w == lister => earlier(t, time),
+            Listing::One(first) => {
+                *self = Listing::Many(vec![*first, (lister, time)]);
+                true
+            }
+            Listing::Many(v) => match v.iter_mut().find(|(w, _)| *w == lister) {
+                Some((_, t)) => earlier(t, time),
+                None => {
+                    // Grown one slot at a time: few records are listed by
+                    // many witnesses.
+                    v.reserve_exact(1);
+                    v.push((lister, time));
+                    true
+                }
+            },
+        }
+    }
+}
+
+/// Lowers `*t` to `time` if that is earlier; whether it did.
+fn earlier(t: &mut u64, time: u64) -> bool {
+    let lower = time < *t;
+    if lower {
+        *t = time;
+    }
+    lower
+}
+
 impl Own {
     fn add_to_digest(&mut self, id: &RecordId) {
         // Order-free: a sum of the ids, lane by lane.
@@ -736,5 +810,24 @@ impl Own {
             chunk.copy_from_slice(&lane.to_le_bytes());
         }
         (out, next.total)
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::Listing;
+
+    #[test]
+    fn a_listing_keeps_each_witness_earliest_time_and_one_stays_inline() {
+        assert_eq!(std::mem::size_of::<Listing>(), 24, "one per record: keep it small");
+        let mut l = Listing::One((0, 50));
+        assert!(!l.note(0, 60), "a later listing by the same witness changes nothing");
+        assert!(l.note(0, 40));
+        assert!(matches!(l, Listing::One((0, 40))));
+        assert!(l.note(1, 70));
+        assert!(!l.note(1, 70));
+        assert!(l.note(2, 10));
+        assert!(l.note(1, 20));
+        assert_eq!(l.as_slice(), &[(0, 40), (1, 20), (2, 10)]);
     }
 }
