@@ -34,7 +34,7 @@ pub fn kind_bit(kind: &str) -> Option<u16> {
 
 /// What many releases share (category, license, tier): one copy per
 /// distinct combination (see [`Interner`]), not four strings per entry.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Facets {
     pub category: Arc<str>,
     /// The SPDX expression as signed.
@@ -44,7 +44,7 @@ pub struct Facets {
     pub tier: Arc<str>,
 }
 
-/// One release record. Kept small (about 200 bytes): the catalog holds one
+/// One release record. Kept small (216 bytes): the catalog holds one
 /// per release, 100,000 and more, for the life of the process.
 #[derive(Debug, Clone)]
 pub struct Entry {
