@@ -425,8 +425,7 @@ impl Catalog {
             };
             e.installs = installs;
             e.failed_installs = failed;
-            let l = (1.0 + installs as f64).ln();
-            e.signals[3] = (l / (l + 2.0)) as f32;
+            e.signals[3] = super::rank::installs_feature(installs) as f32;
             changed.push(slot as u32);
         }
         for slot in &changed {

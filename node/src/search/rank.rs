@@ -21,13 +21,13 @@ pub use crate::learn::model::{DEFAULT_WEIGHTS, FEATURE_NAMES, FEATURES};
 
 const DAY_MS: f64 = 86_400_000.0;
 
-/// A result's feature vector.
 /// `e` with [`Entry::signals`] filled as of `now_ms`.
 pub fn with_signals(mut e: Entry, now_ms: u64) -> Entry {
     e.signals = features(&e, 1.0, 1.0, now_ms).map(|x| x as f32);
     e
 }
 
+/// A result's feature vector.
 pub fn features(e: &Entry, bm25: f32, best_bm25: f32, now_ms: u64) -> [f64; FEATURES] {
     let text = if best_bm25 > 0.0 {
         (f64::from(bm25) / f64::from(best_bm25)).clamp(0.0, 1.0)
@@ -35,15 +35,20 @@ pub fn features(e: &Entry, bm25: f32, best_bm25: f32, now_ms: u64) -> [f64; FEAT
         1.0
     };
     let n = f64::from(e.attesters);
-    let l = (1.0 + e.installs as f64).ln();
     let age_days = now_ms.saturating_sub(e.published_ms) as f64 / DAY_MS;
     [
         text,
         f64::from(e.quality.min(100)) / 100.0,
         n / (n + 1.0),
-        l / (l + 2.0),
+        installs_feature(e.installs),
         (-age_days / 365.0).exp(),
     ]
+}
+
+/// The `installs` feature: l / (l + 2), l = ln(1 + installs).
+pub fn installs_feature(installs: u64) -> f64 {
+    let l = (1.0 + installs as f64).ln();
+    l / (l + 2.0)
 }
 
 /// A result's score parts (`--explain`): each weight times its feature.
