@@ -72,6 +72,44 @@ fn releases_acknowledged_before_a_kill_9_reach_a_peer_that_joins_later() {
     assert_eq!(a.json(&["status"]).unwrap()["releases"], 2);
 }
 
+/// Records a node took in by registry sync stay in its document: killed
+/// -9 as soon as it holds them, restarted after their publisher is gone,
+/// it passes them on to a node that joins it later.
+#[test]
+fn synced_records_reach_a_later_peer_after_a_kill_9_without_their_publisher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fed = Federation::empty(&bin(), root, 3).unwrap();
+    let a_home = fed.init_home("a", "company", None, &[]).unwrap();
+    let mut a = TestNode::start(&bin(), &a_home).unwrap();
+    let ids = ["acme/first@1.0.0", "acme/second@1.0.0"];
+    publish(&a, root, "acme/first", "1.0.0", "k0");
+    publish(&a, root, "acme/second", "1.0.0", "k0");
+
+    let b_home = fed.init_home("b", "public", Some(&a.p2p_addr().unwrap()), &[]).unwrap();
+    let mut b = TestNode::start(&bin(), &b_home).unwrap();
+    for id in ids {
+        wait_for(DEADLINE, &format!("{id} to reach b by sync"), || {
+            b.has_release(id).then_some(())
+        })
+        .unwrap();
+    }
+    b.kill9().unwrap();
+    a.stop().unwrap();
+    b.restart().unwrap();
+    // The control: b still holds both itself.
+    assert_eq!(b.json(&["status"]).unwrap()["releases"], 2);
+
+    let c_home = fed.init_home("c", "public", Some(&b.p2p_addr().unwrap()), &[]).unwrap();
+    let c = TestNode::start(&bin(), &c_home).unwrap();
+    for id in ids {
+        wait_for(DEADLINE, &format!("{id} to reach c from b alone"), || {
+            c.has_release(id).then_some(())
+        })
+        .unwrap();
+    }
+}
+
 fn peers(node: &TestNode) -> u64 {
     node.json(&["status"])
         .ok()

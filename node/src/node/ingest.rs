@@ -10,15 +10,40 @@ use packfed_protocol::signed::Record;
 use packfed_protocol::{Checked, Domain, RecordId, Signed, SignedError, Verified, pb};
 
 use super::Node;
-use crate::core::Channel;
 use crate::core::admit::{self, Admitted, Incoming};
 use crate::core::learning::Rejection;
+use crate::core::{Channel, Effect};
 
 pub use crate::core::admit::Outcome as Ingested;
 
 /// Releases verified and admitted per chunk (each signer's key decompressed
 /// once per chunk).
 const RELEASE_BATCH: usize = 1024;
+
+/// Where a record being admitted came from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// Gossip or a fetch; also a sync's few records that are not admitted
+    /// in batches (adding those back to their document changes nothing).
+    Peer,
+    /// A channel's registry document, by sync.
+    Document(Channel),
+}
+
+impl Source {
+    /// The effects minus adding records back to the document they came
+    /// from: it holds them already (sync applied them before they were
+    /// admitted, and marked them for the next save), and each add takes
+    /// the document's lock, which a save of a large document holds for
+    /// about a second. Admitting a release or an attestation replicates
+    /// only the admitted record itself.
+    fn needed(self, mut effects: Vec<Effect>) -> Vec<Effect> {
+        if let Source::Document(doc) = self {
+            effects.retain(|e| !matches!(e, Effect::Replicate(c, _) if *c == doc));
+        }
+        effects
+    }
+}
 
 /// Counters shown in status and metrics.
 #[derive(Debug, Default)]
@@ -40,7 +65,7 @@ impl Node {
     /// Verifies and stores one record from a peer.
     pub fn ingest(&self, bytes: &[u8], channel: Channel) -> Ingested {
         let result = match admit::open(bytes, self.federation()) {
-            Ok(incoming) => self.admit(incoming, channel, crate::packing::now_ms()),
+            Ok(incoming) => self.admit(incoming, channel, crate::packing::now_ms(), Source::Peer),
             Err(refused) => {
                 if refused.domain == Some(Domain::LearningSummary) {
                     self.learn_lock().rejected(Rejection::Signature);
@@ -66,7 +91,7 @@ impl Node {
     }
 
     /// Has the core decide on a verified record, and carries it out.
-    fn admit(&self, incoming: Incoming, channel: Channel, now_ms: u64) -> Ingested {
+    fn admit(&self, incoming: Incoming, channel: Channel, now_ms: u64, source: Source) -> Ingested {
         let policy = self.policy();
         let judge = self.judge(&policy);
         let view = self.view();
@@ -142,7 +167,7 @@ impl Node {
                 effects: Vec::new(),
             }),
         };
-        match decided.and_then(|a| self.apply(a.effects).map(|_| a.outcome)) {
+        match decided.and_then(|a| self.apply(source.needed(a.effects)).map(|_| a.outcome)) {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(error = %e, "store failed while ingesting a record");
@@ -213,7 +238,7 @@ impl Node {
             let verified = self.verify_all::<pb::Release>(envs, checked);
             for (i, v) in idx.iter().zip(verified) {
                 let r = match v {
-                    Ok(v) => self.admit(Incoming::Release(v), channel, now),
+                    Ok(v) => self.admit(Incoming::Release(v), channel, now, Source::Document(channel)),
                     Err(e) => Ingested::Invalid(e.to_string()),
                 };
                 self.count(&r);
@@ -275,8 +300,10 @@ impl Node {
     ) -> Vec<Ingested> {
         let policy = self.policy();
         let judge = self.judge(&policy);
-        let decided = admit::attestations(&judge, &self.view(), batch, channel, true)
-            .and_then(|a| self.apply(a.effects).map(|_| a.results));
+        let decided = admit::attestations(&judge, &self.view(), batch, channel, true).and_then(|a| {
+            self.apply(Source::Document(channel).needed(a.effects))
+                .map(|_| a.results)
+        });
         match decided {
             Ok(results) => results
                 .into_iter()
