@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use packfed_protocol::signed::Record;
 use packfed_protocol::{Checked, Domain, RecordId, Signed, SignedError, Verified, pb};
@@ -42,6 +44,46 @@ impl Source {
             effects.retain(|e| !matches!(e, Effect::Replicate(c, _) if *c == doc));
         }
         effects
+    }
+}
+
+/// Whether a bulk ingest (a sync message of many releases) is running.
+/// The search indexer waits for it to end rather than take CPU from it
+/// (every release it stores is a change to index): a fresh node's first
+/// sync then stores its records sooner, and the indexer takes them in
+/// one batch afterwards.
+#[derive(Debug, Default)]
+pub struct BulkIngest {
+    running: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl BulkIngest {
+    fn start(&self) -> BulkGuard<'_> {
+        if let Ok(mut n) = self.running.lock() {
+            *n += 1;
+        }
+        BulkGuard(self)
+    }
+
+    /// Waits while a bulk ingest runs, at most `max`.
+    pub fn wait_idle(&self, max: Duration) {
+        if let Ok(n) = self.running.lock() {
+            let _ = self.ended.wait_timeout_while(n, max, |n| *n > 0);
+        }
+    }
+}
+
+struct BulkGuard<'a>(&'a BulkIngest);
+
+impl Drop for BulkGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut n) = self.0.running.lock() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.0.ended.notify_all();
+            }
+        }
     }
 }
 
@@ -217,13 +259,12 @@ impl Node {
                     continue;
                 }
             };
-            if self.store.has_record(&env.id()).unwrap_or(false) {
-                out[i] = Some(Ingested::Known);
-                continue;
-            }
+            // Whether it is known already is for admission to say: the
+            // document brings only entries new to it, nearly all new here.
             idx.push(i);
             envs.push(env);
         }
+        let _bulk = (release_envs.len() >= RELEASE_BATCH).then(|| self.bulk.start());
         for i in claims {
             out[i] = Some(self.ingest(&records[i], channel));
         }
@@ -318,5 +359,41 @@ impl Node {
                 batch.iter().map(|_| Ingested::Invalid(format!("store: {e}"))).collect()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::BulkIngest;
+
+    #[test]
+    fn waiting_for_a_bulk_ingest_ends_with_it_or_at_the_bound() {
+        let bulk = Arc::new(BulkIngest::default());
+        let idle = Instant::now();
+        bulk.wait_idle(Duration::from_secs(60));
+        assert!(idle.elapsed() < Duration::from_secs(30), "no ingest running: no wait");
+
+        let running = bulk.start();
+        let bounded = Instant::now();
+        bulk.wait_idle(Duration::from_millis(50));
+        assert!(bounded.elapsed() >= Duration::from_millis(50), "waits while one runs");
+
+        let waiter = {
+            let bulk = bulk.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                bulk.wait_idle(Duration::from_secs(60));
+                t.elapsed()
+            })
+        };
+        drop(running);
+        let waited = waiter.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(30),
+            "the end of the ingest wakes the waiter"
+        );
     }
 }

@@ -73,6 +73,8 @@ pub struct Node {
     org_replica_file: Mutex<DocFile>,
     /// Counters of what peers sent.
     pub stats: IngestStats,
+    /// Set while a sync's many releases are being stored.
+    pub bulk: ingest::BulkIngest,
     /// What `/metrics` shows.
     pub metrics: crate::metrics::Metrics,
     /// The iroh endpoint that moves pack bytes, once started.
@@ -378,6 +380,7 @@ impl Node {
             replica_file: Mutex::new(replica_file),
             org_replica_file: Mutex::new(org_replica_file),
             stats: Default::default(),
+            bulk: Default::default(),
             metrics: Default::default(),
             iroh: Default::default(),
             outbox: Default::default(),

@@ -35,6 +35,8 @@ use rank::{Explain, FEATURES};
 const CANDIDATES: usize = 256;
 /// Most results one query returns.
 pub const MAX_RESULTS: usize = 100;
+/// Longest the indexer waits for a bulk ingest to end.
+const BULK_PAUSE: Duration = Duration::from_secs(30);
 /// Most changes applied per index commit.
 const BATCH: usize = 20_000;
 
@@ -261,6 +263,7 @@ impl Indexer<'_> {
         let mut applied = initial;
         self.svc.applied.send_replace(applied);
         while let Ok(first) = rx.recv() {
+            self.node.bulk.wait_idle(BULK_PAUSE);
             let mut batch = vec![first];
             while batch.len() < BATCH {
                 match rx.try_recv() {
