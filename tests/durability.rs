@@ -110,6 +110,43 @@ fn synced_records_reach_a_later_peer_after_a_kill_9_without_their_publisher() {
     }
 }
 
+fn releases(node: &TestNode) -> u64 {
+    node.json(&["status"])
+        .ok()
+        .and_then(|v| v["releases"].as_u64())
+        .unwrap_or(0)
+}
+
+/// A fresh node killed -9 in the middle of its first large sync (while it
+/// stores what the document already holds, and its saves keep ticking)
+/// gets every release once restarted: its document file never lists a
+/// record its store lacks, which no peer would send again.
+#[test]
+fn a_kill_9_in_the_middle_of_a_large_sync_loses_no_release() {
+    const N: u64 = 20_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fed = Federation::empty(&bin(), root, 1).unwrap();
+    let a_home = fed.init_home("a", "public", None, &[]).unwrap();
+    packfed_testnet::preload(&a_home, N as usize).unwrap();
+    let a = TestNode::start(&bin(), &a_home).unwrap();
+    let b_home = fed.init_home("b", "public", Some(&a.p2p_addr().unwrap()), &[]).unwrap();
+    let mut b = TestNode::start(&bin(), &b_home).unwrap();
+    wait_for(Duration::from_secs(120), "b to store part of the registry", || {
+        (releases(&b) >= N / 2).then_some(())
+    })
+    .unwrap();
+    b.kill9().unwrap();
+    b.restart().unwrap();
+    wait_for(
+        Duration::from_secs(120),
+        "b to hold every release after the crash",
+        || (releases(&b) >= N).then_some(()),
+    )
+    .unwrap();
+    assert_eq!(releases(&a), N, "the source still holds them all");
+}
+
 fn peers(node: &TestNode) -> u64 {
     node.json(&["status"])
         .ok()

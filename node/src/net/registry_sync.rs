@@ -105,13 +105,28 @@ impl Steps {
     }
 }
 
-fn load_state(node: &Node, peer: &PeerId, doc: u32) -> sync::State {
-    node.store
-        .sync_state(&peer.to_string(), doc)
+/// The saved session state with `peer`, if the document holds every
+/// change it says both sides share. After a crash the state (in the store)
+/// can be newer than the document file; trusted, it would tell the peer we
+/// hold changes we lost, and the peer would never send them again.
+fn load_state(node: &Node, peer: &PeerId, channel: Channel) -> sync::State {
+    let saved = node
+        .store
+        .sync_state(&peer.to_string(), channel.doc())
         .ok()
         .flatten()
-        .and_then(|b| sync::State::decode(&b).ok())
-        .unwrap_or_default()
+        .and_then(|b| sync::State::decode(&b).ok());
+    match saved {
+        Some(state)
+            if node
+                .replica_for(channel)
+                .lock()
+                .is_ok_and(|mut r| r.holds_changes(&state.shared_heads)) =>
+        {
+            state
+        }
+        _ => sync::State::new(),
+    }
 }
 
 fn save_state(node: &Node, peer: &PeerId, doc: u32, state: &sync::State) {
@@ -170,8 +185,15 @@ fn absorb(node: &Node, peer: &PeerId, channel: Channel, state: &mut sync::State,
                 tracing::warn!(%peer, changes = got.refused, "refused registry changes that hold no valid record, or build on such");
                 node.stats.crdt_garbage.fetch_add(got.refused as u64, Ordering::Relaxed);
             }
+            if got.candidates.is_empty() {
+                return;
+            }
             let bytes: Vec<Vec<u8>> = got.candidates.into_iter().map(|(_, b)| b).collect();
-            for outcome in node.ingest_batch(&bytes, &checked.into_inner().unwrap_or_default(), channel) {
+            let outcomes = node.ingest_batch(&bytes, &checked.into_inner().unwrap_or_default(), channel);
+            if let Ok(mut r) = node.replica_for(channel).lock() {
+                r.stored();
+            }
+            for outcome in outcomes {
                 if let Ingested::Invalid(reason) = outcome {
                     tracing::warn!(%peer, %reason, "ignored an invalid record from registry sync");
                     node.stats.crdt_garbage.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +250,7 @@ impl Reactor {
         self.sync_steps.running.insert((peer, channel.doc(), answering));
         let (node, tx) = (self.node.clone(), self.sync_steps.tx.clone());
         tokio::task::spawn_blocking(move || {
-            let mut state = state.unwrap_or_else(|| load_state(&node, &peer, channel.doc()));
+            let mut state = state.unwrap_or_else(|| load_state(&node, &peer, channel));
             let reply = step(&node, &peer, channel, &mut state, msg.as_deref());
             // The receiver lives as long as the reactor.
             let _ = tx.send(StepDone {

@@ -147,6 +147,9 @@ impl Node {
                 continue;
             };
             let (bytes, snapshot, held) = match self.replica_for(channel).lock() {
+                // A later save takes it; meanwhile the records' pending
+                // marks keep them (see `reconcile_documents`).
+                Ok(r) if r.ahead_of_store() => continue,
                 Ok(mut r) => {
                     let held = r.take_unsaved();
                     let piece = r.save_incremental();

@@ -76,6 +76,9 @@ pub struct Replica {
     /// sync): split it before the next change (see [`presplit`]). Loads
     /// split at once.
     unsplit: bool,
+    /// Received batches whose records are not stored yet (see
+    /// [`Replica::ahead_of_store`]).
+    unstored: usize,
 }
 
 impl Default for Replica {
@@ -94,6 +97,7 @@ impl Replica {
             unsaved: Vec::new(),
             refused: Default::default(),
             unsplit: false,
+            unstored: 0,
         }
     }
 
@@ -109,6 +113,7 @@ impl Replica {
             unsaved: Vec::new(),
             refused: Default::default(),
             unsplit: false,
+            unstored: 0,
         })
     }
 
@@ -142,6 +147,7 @@ impl Replica {
                 unsaved: Vec::new(),
                 refused: Default::default(),
                 unsplit: false,
+                unstored: 0,
             },
             loaded,
         ))
@@ -293,7 +299,29 @@ impl Replica {
                 out.candidates.push((id, v));
             }
         }
+        if !out.candidates.is_empty() {
+            self.unstored += 1;
+        }
         Ok(out)
+    }
+
+    /// Whether the document holds received records the store may not hold
+    /// yet: [`Replica::apply`] returned candidates and the caller has not
+    /// called [`Replica::stored`] since. The document must not be saved
+    /// then: a crash would leave a file that lists records the store never
+    /// got, and no peer sends a document's records twice.
+    pub fn ahead_of_store(&self) -> bool {
+        self.unstored > 0
+    }
+
+    /// Whether the document holds every one of these changes.
+    pub fn holds_changes(&mut self, hashes: &[ChangeHash]) -> bool {
+        hashes.iter().all(|h| self.doc.get_change_by_hash(h).is_some())
+    }
+
+    /// The candidates of one [`Replica::apply`] are stored (or refused).
+    pub fn stored(&mut self) {
+        self.unstored = self.unstored.saturating_sub(1);
     }
 
     /// A peer whose heads are refused changes is, for this document, where
@@ -404,6 +432,23 @@ mod tests {
         let ids_b: Vec<_> = got_b.candidates.iter().map(|c| c.0).collect();
         assert!(ids_a.contains(&r2.0) && !ids_a.contains(&r1.0));
         assert!(ids_b.contains(&r1.0) && !ids_b.contains(&r2.0));
+    }
+
+    #[test]
+    fn received_records_hold_the_document_back_until_stored() {
+        let (mut a, mut b) = (Replica::new(), Replica::new());
+        let r1 = rec(1);
+        a.insert(&r1.0, &r1.1).unwrap();
+        assert!(!a.ahead_of_store(), "its own inserts are stored first");
+        let (_, got_b) = sync_pair(&mut a, &mut b);
+        assert_eq!(got_b.candidates.len(), 1);
+        assert!(b.ahead_of_store(), "a received record is not stored yet");
+        b.stored();
+        assert!(!b.ahead_of_store());
+        // Nothing new: no batch to store.
+        let (_, again) = sync_pair(&mut a, &mut b);
+        assert!(again.candidates.is_empty());
+        assert!(!b.ahead_of_store());
     }
 
     #[test]
