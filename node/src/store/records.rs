@@ -250,29 +250,51 @@ impl Store {
         release: &Verified<pb::Release>,
         hash: &ContentHash,
     ) -> Result<bool, StoreError> {
-        let r = release.record();
         let rid = release.id();
-        let key = release_key(&r.name, &r.version, &rid);
-        let mut by_hash_key = hash.as_bytes().to_vec();
-        by_hash_key.extend_from_slice(rid.as_bytes());
         // The pending mark goes first, outside the transaction (a fourth
         // tree in it slowed a fresh node's sync): sled recovers writes in
         // order, so a stored record always has its mark; a mark left by a
-        // record that was already stored is dropped at the next save.
+        // record that was already stored is dropped at the next save. A
+        // crash between the envelope and its indexes leaves the mark, and
+        // the next open writes the indexes again
+        // ([`Store::repair_release_indexes`]).
         self.doc_pending.insert(rid.as_bytes(), &[])?;
-        // Same for the org mark: a crash after it undercounts public
-        // releases, never counts an org one as public.
+        // Ordered plain inserts, not a transaction: a sled transaction seals
+        // and writes a log buffer of its own, which cost a publish one more
+        // write.
+        self.records.insert(rid.as_bytes(), release.envelope().encoded())?;
+        self.write_release_indexes(release.record(), &rid, hash)
+    }
+
+    /// Writes a stored release's indexes again if it is one (idempotent):
+    /// for a record marked pending, which a crash may have cut off between
+    /// its envelope and its indexes. Such a record counts as known, so
+    /// nothing else would ever write them. Returns true if any was missing.
+    pub fn repair_release_indexes(&self, env: &Signed) -> Result<bool, StoreError> {
+        if env.domain() != Some(packfed_protocol::Domain::Release) {
+            return Ok(false);
+        }
+        let corrupt = |e: String| StoreError::Corrupt(format!("stored release {}: {e}", env.id()));
+        let r = <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice())
+            .map_err(|e| corrupt(e.to_string()))?;
+        let hash = ContentHash::from_slice(&r.content_hash).map_err(|e| corrupt(e.to_string()))?;
+        self.write_release_indexes(&r, &env.id(), &hash)
+    }
+
+    /// A release's indexes, in an order that keeps every crash consistent:
+    /// the release key goes last, and its insert decides, atomically,
+    /// which caller stored it first.
+    fn write_release_indexes(&self, r: &pb::Release, rid: &RecordId, hash: &ContentHash) -> Result<bool, StoreError> {
+        let key = release_key(&r.name, &r.version, rid);
+        let mut by_hash_key = hash.as_bytes().to_vec();
+        by_hash_key.extend_from_slice(rid.as_bytes());
+        // The org mark before the release key: a crash after it undercounts
+        // public releases, never counts an org one as public.
         let org = r.visibility == pb::Visibility::Org as i32;
         if org && self.org_releases.insert(key.as_slice(), &[])?.is_none() {
             self.org_release_records
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        // Ordered plain inserts, not a transaction: a sled transaction seals
-        // and writes a log buffer of its own, which cost a publish one more
-        // write. Sled recovers writes in order, so a visible release key
-        // always has its envelope and hash index; the release key goes last
-        // and its insert decides, atomically, which caller stored it first.
-        self.records.insert(rid.as_bytes(), release.envelope().encoded())?;
         self.by_hash.insert(by_hash_key.as_slice(), &[])?;
         let new = self.releases.insert(key.as_slice(), &[])?.is_none();
         if new {
