@@ -219,15 +219,9 @@ impl Node {
             }
         }
         let mut orphans = Vec::new();
-        let mut repaired = 0;
         for id in self.store.doc_pending()? {
             match self.store.record(&id)? {
-                Some(env) => {
-                    if self.store.repair_release_indexes(&env)? {
-                        repaired += 1;
-                    }
-                    put_back(&id, env.encoded())
-                }
+                Some(env) => put_back(&id, env.encoded()),
                 // Marked, then the crash came before the record was stored.
                 None => orphans.push(id),
             }
@@ -240,9 +234,6 @@ impl Node {
         }
         if restored > 0 {
             tracing::info!(records = restored, "put stored records back into the registry document");
-        }
-        if repaired > 0 {
-            tracing::info!(releases = repaired, "wrote the indexes of releases a crash cut off");
         }
         self.save_replica()?;
         Ok(restored)

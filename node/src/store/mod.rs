@@ -186,6 +186,10 @@ impl Store {
         store
             .blob_records
             .store(store.blob_meta.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let repaired = store.repair_torn_writes()?;
+        if repaired > 0 {
+            tracing::info!(records = repaired, "wrote the indexes of records a crash cut off");
+        }
         let swept = store.sweep_orphan_chunks()?;
         if swept > 0 {
             tracing::info!(files = swept, "removed leftovers of interrupted imports");
