@@ -39,6 +39,12 @@ pub const MAX_RESULTS: usize = 100;
 const BULK_PAUSE: Duration = Duration::from_secs(30);
 /// Most changes applied per index commit.
 const BATCH: usize = 20_000;
+/// Shortest time between two index commits while changes keep coming (a
+/// change after a quiet spell is applied at once). Like a search engine's
+/// refresh interval: under a stream of publishes, one commit and one read
+/// of each changed package serve every change of the interval. A search
+/// that waits for the index to catch up waits this much longer at most.
+const COMMIT_GAP: Duration = Duration::from_millis(100);
 
 thread_local! {
     /// Set on the indexer thread: the verdicts it computes while reading are
@@ -262,8 +268,12 @@ impl Indexer<'_> {
         crate::memory::release_freed();
         let mut applied = initial;
         self.svc.applied.send_replace(applied);
+        let mut committed = std::time::Instant::now();
         while let Ok(first) = rx.recv() {
             self.node.bulk.wait_idle(BULK_PAUSE);
+            if let Some(rest) = COMMIT_GAP.checked_sub(committed.elapsed()) {
+                std::thread::sleep(rest);
+            }
             let mut batch = vec![first];
             while batch.len() < BATCH {
                 match rx.try_recv() {
@@ -275,6 +285,7 @@ impl Indexer<'_> {
             if let Err(e) = self.apply(batch) {
                 tracing::warn!(error = %e, "search index update failed");
             }
+            committed = std::time::Instant::now();
             self.svc.applied.send_replace(applied);
         }
     }
