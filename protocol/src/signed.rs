@@ -184,6 +184,13 @@ impl Signed {
         self.inner.clone()
     }
 
+    /// The payload decoded as `R` without a signature check: for envelopes
+    /// verified on their way into the store and read back from it (reading
+    /// through [`Signed::to_pb`] copied the whole envelope first).
+    pub fn unchecked_record<R: Message + Default>(&self) -> Result<R, prost::DecodeError> {
+        R::decode(self.inner.payload.as_slice())
+    }
+
     /// The bytes as received (or as first encoded).
     pub fn encoded(&self) -> &[u8] {
         &self.encoded

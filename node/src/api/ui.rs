@@ -210,8 +210,7 @@ async fn quarantine(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> ApiRe
         let mut rows = Vec::new();
         for (rid, status) in node.store.quarantined()? {
             let Some(env) = node.store.record(&rid)? else { continue };
-            let Ok(r) = <packfed_protocol::pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice())
-            else {
+            let Ok(r) = env.unchecked_record::<packfed_protocol::pb::Release>() else {
                 continue;
             };
             if !org && r.visibility == packfed_protocol::pb::Visibility::Org as i32 {

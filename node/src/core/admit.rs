@@ -123,7 +123,7 @@ pub fn record_channel(env: &Signed) -> Channel {
     if env.domain() != Some(Domain::Release) {
         return Channel::Public;
     }
-    <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice())
+    env.unchecked_record::<pb::Release>()
         .map_or(Channel::Public, |r| release_channel(&r))
 }
 
@@ -141,11 +141,13 @@ fn release_channel(r: &pb::Release) -> Channel {
 pub fn channel_of(view: &impl View, fed: &FederationId, env: &Signed) -> Channel {
     match env.domain() {
         // Stored yanks were verified on arrival.
-        Some(Domain::Yank) => <pb::Yank as prost::Message>::decode(env.to_pb().payload.as_slice())
+        Some(Domain::Yank) => env
+            .unchecked_record::<pb::Yank>()
             .ok()
             .and_then(|y| yank_channel(view, &y).ok())
             .unwrap_or(Channel::Public),
-        Some(Domain::Deprecation) => <pb::Deprecation as prost::Message>::decode(env.to_pb().payload.as_slice())
+        Some(Domain::Deprecation) => env
+            .unchecked_record::<pb::Deprecation>()
             .ok()
             .and_then(|d| pack_channel(view, &d.name).ok())
             .unwrap_or(Channel::Public),

@@ -581,7 +581,7 @@ fn only_the_namespace_owner_yanks_and_only_by_the_release_hash() {
     assert!(matches!(err, YankError::NotOwner { .. }), "{err}");
     let wrong = owner.sign(&pb::Yank {
         content_hash: vec![7; 32],
-        ..pb::Yank::decode(owner.yank(&rel).to_pb().payload.as_slice()).unwrap()
+        ..owner.yank(&rel).unchecked_record::<pb::Yank>().unwrap()
     });
     let err = admit::local_yank(&sim.mem, &sim.fed, &wrong).unwrap_err();
     assert!(matches!(err, YankError::HashMismatch { .. }), "{err}");

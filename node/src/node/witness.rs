@@ -214,7 +214,7 @@ impl Node {
             }
             _ => return Ok(admit::record_channel(env)),
         }
-        let Ok(a) = <pb::Attestation as prost::Message>::decode(env.to_pb().payload.as_slice()) else {
+        let Ok(a) = env.unchecked_record::<pb::Attestation>() else {
             return Ok(Channel::Public);
         };
         let org = self

@@ -337,7 +337,7 @@ impl Indexer<'_> {
                         }
                         None => {
                             if let Ok(Some(r)) = self.node.store.record(&rid)
-                                && let Ok(rel) = <pb::Release as prost::Message>::decode(r.to_pb().payload.as_slice())
+                                && let Ok(rel) = r.unchecked_record::<pb::Release>()
                             {
                                 names.insert(rel.name);
                             }

@@ -77,6 +77,12 @@ pub enum InsertRelease {
     NeedsClaim,
 }
 
+/// A stored envelope's record (its signature was checked on the way in).
+fn stored<R: prost::Message + Default>(rid: &RecordId, env: &Signed) -> Result<R, StoreError> {
+    env.unchecked_record()
+        .map_err(|e| StoreError::Corrupt(format!("record {rid}: {e}")))
+}
+
 fn release_key(name: &str, version: &str, rid: &RecordId) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len() + version.len() + 34);
     k.extend_from_slice(name.as_bytes());
@@ -278,18 +284,15 @@ impl Store {
         let mut repaired = 0;
         for id in self.doc_pending()? {
             let Some(env) = self.record(&id)? else { continue };
-            let corrupt = |e: String| StoreError::Corrupt(format!("stored record {id}: {e}"));
-            let payload = env.to_pb().payload;
+            let corrupt = |e: String| StoreError::Corrupt(format!("record {id}: {e}"));
             let mended = match env.domain() {
                 Some(packfed_protocol::Domain::Release) => {
-                    let r = <pb::Release as prost::Message>::decode(payload.as_slice())
-                        .map_err(|e| corrupt(e.to_string()))?;
+                    let r = stored::<pb::Release>(&id, &env)?;
                     let hash = ContentHash::from_slice(&r.content_hash).map_err(|e| corrupt(e.to_string()))?;
                     self.write_release_indexes(&r, &id, &hash)?
                 }
                 Some(packfed_protocol::Domain::NamespaceClaim) => {
-                    let c = <pb::NamespaceClaim as prost::Message>::decode(payload.as_slice())
-                        .map_err(|e| corrupt(e.to_string()))?;
+                    let c = stored::<pb::NamespaceClaim>(&id, &env)?;
                     let signer = PublicKey::from_slice(env.claimed_signer()).map_err(|e| corrupt(e.to_string()))?;
                     self.write_claim_index(&c, &id, &signer)?
                 }
@@ -414,8 +417,7 @@ impl Store {
         for key in self.deprecations.scan_prefix(&prefix).keys() {
             let rid = rid_of(&key?)?;
             let Some(env) = self.record(&rid)? else { continue };
-            let d = <pb::Deprecation as prost::Message>::decode(env.to_pb().payload.as_slice())
-                .map_err(|e| StoreError::Corrupt(format!("record {rid}: {e}")))?;
+            let d = stored::<pb::Deprecation>(&rid, &env)?;
             let covers = semver::VersionReq::parse(&d.requirement).is_ok_and(|r| r.matches(version));
             if covers && best.as_ref().is_none_or(|b| d.deprecated_at_ms > b.deprecated_at_ms) {
                 best = Some(d);
@@ -430,8 +432,7 @@ impl Store {
         for key in self.releases.scan_prefix(format!("{name}\0").as_bytes()).keys() {
             let rid = rid_of(&key?)?;
             let Some(env) = self.record(&rid)? else { continue };
-            let r = <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice())
-                .map_err(|e| StoreError::Corrupt(format!("record {rid}: {e}")))?;
+            let r = stored::<pb::Release>(&rid, &env)?;
             if r.visibility == pb::Visibility::Org as i32 {
                 return Ok(Some(true));
             }
@@ -521,8 +522,7 @@ impl Store {
             if env.claimed_signer() != owner.owner.as_slice() {
                 continue;
             }
-            let r = <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice())
-                .map_err(|e| StoreError::Corrupt(format!("record {rid}: {e}")))?;
+            let r = stored::<pb::Release>(&rid, &env)?;
             if best.as_ref().is_none_or(|(b, _)| rid < *b) {
                 best = Some((rid, r));
             }
@@ -580,8 +580,7 @@ impl Store {
         for key in self.releases.scan_prefix(format!("{name}\0").as_bytes()).keys() {
             let rid = rid_of(&key?)?;
             let Some(env) = self.record(&rid)? else { continue };
-            let release = <pb::Release as prost::Message>::decode(env.to_pb().payload.as_slice())
-                .map_err(|e| StoreError::Corrupt(format!("record {rid}: {e}")))?;
+            let release = stored::<pb::Release>(&rid, &env)?;
             let by_owner = owner.is_some_and(|o| env.claimed_signer() == o.as_slice());
             let by_owner_yanked = by_owner && self.is_yanked(&release)?;
             rows.push(PackageRow {
