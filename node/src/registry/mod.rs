@@ -53,7 +53,8 @@ pub struct Screened {
 /// What a received sync message brought.
 #[derive(Debug, Default)]
 pub struct Received {
-    /// (record id, envelope bytes) new in the document: to verify and admit.
+    /// (record id, envelope bytes) new in the document, in id order: to
+    /// verify and admit.
     pub candidates: Vec<(RecordId, Vec<u8>)>,
     /// Changes refused: holding something other than valid records under
     /// their ids, or built on such a change.
@@ -299,6 +300,11 @@ impl Replica {
                 out.candidates.push((id, v));
             }
         }
+        // In id order (automerge's diff already walks keys in order, so
+        // this costs a pass): the store keys records by id, and a whole
+        // registry of 50,000 releases stored in id order took 1.7 s where
+        // the order a peer sent took 2.9 s.
+        out.candidates.sort_unstable_by_key(|(id, _)| *id);
         if !out.candidates.is_empty() {
             self.unstored += 1;
         }
@@ -464,6 +470,10 @@ mod tests {
         let (got_a, got_b) = sync_pair(&mut a, &mut b);
         assert_eq!(a.doc.get_changes(&[]).len(), 2, "A's change and B's");
         assert_eq!(got_b.candidates.len(), 50);
+        assert!(
+            got_b.candidates.windows(2).all(|w| w[0].0 < w[1].0),
+            "candidates come in id order, the store's key order"
+        );
         // A's own 50 were pending when B's record arrived: only B's is news.
         assert_eq!(got_a.candidates.len(), 1);
         assert_eq!(got_a.candidates[0].0, extra_id);
