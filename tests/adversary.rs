@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use packfed_protocol::{FederationId, KeyPair, Signed, pb};
 use packfed_testnet::torsion::sign_with_torsion;
-use packfed_testnet::{Federation, NodeJson, TestNode, post_json_with_token, wait_for};
+use packfed_testnet::{Federation, NodeJson, TestNode, get_json, post_json_with_token, wait_for};
 use serde_json::{Value, json};
 
 fn bin() -> PathBuf {
@@ -845,9 +845,9 @@ fn attestation_spam_from_fresh_keys_stops_at_the_release_quota() {
 }
 
 /// A deprecation of the victim's pack signed by a key that does not own its
-/// namespace, gossiped by the adversary, never shows on the honest node.
-/// Control: the adversary's deprecation of its own pack, sent after it on
-/// the same path, does.
+/// namespace, gossiped by the adversary, is refused and never shows on the
+/// honest node. Control: the adversary's deprecation of its own pack, sent
+/// after it on the same path, does.
 #[test]
 fn a_deprecation_by_a_key_that_does_not_own_the_namespace_counts_for_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -870,13 +870,28 @@ fn a_deprecation_by_a_key_that_does_not_own_the_namespace_counts_for_nothing() {
             &fed_id,
         )
     };
+    // The hostile deprecation until the honest node has refused it (sent
+    // with the control every round, each refusal scored the adversary under
+    // gossipsub's graylist, and on a loaded machine the control could then
+    // go unheard for the whole deadline).
+    let rejected = || get_json(&a.api, "/v1/status").ok()?["rejected_records"].as_u64();
+    let before = rejected().unwrap();
     let mut at = 0u64;
+    wait_for(
+        DEADLINE,
+        "the adversary's deprecation of the victim's pack to be refused",
+        || {
+            at += 1;
+            let _ = evil.gossip("", deprecation("acme/victim", at).encoded());
+            (rejected()? > before).then_some(())
+        },
+    )
+    .unwrap();
     wait_for(
         DEADLINE,
         "the adversary's deprecation of its own pack to arrive",
         || {
             at += 1;
-            let _ = evil.gossip("", deprecation("acme/victim", at).encoded());
             let _ = evil.gossip("", deprecation("evilns/tool", at).encoded());
             let info = a.json(&["info", "evilns/tool"]).ok()?;
             info["deprecated"]["message"].is_string().then_some(())
