@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use packfed_testnet::timing::pct;
-use packfed_testnet::{Federation, TestNode, get_json, make_big_pack, make_pack, pseudo_random_bytes, wait_for};
+use packfed_testnet::{Federation, TestNode, make_big_pack, make_pack, pseudo_random_bytes, wait_for};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_packfed"))
@@ -240,12 +240,7 @@ fn bench_c(rows: &mut Vec<Row>, n: usize) {
     // The source is a running node: its start-up work (indexing what the
     // preload stored) is done before the fresh node starts, or the two
     // share the cores and the row measures the source's start-up too.
-    let source = fed.nodes[0].api.clone();
-    wait_for(Duration::from_secs(120), "the source to index its releases", || {
-        let docs = get_json(&source, "/v1/status").ok()?["search"]["documents"].as_u64()?;
-        (docs >= n as u64).then_some(())
-    })
-    .unwrap();
+    fed.nodes[0].wait_indexed(n as u64, Duration::from_secs(120)).unwrap();
     let boot = fed.nodes[0].p2p_addr().unwrap();
     let b = fed.init_home("b", "public", Some(&boot), &[]).unwrap();
     let start = Instant::now();

@@ -13,7 +13,7 @@ use packfed_node::api::PUBLISH_HEADER;
 use packfed_node::store::Store;
 use packfed_node::{keys, packing};
 use packfed_protocol::{FederationId, KeyPair};
-use packfed_testnet::{TestNode, get_json, init_single, make_pack, wait_for};
+use packfed_testnet::{TestNode, init_single, make_pack};
 
 struct Row {
     what: String,
@@ -213,15 +213,7 @@ fn over_http(rows: &mut Vec<Row>, packs: usize) {
     });
     // The baseline runs on a settled node: while the search index still
     // works off the publishes, GET rates varied 3x between runs.
-    wait_for(
-        Duration::from_secs(60),
-        "the search index to hold every publish",
-        || {
-            let docs = get_json(&node.api, "/v1/status").ok()?["search"]["documents"].as_u64()?;
-            (docs >= packs as u64).then_some(())
-        },
-    )
-    .unwrap();
+    node.wait_indexed(packs as u64, Duration::from_secs(60)).unwrap();
     let get_rate = rt.block_on(async {
         let start = Instant::now();
         let mut tasks = Vec::new();

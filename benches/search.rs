@@ -434,12 +434,8 @@ fn bench_lno(rows: &mut Vec<Row>, rt: &tokio::runtime::Runtime, cfg: Lno) {
         if verbose {
             eprintln!("(o) daemon up: {}", memory_breakdown(pid));
         }
-        wait_for(Duration::from_secs(1800), "the daemon's search catalog", || {
-            let v = get_json(&api, "/v1/status")?;
-            let s = &v["search"];
-            (s["catalog"].as_u64()? >= n as u64 && s["documents"].as_u64()? >= n as u64).then_some(())
-        })
-        .expect("the daemon loads the catalog");
+        d.wait_indexed(n as u64, Duration::from_secs(1800))
+            .expect("the daemon loads the catalog");
         daemon_load = start.elapsed();
         if verbose {
             eprintln!("(o) catalog loaded: {}", memory_breakdown(pid));

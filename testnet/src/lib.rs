@@ -343,6 +343,17 @@ impl TestNode {
         .map(drop)
     }
 
+    /// Waits until the node's search catalog and index hold at least `n`
+    /// releases: benches measure their baselines on a settled node, not
+    /// beside the indexer working off a backlog.
+    pub fn wait_indexed(&self, n: u64, deadline: Duration) -> Result<()> {
+        wait_for(deadline, "the search index to hold every release", || {
+            let status = get_json(&self.api, "/v1/status").ok()?;
+            let s = &status["search"];
+            (s["catalog"].as_u64()? >= n && s["documents"].as_u64()? >= n).then_some(())
+        })
+    }
+
     /// The libp2p address to bootstrap from (waits until it is known).
     pub fn p2p_addr(&self) -> Result<String> {
         p2p_addr(&self.home, Duration::from_secs(30))
