@@ -271,3 +271,19 @@ impl Store {
         Ok(())
     }
 }
+
+/// Opens the store at `path` again in a test: sled's flusher thread lets go
+/// of the file lock a moment after the last handle is dropped, so a reopen
+/// right away can find it still held (tests ran into it under load).
+#[cfg(test)]
+pub(crate) fn reopen(path: &Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(path) {
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
+}

@@ -741,7 +741,7 @@ mod tests {
             store.doc_saved(&[whole.id()]).unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::reopen(dir.path());
         let claims: Vec<_> = store.claims().map(Result::unwrap).collect();
         assert_eq!(claims, vec![("acme".to_string(), claim.id(), key.public())]);
         assert_eq!(
@@ -755,6 +755,6 @@ mod tests {
         );
         drop(store);
         // Idempotent: a second open changes nothing.
-        assert_eq!(Store::open(dir.path()).unwrap().release_count(), 1);
+        assert_eq!(crate::store::reopen(dir.path()).release_count(), 1);
     }
 }
