@@ -142,7 +142,7 @@ fn bench_a(rows: &mut Vec<Row>, nodes: usize, publishes: usize, new_namespaces: 
 fn bench_s(rows: &mut Vec<Row>, records: usize) {
     use packfed_governance::{Member, Role};
     use packfed_node::core::witness::{WitnessSet, Witnesses};
-    use packfed_protocol::{FederationId, KeyPair, RecordId, Signed, pb};
+    use packfed_protocol::{FederationId, KeyPair, RecordId, Signed, Verified, pb};
 
     let fed = FederationId::of(b"bench s");
     let keys: Vec<KeyPair> = (0..3).map(|_| KeyPair::generate().unwrap()).collect();
@@ -166,7 +166,7 @@ fn bench_s(rows: &mut Vec<Row>, records: usize) {
         for id in &order {
             node.note_admitted(*id, None);
         }
-        let effects = node.produce(&fed, t0 + w as u64, 60_000, |_, cp| Some(Signed::sign(cp, key, &fed)));
+        let effects = node.produce(t0 + w as u64, 60_000, |_, cp| Some(Verified::sign(cp, key, &fed)));
         logs.push(
             effects
                 .into_iter()

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use packfed_governance::{Member, Role};
 use packfed_protocol::limits::MAX_CHECKPOINT_RECORDS;
-use packfed_protocol::{FederationId, PublicKey, RecordId, Signed, Verified, pb};
+use packfed_protocol::{PublicKey, RecordId, Verified, pb};
 use serde::Serialize;
 
 use super::gov::MAX_CLOCK_SKEW_MS;
@@ -134,17 +134,32 @@ struct Entry {
     id: RecordId,
     time_ms: u64,
     prev: Option<RecordId>,
-    /// Lists no record (an idle checkpoint: it only says "still here").
-    empty: bool,
 }
 
 #[derive(Debug, Default)]
 struct Log {
     by_seq: BTreeMap<u64, Entry>,
+    /// The one idle checkpoint (it lists no record, it only says "still
+    /// here") this log keeps: the newest. Tracked here, not found by a scan
+    /// of `by_seq`, which grows by one entry per batch of news, forever.
+    idle: Option<u64>,
     equivocation: Option<Equivocation>,
 }
 
 impl Log {
+    /// Notes idle checkpoint `seq`, just added; returns the idle one that
+    /// goes (the older of it and the one kept so far), removed from the log.
+    fn keep_newest_idle(&mut self, seq: u64) -> Option<(u64, RecordId)> {
+        let older = match self.idle {
+            Some(kept) if kept > seq => seq,
+            kept => {
+                self.idle = Some(seq);
+                kept?
+            }
+        };
+        self.by_seq.remove(&older).map(|e| (older, e.id))
+    }
+
     fn latest(&self) -> Option<(u64, Entry)> {
         self.by_seq.iter().next_back().map(|(s, e)| (*s, *e))
     }
@@ -431,18 +446,11 @@ impl Witnesses {
                 id: c.id,
                 time_ms: c.time_ms,
                 prev: c.prev,
-                empty: c.records.is_empty(),
             },
         );
-        let newest_empty = log.by_seq.iter().rev().find(|(_, e)| e.empty).map(|(s, _)| *s);
-        let stale: Vec<(u64, RecordId)> = log
-            .by_seq
-            .iter()
-            .filter(|(s, e)| e.empty && Some(**s) != newest_empty)
-            .map(|(s, e)| (*s, e.id))
-            .collect();
-        for (seq, id) in stale {
-            log.by_seq.remove(&seq);
+        if c.records.is_empty()
+            && let Some((seq, id)) = log.keep_newest_idle(c.seq)
+        {
             effects.push(Effect::Forget {
                 doc: c.channel.doc(),
                 witness: c.witness,
@@ -599,10 +607,9 @@ impl Witnesses {
     /// gossiped.
     pub fn produce(
         &mut self,
-        fed: &FederationId,
         now_ms: u64,
         idle_ms: u64,
-        sign: impl Fn(&PublicKey, &pb::Checkpoint) -> Option<Signed>,
+        sign: impl Fn(&PublicKey, pb::Checkpoint) -> Option<Verified<pb::Checkpoint>>,
     ) -> Vec<Effect> {
         let idle_ms = self.idle_ms(idle_ms);
         let keys: Vec<PublicKey> = self.own.keys().copied().collect();
@@ -633,14 +640,7 @@ impl Witnesses {
                     total,
                     doc: self.channel.doc(),
                 };
-                let Some(env) = sign(&key, &cp) else { break };
-                let v = match env.verify::<pb::Checkpoint>(fed) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::error!(error = %e, "own checkpoint does not verify");
-                        break;
-                    }
-                };
+                let Some(v) = sign(&key, cp) else { break };
                 match self.admit(&v, now_ms) {
                     Admission::New(fx) => effects.extend(fx),
                     other => {
@@ -650,7 +650,7 @@ impl Witnesses {
                 }
                 signed = true;
                 if self.channel == Channel::Public {
-                    gossip.push(Effect::Gossip(Topic::Records, env.encoded().to_vec()));
+                    gossip.push(Effect::Gossip(Topic::Records, v.envelope().encoded().to_vec()));
                 }
                 let more = self.own.get(&key).is_some_and(|o| !o.pending.is_empty());
                 if !more {

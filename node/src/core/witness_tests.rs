@@ -53,8 +53,8 @@ impl World {
     /// Signs witness `i`'s due checkpoints at `now`; returns them.
     fn checkpoint(&self, w: &mut Witnesses, i: usize, now: u64) -> Vec<Verified<pb::Checkpoint>> {
         let key = &self.keys[i];
-        let effects = w.produce(&self.fed, now, IDLE, |k, cp| {
-            (*k == key.public()).then(|| Signed::sign(cp, key, &self.fed))
+        let effects = w.produce(now, IDLE, |k, cp| {
+            (*k == key.public()).then(|| Verified::sign(cp, key, &self.fed))
         });
         effects
             .into_iter()
@@ -304,6 +304,41 @@ fn only_the_newest_idle_checkpoint_of_a_witness_is_kept_and_none_is_synced() {
     );
     assert_eq!(victim.witnessed(&RecordId::of(b"r")), Some(T0 + 1));
     assert_eq!(victim.views()[0].seq, Some(2));
+}
+
+#[test]
+fn an_idle_checkpoint_older_than_the_kept_one_goes_at_once() {
+    let world = World::new(1);
+    let mut victim = world.victim();
+    let idle0 = world.forge(&world.keys[0], 0, T0, None, &[]);
+    let news = world.forge(&world.keys[0], 1, T0 + 1, Some(idle0.id()), &[RecordId::of(b"r")]);
+    let idle2 = world.forge(&world.keys[0], 2, T0 + 2, Some(news.id()), &[]);
+    // Arrival out of order: the newest idle one first.
+    for cp in [&idle2, &news] {
+        let Admission::New(fx) = victim.admit(cp, T0 + 2) else {
+            panic!()
+        };
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Forget { .. })));
+    }
+    let Admission::New(fx) = victim.admit(&idle0, T0 + 2) else {
+        panic!()
+    };
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Forget { seq: 0, id, .. } if *id == idle0.id())),
+        "the late, older idle checkpoint is forgotten, not the kept one"
+    );
+    assert_eq!(victim.views()[0].seq, Some(2));
+    // A newer idle one then replaces the kept one.
+    let idle3 = world.forge(&world.keys[0], 3, T0 + 3, Some(idle2.id()), &[]);
+    let Admission::New(fx) = victim.admit(&idle3, T0 + 3) else {
+        panic!()
+    };
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Forget { seq: 2, id, .. } if *id == idle2.id())),
+        "a newer idle checkpoint replaces the kept one"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use packfed_governance::{Member, Role};
-use packfed_protocol::{Domain, KeyPair, PublicKey, RecordId, Signed, pb};
+use packfed_protocol::{Domain, KeyPair, PublicKey, RecordId, Signed, Verified, pb};
 use serde::Serialize;
 
 use super::Node;
@@ -237,8 +237,8 @@ impl Node {
             let mut w = self.witness_lock();
             if w.due(now_ms, idle) {
                 let keys = &self.witness_keys;
-                w.produce(self.federation(), now_ms, idle, |k, cp| {
-                    keys.get(k).map(|kp| Signed::sign(cp, kp, self.federation()))
+                w.produce(now_ms, idle, |k, cp| {
+                    keys.get(k).map(|kp| Verified::sign(cp, kp, self.federation()))
                 })
             } else {
                 Vec::new()
@@ -247,8 +247,8 @@ impl Node {
         let org = {
             let mut w = self.org_witness_lock();
             if w.due(now_ms, idle) {
-                w.produce(self.federation(), now_ms, idle, |k, cp| {
-                    (*k == self.key.public()).then(|| Signed::sign(cp, &self.key, self.federation()))
+                w.produce(now_ms, idle, |k, cp| {
+                    (*k == self.key.public()).then(|| Verified::sign(cp, &self.key, self.federation()))
                 })
             } else {
                 Vec::new()
