@@ -95,6 +95,24 @@ fn claim(key: &KeyPair, fed: &FederationId, ns: &str, at: u64) -> Verified<pb::N
     Signed::sign(&c, key, fed).verify(fed).unwrap()
 }
 
+/// Admits a checkpoint that must be new; returns its effects.
+fn admit_new(node: &mut Witnesses, cp: &Verified<pb::Checkpoint>, now: u64) -> Vec<Effect> {
+    match node.admit(cp, now) {
+        Admission::New(fx) => fx,
+        _ => panic!("checkpoint {} was not admitted as new", cp.record().seq),
+    }
+}
+
+/// The (seq, id) of each checkpoint these effects forget.
+fn forgotten(fx: &[Effect]) -> Vec<(u64, RecordId)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Forget { seq, id, .. } => Some((*seq, *id)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn admit_all(node: &mut Witnesses, cps: &[Verified<pb::Checkpoint>], now: u64) {
     for cp in cps {
         assert!(matches!(node.admit(cp, now), Admission::New(_) | Admission::Known));
@@ -206,9 +224,8 @@ fn an_equivocating_witness_is_detected_and_stops_counting() {
 
     // Witness 2 signs a second, different checkpoint 0.
     let second = world.forge(&world.keys[2], 0, T0 + 1, None, &[s]);
-    let Admission::New(effects) = victim.admit(&second, T0 + 1) else {
-        panic!("the proof is kept");
-    };
+    // The proof is kept: the conflicting checkpoint is admitted as new.
+    let effects = admit_new(&mut victim, &second, T0 + 1);
     assert!(
         effects.iter().any(|e| matches!(e, Effect::GovernanceChanged)),
         "everything is recounted"
@@ -279,29 +296,17 @@ fn freshness_needs_recent_checkpoints_from_a_quorum() {
 fn only_the_newest_idle_checkpoint_of_a_witness_is_kept_and_none_is_synced() {
     let world = World::new(1);
     let mut victim = world.victim();
+    let replicated = |fx: &[Effect]| fx.iter().any(|e| matches!(e, Effect::Replicate(..)));
     let idle0 = world.forge(&world.keys[0], 0, T0, None, &[]);
-    let Admission::New(fx) = victim.admit(&idle0, T0) else {
-        panic!()
-    };
-    assert!(
-        !fx.iter().any(|e| matches!(e, Effect::Replicate(..))),
-        "idle: gossip only"
-    );
+    let fx = admit_new(&mut victim, &idle0, T0);
+    assert!(!replicated(&fx), "idle: gossip only");
     let news = world.forge(&world.keys[0], 1, T0 + 1, Some(idle0.id()), &[RecordId::of(b"r")]);
-    let Admission::New(fx) = victim.admit(&news, T0 + 1) else {
-        panic!()
-    };
-    assert!(fx.iter().any(|e| matches!(e, Effect::Replicate(..))), "news is synced");
-    assert!(!fx.iter().any(|e| matches!(e, Effect::Forget { .. })));
+    let fx = admit_new(&mut victim, &news, T0 + 1);
+    assert!(replicated(&fx), "news is synced");
+    assert_eq!(forgotten(&fx), []);
     let idle2 = world.forge(&world.keys[0], 2, T0 + 2, Some(news.id()), &[]);
-    let Admission::New(fx) = victim.admit(&idle2, T0 + 2) else {
-        panic!()
-    };
-    assert!(
-        fx.iter()
-            .any(|e| matches!(e, Effect::Forget { seq: 0, id, .. } if *id == idle0.id())),
-        "the older idle checkpoint goes"
-    );
+    let fx = admit_new(&mut victim, &idle2, T0 + 2);
+    assert_eq!(forgotten(&fx), [(0, idle0.id())], "the older idle checkpoint goes");
     assert_eq!(victim.witnessed(&RecordId::of(b"r")), Some(T0 + 1));
     assert_eq!(victim.views()[0].seq, Some(2));
 }
@@ -315,28 +320,19 @@ fn an_idle_checkpoint_older_than_the_kept_one_goes_at_once() {
     let idle2 = world.forge(&world.keys[0], 2, T0 + 2, Some(news.id()), &[]);
     // Arrival out of order: the newest idle one first.
     for cp in [&idle2, &news] {
-        let Admission::New(fx) = victim.admit(cp, T0 + 2) else {
-            panic!()
-        };
-        assert!(!fx.iter().any(|e| matches!(e, Effect::Forget { .. })));
+        assert_eq!(forgotten(&admit_new(&mut victim, cp, T0 + 2)), []);
     }
-    let Admission::New(fx) = victim.admit(&idle0, T0 + 2) else {
-        panic!()
-    };
-    assert!(
-        fx.iter()
-            .any(|e| matches!(e, Effect::Forget { seq: 0, id, .. } if *id == idle0.id())),
+    assert_eq!(
+        forgotten(&admit_new(&mut victim, &idle0, T0 + 2)),
+        [(0, idle0.id())],
         "the late, older idle checkpoint is forgotten, not the kept one"
     );
     assert_eq!(victim.views()[0].seq, Some(2));
     // A newer idle one then replaces the kept one.
     let idle3 = world.forge(&world.keys[0], 3, T0 + 3, Some(idle2.id()), &[]);
-    let Admission::New(fx) = victim.admit(&idle3, T0 + 3) else {
-        panic!()
-    };
-    assert!(
-        fx.iter()
-            .any(|e| matches!(e, Effect::Forget { seq: 2, id, .. } if *id == idle2.id())),
+    assert_eq!(
+        forgotten(&admit_new(&mut victim, &idle3, T0 + 3)),
+        [(2, idle2.id())],
         "a newer idle checkpoint replaces the kept one"
     );
 }
